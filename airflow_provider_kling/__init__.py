@@ -1,0 +1,41 @@
+"""Apache Airflow provider for Kling video generation through RunComfy's Model API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "get_provider_info"]
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider to Airflow (``apache_airflow_provider`` entry point)."""
+    return {
+        "package-name": "airflow-provider-kling",
+        "name": "Kling (RunComfy)",
+        "description": "Generate videos with Kling through RunComfy's Model API, as deferrable Airflow tasks.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Kling (RunComfy)",
+                "external-doc-url": "https://www.runcomfy.com/models/kling/kling-1-6/pro/text-to-video",
+                "tags": ["service"],
+            }
+        ],
+        "operators": [
+            {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.operators.kling"]}
+        ],
+        "sensors": [{"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.sensors.kling"]}],
+        "hooks": [{"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.hooks.kling"]}],
+        "triggers": [
+            {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.triggers.kling"]}
+        ],
+        "connection-types": [
+            {
+                "connection-type": "kling",
+                "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
+                "hook-name": "Kling (RunComfy)",
+            }
+        ],
+    }

@@ -1,0 +1,26 @@
+"""Named defaults for talking to RunComfy, kept in one place so they are tuned, not scattered."""
+
+from __future__ import annotations
+
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+DEFAULT_CONN_ID = "kling_default"
+CONN_TYPE = "kling"
+KLING_TEXT_TO_VIDEO_MODEL = "kling/kling-1-6/pro/text-to-video"
+
+#: Seconds to open a TCP connection, and to wait for an answer once the request is sent.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 30.0
+
+#: Retries of the idempotent calls (status, result, cancel): attempts in all, and backoff bounds.
+MAX_ATTEMPTS = 5
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 30.0
+#: A server's ``Retry-After`` is honoured up to this many seconds.
+MAX_RETRY_AFTER = 60.0
+
+#: RunComfy's own clients poll about every 5 s and allow long Kling tails (about an hour).
+DEFAULT_POLL_INTERVAL = 5.0
+DEFAULT_TIMEOUT = 3600.0
+
+#: Bytes of a server answer quoted in an error message.
+BODY_EXCERPT_CHARS = 300

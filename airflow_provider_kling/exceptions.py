@@ -1,0 +1,268 @@
+"""
+Everything the provider raises, rooted at :class:`KlingError`.
+
+HTTP failures (:class:`KlingAPIError` and its subclasses, :class:`KlingConnectionError`) are kept
+apart from generation outcomes (:class:`KlingRequestFailed`, :class:`KlingRequestCancelled`,
+:class:`KlingRequestTimeout`), so callers branch on types, never on message text.
+
+Every error carries its details as plain data (``fields``), so it crosses a trigger event or a
+pickle and comes back as the same type with the same details.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+
+from airflow_provider_kling.constants import BODY_EXCERPT_CHARS
+
+
+def excerpt(text: str, limit: int = BODY_EXCERPT_CHARS) -> str:
+    """Return ``text`` on one line, cut to ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class KlingError(AirflowException):
+    """Base class of every error raised by airflow-provider-kling."""
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        self.message = message
+        self.fields = fields
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.fields))
+
+    def to_event(self) -> dict[str, Any]:
+        """The error as JSON-able data for a trigger event."""
+        return {"error_type": type(self).__name__, "message": self.message, "fields": self.fields}
+
+    @staticmethod
+    def from_event(data: dict[str, Any]) -> KlingError:
+        """Rebuild an error sent by :meth:`to_event`; an unknown type comes back as :class:`KlingError`."""
+        cls = getattr(sys.modules[__name__], str(data.get("error_type")), None)
+        if not (isinstance(cls, type) and issubclass(cls, KlingError)):
+            cls = KlingError
+        fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
+        try:
+            return cls(str(data.get("message", "")), **fields)
+        except TypeError:
+            return KlingError(str(data.get("message", "")))
+
+
+def _rebuild(cls: type[KlingError], message: str, fields: dict[str, Any]) -> KlingError:
+    return cls(message, **fields)
+
+
+class KlingInputError(KlingError, AirflowFailException, ValueError):
+    """The generation input is invalid; raised before any request is sent, and never retried."""
+
+
+class KlingConnectionError(KlingError):
+    """
+    RunComfy could not be reached, or the connection dropped before an answer arrived.
+
+    :param request_sent: whether the request may have reached the server. ``False`` only when
+        the connection was never established, so a paid submit certainly created nothing.
+    """
+
+    def __init__(self, message: str, *, request_sent: bool = True) -> None:
+        self.request_sent = request_sent
+        super().__init__(message, request_sent=request_sent)
+
+
+class KlingTimeoutError(KlingConnectionError):
+    """RunComfy did not answer within the configured timeout."""
+
+
+class KlingSubmitOutcomeUnknownError(KlingError, AirflowFailException):
+    """
+    The paid submit was sent but its outcome is unknown: a request may exist and be billed.
+
+    Never retried automatically, since a second POST could pay for a second video.
+    """
+
+
+class KlingAPIError(KlingError):
+    """
+    RunComfy answered with an error, or with something that is not a valid answer.
+
+    :param message: what went wrong, in words.
+    :param status_code: the HTTP status of the answer.
+    :param error_code: RunComfy's ``error_code``, when the body carries one.
+    :param request_id: the generation request concerned, when known.
+    :param body: the raw answer; only a short excerpt is kept.
+    :param retry_after: seconds the server asked to wait before trying again.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        error_code: int | None = None,
+        request_id: str | None = None,
+        body: str = "",
+        retry_after: float | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.error_code = error_code
+        self.request_id = request_id
+        self.body_excerpt = excerpt(body)
+        self.retry_after = retry_after
+        super().__init__(
+            message,
+            status_code=status_code,
+            error_code=error_code,
+            request_id=request_id,
+            body=self.body_excerpt,
+            retry_after=retry_after,
+        )
+
+    def _describe(self) -> str:
+        parts = [self.message]
+        if self.status_code is not None:
+            parts.append(f"HTTP {self.status_code}")
+        if self.error_code is not None:
+            parts.append(f"error_code {self.error_code}")
+        if self.request_id:
+            parts.append(f"request {self.request_id}")
+        if self.body_excerpt:
+            parts.append(f"body: {self.body_excerpt}")
+        return " | ".join(parts)
+
+    @classmethod
+    def from_response(
+        cls,
+        status_code: int,
+        body: str,
+        *,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> KlingAPIError:
+        """Build the most specific error for an answer RunComfy sent instead of a success."""
+        from airflow_provider_kling.models import ErrorBody
+
+        error = ErrorBody.parse(body)
+        error_code = error.error_code if error else None
+        error_cls = _ERROR_CODE_CLASSES.get(error_code or 0) or _status_class(status_code)
+        message = (error.error_message if error else None) or error_cls.default_message()
+        return error_cls(
+            message,
+            status_code=status_code,
+            error_code=error_code,
+            request_id=request_id,
+            body=body,
+            retry_after=retry_after,
+        )
+
+    @classmethod
+    def default_message(cls) -> str:
+        return (cls.__doc__ or "RunComfy answered with an error.").strip().splitlines()[0]
+
+    @property
+    def is_retryable(self) -> bool:
+        """Whether repeating the same call may succeed (rate limits, server faults)."""
+        return False
+
+
+class KlingAuthenticationError(KlingAPIError):
+    """The API token is missing, wrong or expired, or the account is inactive (400004, HTTP 401)."""
+
+
+class KlingPermissionError(KlingAPIError):
+    """The request belongs to another RunComfy account (403001, HTTP 403)."""
+
+
+class KlingNotFoundError(KlingAPIError):
+    """The request id is unknown or expired (404001, HTTP 404)."""
+
+
+class KlingInvalidModelError(KlingAPIError):
+    """RunComfy does not know this model path (400001)."""
+
+
+class KlingInsufficientBalanceError(KlingAPIError):
+    """The RunComfy account has no balance left (400002, HTTP 402)."""
+
+
+class KlingBadRequestError(KlingAPIError):
+    """RunComfy rejected the request as invalid (HTTP 400 or 422)."""
+
+
+class KlingRateLimitError(KlingAPIError):
+    """RunComfy is rate-limiting this account (HTTP 429)."""
+
+    @property
+    def is_retryable(self) -> bool:
+        return True
+
+
+class KlingServerError(KlingAPIError):
+    """RunComfy had an internal error (HTTP 5xx, or an error_code in a 200 answer)."""
+
+    @property
+    def is_retryable(self) -> bool:
+        return True
+
+
+class KlingMalformedResponseError(KlingAPIError):
+    """RunComfy's answer could not be read (not JSON, missing fields, unknown values)."""
+
+
+_ERROR_CODE_CLASSES: dict[int, type[KlingAPIError]] = {
+    400001: KlingInvalidModelError,
+    400002: KlingInsufficientBalanceError,
+    400004: KlingAuthenticationError,
+    403001: KlingPermissionError,
+    404001: KlingNotFoundError,
+}
+
+_STATUS_CLASSES: dict[int, type[KlingAPIError]] = {
+    400: KlingBadRequestError,
+    401: KlingAuthenticationError,
+    402: KlingInsufficientBalanceError,
+    403: KlingPermissionError,
+    404: KlingNotFoundError,
+    422: KlingBadRequestError,
+    429: KlingRateLimitError,
+}
+
+
+def _status_class(status_code: int) -> type[KlingAPIError]:
+    if status_code >= 500 or 200 <= status_code < 300:
+        # A 200 carrying an error_code is a server-side failure the docs say to retry.
+        return KlingServerError
+    return _STATUS_CLASSES.get(status_code, KlingAPIError)
+
+
+class KlingRequestError(KlingError):
+    """
+    A generation request ended without a video.
+
+    :param request_id: the generation request.
+    :param result: the result body RunComfy returned, when there is one.
+    """
+
+    def __init__(self, message: str, *, request_id: str, result: dict[str, Any] | None = None) -> None:
+        self.request_id = request_id
+        self.result = result
+        super().__init__(message, request_id=request_id, result=result)
+
+
+class KlingRequestFailed(KlingRequestError):
+    """Kling finished the request but the generation failed."""
+
+
+class KlingRequestCancelled(KlingRequestError):
+    """The request was cancelled before it produced a video."""
+
+
+class KlingRequestTimeout(KlingRequestError):
+    """The request did not finish before the deadline."""

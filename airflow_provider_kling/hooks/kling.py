@@ -1,0 +1,644 @@
+"""
+Hooks for RunComfy's Model API: :class:`KlingHook` (sync, ``requests``) for workers and
+:class:`KlingAsyncHook` (``aiohttp``) for triggers.
+
+Both share the URL layout, the parsing of answers into typed models and errors, and one
+:class:`~airflow_provider_kling.retry.RetryPolicy`, so sync and async behave alike.
+The token travels only in the ``Authorization`` header of calls to the API base URL: never to
+a media host, never into a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import tempfile
+import time
+import weakref
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+import requests
+from tenacity import AsyncRetrying, Retrying
+
+from airflow.providers.common.compat.connection import get_async_connection
+from airflow.providers.common.compat.sdk import BaseHook
+from airflow_provider_kling import __version__
+from airflow_provider_kling.constants import (
+    CONN_TYPE,
+    CONNECT_TIMEOUT,
+    DEFAULT_BASE_URL,
+    DEFAULT_CONN_ID,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    INITIAL_RETRY_DELAY,
+    KLING_TEXT_TO_VIDEO_MODEL,
+    MAX_ATTEMPTS,
+    READ_TIMEOUT,
+)
+from airflow_provider_kling.exceptions import (
+    KlingAPIError,
+    KlingAuthenticationError,
+    KlingConnectionError,
+    KlingError,
+    KlingInputError,
+    KlingMalformedResponseError,
+    KlingNotFoundError,
+    KlingRequestTimeout,
+    KlingSubmitOutcomeUnknownError,
+    KlingTimeoutError,
+)
+from airflow_provider_kling.models import (
+    CancelOutcome,
+    CancelResponse,
+    ErrorBody,
+    ResponseBody,
+    ResultResponse,
+    StatusResponse,
+    SubmitResponse,
+    validate_input,
+)
+from airflow_provider_kling.retry import RetryPolicy, is_safe_to_resubmit
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pydantic import BaseModel
+    from tenacity import RetryCallState
+
+    from airflow.providers.common.compat.sdk import Connection
+
+ResponseT = TypeVar("ResponseT", bound=ResponseBody)
+
+USER_AGENT = f"airflow-provider-kling/{__version__}"
+#: Bytes read at a time when streaming a video.
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+#: Default cap on a downloaded video.
+DEFAULT_MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    """Where the API is and how to authenticate; the token is left out of ``repr``."""
+
+    base_url: str
+    token: str = field(repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}", "User-Agent": USER_AGENT}
+
+
+def api_target(conn: Connection, conn_id: str) -> ApiTarget:
+    """
+    Read a ``kling`` connection: ``host`` is the base URL (blank for RunComfy's), ``password`` the token.
+
+    A host without a scheme gets ``https://`` (or the connection's ``schema`` if it is ``http``),
+    and the connection's ``port`` when it has one, so the URI form ``kling://:TOKEN@HOST:PORT`` works.
+    """
+    token = (conn.password or "").strip()
+    if not token:
+        raise KlingAuthenticationError(
+            f"Connection {conn_id!r} has no API token: put your RunComfy token in its password field"
+        )
+    host = (conn.host or "").strip().rstrip("/")
+    if not host:
+        return ApiTarget(DEFAULT_BASE_URL, token)
+    if "://" not in host:
+        scheme = conn.schema if conn.schema in ("http", "https") else "https"
+        host = f"{scheme}://{host}"
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise KlingInputError(f"Connection {conn_id!r}: host must be an http(s) URL, got {host!r}")
+    if conn.port and parts.port is None:
+        host = f"{parts.scheme}://{parts.netloc}:{conn.port}{parts.path}"
+    return ApiTarget(host, token)
+
+
+def _request_path(request_id: str, action: str) -> str:
+    if not isinstance(request_id, str) or not request_id.strip():
+        raise KlingInputError(f"request_id: must be a non-empty string, got {request_id!r}")
+    return f"/v1/requests/{quote(request_id, safe='')}/{action}"
+
+
+def _model_path(model: str) -> str:
+    return "/v1/models/" + quote(model.strip("/"), safe="/")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def read_answer(
+    model_cls: type[ResponseT], status_code: int, text: str, *, retry_after: float | None, request_id: str | None
+) -> ResponseT:
+    """Turn an HTTP answer into a typed body, or the most specific :class:`KlingAPIError`."""
+    if not 200 <= status_code < 300 or _has_error_code(text):
+        raise KlingAPIError.from_response(status_code, text, request_id=request_id, retry_after=retry_after)
+    return model_cls.from_http(status_code, text, request_id=request_id)  # type: ignore[no-any-return]
+
+
+def _has_error_code(text: str) -> bool:
+    # Some RunComfy endpoints answer 200 with an error body; only a cheap substring test first.
+    if "error_code" not in text:
+        return False
+    error = ErrorBody.parse(text)
+    return error is not None and error.error_code is not None
+
+
+def submit_failure(exc: KlingError, model: str) -> KlingError:
+    """
+    The error to raise for a failed submit.
+
+    Failures after which RunComfy certainly created nothing (a definite 4xx, 429, a connection
+    never made) are raised as they are. Anything else may have created a billed request.
+    """
+    definite = isinstance(exc, KlingAPIError) and not isinstance(exc, KlingMalformedResponseError)
+    if (definite and not exc.is_retryable) or is_safe_to_resubmit(exc):  # type: ignore[union-attr]
+        return exc
+    return KlingSubmitOutcomeUnknownError(
+        f"The submit to {model} may have created a request that will be billed, but its outcome is "
+        f"unknown ({exc}). It was not repeated automatically, so that you do not pay twice: check "
+        "your RunComfy request history before running this task again."
+    )
+
+
+def log_cancel_outcome(hook: BaseHook, request_id: str, answer: CancelResponse) -> CancelOutcome:
+    if answer.outcome is CancelOutcome.CANCELLED:
+        hook.log.info("Cancelled Kling request %s", request_id)
+    else:
+        hook.log.warning(
+            "Kling request %s is already running and cannot be cancelled: it will still be billed", request_id
+        )
+    return answer.outcome
+
+
+def timeout_message(request_id: str, outcome: CancelOutcome | None) -> str:
+    """Why a request was given up on at its deadline, and whether it will be billed."""
+    if outcome is CancelOutcome.CANCELLED:
+        fate = "it was still queued and has been cancelled, so it will not be billed"
+    elif outcome is CancelOutcome.NOT_CANCELLABLE:
+        fate = "it was already running and could not be cancelled, so it will still be billed"
+    else:
+        fate = "cancelling it failed, so it may still run and be billed"
+    return f"Kling request {request_id} did not finish before its deadline; {fate}"
+
+
+def _log_retry(hook: BaseHook, what: str) -> Any:
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        hook.log.warning("%s failed (%s); attempt %d, retrying in %.1fs", what, exc, state.attempt_number, delay)
+
+    return before_sleep
+
+
+class _KlingHookBase(BaseHook):
+    """Connection form and settings shared by the sync and the async hook."""
+
+    conn_name_attr = "kling_conn_id"
+    default_conn_name = DEFAULT_CONN_ID
+    conn_type = CONN_TYPE
+    hook_name = "Kling (RunComfy)"
+
+    def __init__(
+        self,
+        kling_conn_id: str = DEFAULT_CONN_ID,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        max_attempts: int = MAX_ATTEMPTS,
+        retry_delay: float = INITIAL_RETRY_DELAY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.kling_conn_id = kling_conn_id
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retry_policy = RetryPolicy(max_attempts=max_attempts, initial_delay=retry_delay)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """How Airflow's connection form shows a ``kling`` connection."""
+        return {
+            "hidden_fields": ["schema", "login", "port", "extra"],
+            "relabeling": {"host": "API base URL", "password": "API token"},
+            "placeholders": {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"},
+        }
+
+
+class KlingHook(_KlingHookBase):
+    """
+    Synchronous client of RunComfy's Model API, for operators and sensors on a worker.
+
+    One ``requests`` session per hook; connect and read timeouts on every call; status, result
+    and cancel retried on transient faults; the paid submit never repeated blindly.
+
+    :param kling_conn_id: the ``kling`` connection holding the base URL and the API token.
+    :param connect_timeout: seconds to open a connection.
+    :param read_timeout: seconds to wait for an answer once a request is sent.
+    :param max_attempts: attempts in all for a call that is safe to repeat.
+    :param retry_delay: seconds before the first retry, doubled each time (with jitter).
+    """
+
+    @cached_property
+    def target(self) -> ApiTarget:
+        return api_target(self.get_connection(self.kling_conn_id), self.kling_conn_id)
+
+    @cached_property
+    def session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers["User-Agent"] = USER_AGENT
+        return session
+
+    def close(self) -> None:
+        if "session" in self.__dict__:
+            self.session.close()
+            del self.__dict__["session"]
+
+    def __enter__(self) -> KlingHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _send(
+        self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, str] | None = None
+    ) -> requests.Response:
+        url = self.target.base_url + path
+        try:
+            return self.session.request(
+                method,
+                url,
+                json=json_body,
+                params=params,
+                headers=self.target.headers,
+                timeout=(self.connect_timeout, self.read_timeout),
+                allow_redirects=False,
+            )
+        except requests.ConnectTimeout as err:
+            raise KlingTimeoutError(f"{method} {path}: no connection within {self.connect_timeout}s", request_sent=False) from err
+        except requests.Timeout as err:
+            raise KlingTimeoutError(f"{method} {path}: no answer within {self.read_timeout}s", request_sent=True) from err
+        except requests.ConnectionError as err:
+            sent = not _never_connected(err)
+            raise KlingConnectionError(f"{method} {path}: connection failed ({type(err).__name__})", request_sent=sent) from err
+        except requests.RequestException as err:
+            raise KlingConnectionError(f"{method} {path}: {type(err).__name__}", request_sent=True) from err
+
+    def _call(
+        self,
+        model_cls: type[ResponseT],
+        method: str,
+        path: str,
+        *,
+        request_id: str | None = None,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        submit: bool = False,
+    ) -> ResponseT:
+        for attempt in Retrying(
+            **self.retry_policy.tenacity_kwargs(submit=submit), before_sleep=_log_retry(self, f"{method} {path}")
+        ):
+            with attempt:
+                started = time.monotonic()
+                response = self._send(method, path, json_body=json_body, params=params)
+                self.log.debug("%s %s -> %d in %.3fs", method, path, response.status_code, time.monotonic() - started)
+                return read_answer(
+                    model_cls,
+                    response.status_code,
+                    response.text,
+                    retry_after=_retry_after(response.headers.get("Retry-After")),
+                    request_id=request_id,
+                )
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def submit(self, input: Mapping[str, Any] | BaseModel, model: str = KLING_TEXT_TO_VIDEO_MODEL) -> SubmitResponse:
+        """
+        Submit a paid generation request; validated first, never retried blindly.
+
+        :raises KlingInputError: invalid input; nothing was sent.
+        :raises KlingSubmitOutcomeUnknownError: a request may exist and be billed.
+        """
+        body = validate_input(model, input)
+        try:
+            return self._call(SubmitResponse, "POST", _model_path(model), json_body=body, submit=True)
+        except KlingError as exc:
+            raise submit_failure(exc, model) from exc
+
+    def get_status(self, request_id: str) -> StatusResponse:
+        """Current state of a request: ``in_queue`` (with position), ``in_progress``, ``completed`` or ``cancelled``."""
+        return self._call(StatusResponse, "GET", _request_path(request_id, "status"), request_id=request_id)
+
+    def get_result(self, request_id: str, *, include_cost: bool = False) -> ResultResponse:
+        """Outcome and output of a request (its current state while unfinished)."""
+        params = {"include_cost": "true"} if include_cost else None
+        return self._call(
+            ResultResponse, "GET", _request_path(request_id, "result"), request_id=request_id, params=params
+        )
+
+    def cancel(self, request_id: str) -> CancelResponse:
+        """Cancel a queued request; a running one answers ``not_cancellable`` and is still billed."""
+        return self._call(CancelResponse, "POST", _request_path(request_id, "cancel"), request_id=request_id)
+
+    def check(self, request_id: str, *, include_cost: bool = False) -> ResultResponse | None:
+        """One poll: the result once the request is finished, ``None`` while it is queued or running."""
+        status = self.get_status(request_id)
+        if not status.status.is_finished:
+            return None
+        return self.get_result(request_id, include_cost=include_cost)
+
+    def wait(
+        self,
+        request_id: str,
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_TIMEOUT,
+        include_cost: bool = False,
+    ) -> ResultResponse:
+        """
+        Block until the request finishes and return its result (whatever its outcome).
+
+        :raises KlingRequestTimeout: not finished within ``timeout`` seconds; a queued request
+            is cancelled first, so it is not billed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.check(request_id, include_cost=include_cost)
+            if result is not None:
+                return result
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                outcome = self.cancel_best_effort(request_id)
+                raise KlingRequestTimeout(timeout_message(request_id, outcome), request_id=request_id)
+            time.sleep(min(poll_interval, remaining))
+
+    def cancel_best_effort(self, request_id: str) -> CancelOutcome | None:
+        """Cancel, logging instead of raising; warns when the request runs and will be billed."""
+        try:
+            answer = self.cancel(request_id)
+        except KlingError as err:
+            self.log.warning("Could not cancel Kling request %s: %s", request_id, err)
+            return None
+        return log_cancel_outcome(self, request_id, answer)
+
+    def download_video(
+        self, url: str, destination: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+    ) -> DownloadedVideo:
+        """
+        Stream a video to a local file that appears whole or not at all.
+
+        Written under a temporary name in the destination's folder and moved into place once
+        complete; removed on any failure. The API token is not sent to the media host.
+
+        :raises KlingInputError: the URL is not http(s).
+        :raises KlingError: the download failed, was cut short, or is larger than ``max_bytes``.
+        """
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise KlingInputError(f"video_url: must be an http(s) URL, got {url!r}")
+        dest = Path(destination)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            response = self.session.get(url, stream=True, timeout=(self.connect_timeout, self.read_timeout))
+        except requests.RequestException as err:
+            raise KlingConnectionError(f"GET video: {type(err).__name__}", request_sent=True) from err
+        with response:
+            if response.status_code != 200:
+                raise KlingAPIError(
+                    "Could not fetch the video", status_code=response.status_code, body=response.text[:300]
+                )
+            expected = int(response.headers.get("Content-Length") or 0) or None
+            if expected and expected > max_bytes:
+                raise KlingError(f"The video is {expected} bytes, over the {max_bytes}-byte cap")
+            digest = hashlib.sha256()
+            size = 0
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise KlingError(f"The video is over the {max_bytes}-byte cap")
+                        digest.update(chunk)
+                        out.write(chunk)
+                if expected is not None and size != expected:
+                    raise KlingConnectionError(
+                        f"The video download was cut short: {size} of {expected} bytes", request_sent=True
+                    )
+                os.replace(tmp_name, dest)
+            except requests.RequestException as err:
+                os.unlink(tmp_name)
+                raise KlingConnectionError(f"The video download failed ({type(err).__name__})", request_sent=True) from err
+            except BaseException:
+                os.unlink(tmp_name)
+                raise
+        return DownloadedVideo(
+            path=str(dest),
+            size_bytes=size,
+            sha256=digest.hexdigest(),
+            content_type=response.headers.get("Content-Type", "application/octet-stream"),
+        )
+
+    def test_connection(self) -> tuple[bool, str]:
+        """One cheap authenticated call: tells a bad token, an unreachable host and a healthy connection apart."""
+        try:
+            self.get_status("airflow-connection-test")
+        except KlingNotFoundError:
+            return True, f"Connected to {self.target.base_url}; the token is accepted"
+        except KlingAuthenticationError as err:
+            return False, f"The API token was refused: {err.message}"
+        except KlingConnectionError as err:
+            return False, f"Could not reach {self.target.base_url}: {err}"
+        except KlingError as err:
+            return False, str(err)
+        return True, f"Connected to {self.target.base_url}"
+
+
+@dataclass(frozen=True)
+class DownloadedVideo:
+    """A video saved by :meth:`KlingHook.download_video`."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+
+
+def _never_connected(err: requests.ConnectionError) -> bool:
+    """Whether requests failed before a TCP connection existed (so nothing was sent)."""
+    from urllib3.exceptions import NewConnectionError
+
+    cause: BaseException | None = err
+    while cause is not None:
+        reason = getattr(cause, "reason", None)
+        if isinstance(cause, NewConnectionError) or isinstance(reason, NewConnectionError):
+            return True
+        cause = cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+    return False
+
+
+class _SharedClientSessions:
+    """
+    One ``aiohttp.ClientSession`` per event loop, shared by every async hook running in it.
+
+    A triggerer runs all its triggers in one loop: sharing the session shares its connection
+    pool, so a thousand triggers keep a handful of sockets instead of a thousand. The session
+    closes when its last user leaves, so short-lived loops (``dag.test()``) end cleanly.
+    """
+
+    def __init__(self) -> None:
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+
+    def acquire(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        entry = self._by_loop.get(loop)
+        if entry is None or entry[0].closed:
+            connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
+            entry = [aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}), 0]
+            self._by_loop[loop] = entry
+        entry[1] += 1
+        return entry[0]  # type: ignore[no-any-return]
+
+    async def release(self) -> None:
+        entry = self._by_loop.get(asyncio.get_running_loop())
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._by_loop[asyncio.get_running_loop()]
+            await entry[0].close()
+
+    def users(self) -> int:
+        """How many hooks hold the current loop's session (for tests and benchmarks)."""
+        entry = self._by_loop.get(asyncio.get_running_loop())
+        return entry[1] if entry else 0
+
+
+shared_sessions = _SharedClientSessions()
+
+
+class KlingAsyncHook(_KlingHookBase):
+    """
+    Asynchronous client of RunComfy's Model API, for triggers in the triggerer's event loop.
+
+    Nothing in it blocks the loop: the connection is read with Airflow's async accessor, once
+    per hook, and HTTP goes through a session shared by all hooks of the loop. Use it as
+    ``async with KlingAsyncHook(...) as hook:`` to hold the shared session across calls.
+
+    Takes the same arguments as :class:`KlingHook`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._target: ApiTarget | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    async def get_target(self) -> ApiTarget:
+        if self._target is None:
+            conn = await get_async_connection(self.kling_conn_id, hook=self)
+            self._target = api_target(conn, self.kling_conn_id)
+        return self._target
+
+    async def __aenter__(self) -> KlingAsyncHook:
+        if self._session is None:
+            self._session = shared_sessions.acquire()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            self._session = None
+            await shared_sessions.release()
+
+    async def _send(
+        self, session: aiohttp.ClientSession, method: str, path: str, *, json_body: Any, params: Mapping[str, str] | None
+    ) -> tuple[int, str, float | None]:
+        target = await self.get_target()
+        timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
+        try:
+            async with session.request(
+                method,
+                target.base_url + path,
+                json=json_body,
+                params=params,
+                headers=target.headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                text = await response.text(errors="replace")
+                return response.status, text, _retry_after(response.headers.get("Retry-After"))
+        except aiohttp.ConnectionTimeoutError as err:
+            raise KlingTimeoutError(f"{method} {path}: no connection within {self.connect_timeout}s", request_sent=False) from err
+        except aiohttp.ClientConnectorError as err:
+            raise KlingConnectionError(f"{method} {path}: could not connect ({type(err).__name__})", request_sent=False) from err
+        except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as err:
+            raise KlingTimeoutError(f"{method} {path}: no answer within {self.read_timeout}s", request_sent=True) from err
+        except aiohttp.ClientError as err:
+            raise KlingConnectionError(f"{method} {path}: connection failed ({type(err).__name__})", request_sent=True) from err
+
+    async def _call(
+        self,
+        model_cls: type[ResponseT],
+        method: str,
+        path: str,
+        *,
+        request_id: str | None = None,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        submit: bool = False,
+    ) -> ResponseT:
+        async with self:
+            assert self._session is not None
+            session = self._session
+            async for attempt in AsyncRetrying(
+                **self.retry_policy.tenacity_kwargs(submit=submit), before_sleep=_log_retry(self, f"{method} {path}")
+            ):
+                with attempt:
+                    status, text, retry_after = await self._send(
+                        session, method, path, json_body=json_body, params=params
+                    )
+                    return read_answer(model_cls, status, text, retry_after=retry_after, request_id=request_id)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def submit(
+        self, input: Mapping[str, Any] | BaseModel, model: str = KLING_TEXT_TO_VIDEO_MODEL
+    ) -> SubmitResponse:
+        """Coroutine form of :meth:`KlingHook.submit`."""
+        body = validate_input(model, input)
+        try:
+            return await self._call(SubmitResponse, "POST", _model_path(model), json_body=body, submit=True)
+        except KlingError as exc:
+            raise submit_failure(exc, model) from exc
+
+    async def get_status(self, request_id: str) -> StatusResponse:
+        """Coroutine form of :meth:`KlingHook.get_status`."""
+        return await self._call(StatusResponse, "GET", _request_path(request_id, "status"), request_id=request_id)
+
+    async def get_result(self, request_id: str, *, include_cost: bool = False) -> ResultResponse:
+        """Coroutine form of :meth:`KlingHook.get_result`."""
+        params = {"include_cost": "true"} if include_cost else None
+        return await self._call(
+            ResultResponse, "GET", _request_path(request_id, "result"), request_id=request_id, params=params
+        )
+
+    async def cancel(self, request_id: str) -> CancelResponse:
+        """Coroutine form of :meth:`KlingHook.cancel`."""
+        return await self._call(CancelResponse, "POST", _request_path(request_id, "cancel"), request_id=request_id)
+
+    async def cancel_best_effort(self, request_id: str) -> CancelOutcome | None:
+        """Coroutine form of :meth:`KlingHook.cancel_best_effort`."""
+        try:
+            answer = await self.cancel(request_id)
+        except KlingError as err:
+            self.log.warning("Could not cancel Kling request %s: %s", request_id, err)
+            return None
+        return log_cancel_outcome(self, request_id, answer)

@@ -1,0 +1,343 @@
+"""
+Typed bodies of RunComfy's Model API, and the input of Kling 1.6 Pro text-to-video.
+
+Responses tolerate fields RunComfy may add (``extra="allow"``); the input forbids unknown fields,
+so a typo fails the task before anything is paid for.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from airflow_provider_kling.constants import KLING_TEXT_TO_VIDEO_MODEL
+from airflow_provider_kling.exceptions import (
+    KlingInputError,
+    KlingMalformedResponseError,
+    KlingRequestCancelled,
+    KlingRequestFailed,
+)
+
+PROMPT_MAX_CHARS = 2500
+DURATIONS = (5, 10)
+ASPECT_RATIOS = ("16:9", "9:16", "1:1")
+
+
+# --- input -----------------------------------------------------------------------------------
+
+
+class KlingTextToVideoInput(BaseModel):
+    """Input of ``kling/kling-1-6/pro/text-to-video``, with RunComfy's rules and defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field(min_length=1, max_length=PROMPT_MAX_CHARS)
+    """What the video shows; 1 to 2,500 characters."""
+    duration: int = 5
+    """Seconds of video: 5 or 10. Billing is per generated second."""
+    aspect_ratio: Literal["16:9", "9:16", "1:1"] = "16:9"
+    """Width to height of the video."""
+    negative_prompt: str = Field(default="", max_length=PROMPT_MAX_CHARS)
+    """What the video should avoid; at most 2,500 characters."""
+    cfg_scale: float = Field(default=0.5, ge=0, le=1, allow_inf_nan=False)
+    """Prompt strength from 0 to 1: higher follows the prompt more, with less variety."""
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise PydanticCustomError("blank", "must not be blank")
+        return value
+
+    @field_validator("duration", "cfg_scale", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        # pydantic's lax mode reads True as 1; for a paid generation that is a typo, not a value.
+        if isinstance(value, bool):
+            raise PydanticCustomError("bool_type", "must be a number, not a boolean")
+        return value
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_allowed(cls, value: int) -> int:
+        if value not in DURATIONS:
+            raise PydanticCustomError("duration", "must be 5 or 10")
+        return value
+
+
+#: What each input field allows, quoted in every validation error about it.
+INPUT_RULES = {
+    "prompt": f"a non-blank string of at most {PROMPT_MAX_CHARS} characters",
+    "duration": "5 or 10 (seconds)",
+    "aspect_ratio": "one of " + ", ".join(ASPECT_RATIOS),
+    "negative_prompt": f"a string of at most {PROMPT_MAX_CHARS} characters",
+    "cfg_scale": "a number from 0 to 1",
+}
+
+#: Input models of the RunComfy models whose input this provider knows; others pass through.
+INPUT_MODELS: dict[str, type[BaseModel]] = {KLING_TEXT_TO_VIDEO_MODEL: KlingTextToVideoInput}
+
+
+def validate_input(model: str, data: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+    """
+    Check a generation input and return the JSON body to submit.
+
+    Inputs of known models are validated strictly; any other model's input must be a JSON object
+    and is passed through unchanged.
+
+    :raises KlingInputError: naming each bad field and what it allows.
+    """
+    if not isinstance(model, str) or not model.strip("/ "):
+        raise KlingInputError(f"model: must be a RunComfy model path such as {KLING_TEXT_TO_VIDEO_MODEL!r}")
+    if isinstance(data, BaseModel):
+        data = data.model_dump()
+    if not isinstance(data, Mapping):
+        raise KlingInputError(f"input for {model}: must be a mapping of field to value, got {type(data).__name__}")
+    input_model = INPUT_MODELS.get(model)
+    if input_model is None:
+        try:
+            json.dumps(data, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise KlingInputError(f"input for {model}: must be JSON-serializable ({err})") from None
+        return dict(data)
+    try:
+        return input_model.model_validate(data).model_dump()
+    except ValidationError as err:
+        raise KlingInputError(_describe_input_errors(model, input_model, err)) from None
+
+
+def _describe_input_errors(model: str, input_model: type[BaseModel], err: ValidationError) -> str:
+    lines = [f"Invalid input for {model}:"]
+    for error in err.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "input"
+        if error["type"] == "extra_forbidden":
+            allowed = ", ".join(input_model.model_fields)
+            lines.append(f"- {field}: unknown field for this model; allowed fields: {allowed}")
+            continue
+        got = error.get("input")
+        shown = repr(got) if not isinstance(got, str) or len(got) <= 60 else f"a string of {len(got)} characters"
+        rule = INPUT_RULES.get(field)
+        hint = f"; allowed: {rule}" if rule else ""
+        lines.append(f"- {field}: {error['msg']}{hint} (got {shown})")
+    return "\n".join(lines)
+
+
+# --- responses -------------------------------------------------------------------------------
+
+
+class RequestStatus(str, Enum):
+    """``status`` of the status call. ``completed`` means finished, not succeeded."""
+
+    IN_QUEUE = "in_queue"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the request will not change any more (its result is final)."""
+        return self in (RequestStatus.COMPLETED, RequestStatus.CANCELLED)
+
+
+class ResultStatus(str, Enum):
+    """``status`` of the result call: another set than the status call's."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    IN_QUEUE = "in_queue"
+    IN_PROGRESS = "in_progress"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (ResultStatus.SUCCEEDED, ResultStatus.FAILED, ResultStatus.CANCELLED)
+
+
+class CancelOutcome(str, Enum):
+    CANCELLED = "cancelled"
+    NOT_CANCELLABLE = "not_cancellable"
+
+
+class ResponseBody(BaseModel):
+    """Base of every RunComfy answer: unknown fields are kept, the raw answer too."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    _http_status: int = PrivateAttr(default=200)
+    _raw: str = PrivateAttr(default="")
+
+    @classmethod
+    def from_http(cls, status_code: int, text: str, *, request_id: str | None = None) -> Any:
+        """
+        Parse a successful answer.
+
+        :raises KlingMalformedResponseError: when the answer is not JSON or not of this shape.
+        """
+        try:
+            body = cls.model_validate_json(text)
+        except ValidationError as err:
+            first = err.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            reason = "not JSON" if first["type"] == "json_invalid" else f"{where}: {first['msg']}"
+            raise KlingMalformedResponseError(
+                f"Unreadable {cls.__name__} from RunComfy ({reason})",
+                status_code=status_code,
+                request_id=request_id,
+                body=text,
+            ) from None
+        body._http_status = status_code
+        body._raw = text
+        return body
+
+    @property
+    def raw(self) -> str:
+        """The answer exactly as RunComfy sent it, for debugging."""
+        return self._raw
+
+
+class SubmitResponse(ResponseBody):
+    """Answer of the submit call."""
+
+    request_id: str = Field(min_length=1)
+    """RunComfy's id of the new generation request; keep it to resume, poll or cancel."""
+    status_url: str | None = None
+    result_url: str | None = None
+    cancel_url: str | None = None
+
+
+class StatusResponse(ResponseBody):
+    """Answer of the status call."""
+
+    request_id: str | None = None
+    status: RequestStatus
+    """``in_queue``, ``in_progress``, ``completed`` (finished, not necessarily succeeded) or ``cancelled``."""
+    queue_position: int | None = None
+    """Place in RunComfy's queue, present only while ``in_queue``."""
+    status_url: str | None = None
+    result_url: str | None = None
+
+
+class Output(BaseModel):
+    """The ``output`` of a succeeded request: media URLs."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    image: str | None = None
+    video: str | None = None
+    images: list[str] | None = None
+    videos: list[str] | None = None
+
+    @property
+    def video_url(self) -> str | None:
+        """``video``, else the first of ``videos``."""
+        return self.video or next(iter(self.videos or []), None)
+
+
+class ResultResponse(ResponseBody):
+    """Answer of the result call; before the request finishes it carries the current state."""
+
+    request_id: str | None = None
+    status: ResultStatus
+    """``succeeded``, ``failed``, ``cancelled``, or ``in_queue``/``in_progress`` while unfinished."""
+    output: Output | None = None
+    """Media URLs, present only on ``succeeded``."""
+    created_at: str | None = None
+    finished_at: str | None = None
+    error: Any = None
+    """The server's reason for a failure, when it gives one."""
+    cost: Any = None
+    """What the request cost, when asked for with ``include_cost=true``."""
+
+    @property
+    def error_message(self) -> str:
+        """The server's reason for a failure as one line, or a generic text."""
+        error = self.error
+        if isinstance(error, dict):
+            for key in ("error_message", "message", "detail", "error"):
+                if error.get(key):
+                    return str(error[key])
+        if error:
+            return str(error)
+        return "no reason given by RunComfy"
+
+    def require_video(self, request_id: str) -> dict[str, Any]:
+        """
+        Return the JSON-able summary of a succeeded request, or raise for any other outcome.
+
+        :raises KlingRequestFailed: the generation failed (with the server's reason).
+        :raises KlingRequestCancelled: the request was cancelled.
+        :raises KlingMalformedResponseError: it succeeded but names no video, or is unfinished.
+        """
+        rid = self.request_id or request_id
+        if self.status is ResultStatus.FAILED:
+            raise KlingRequestFailed(
+                f"Kling request {rid} failed: {self.error_message}", request_id=rid, result=self.as_dict()
+            )
+        if self.status is ResultStatus.CANCELLED:
+            raise KlingRequestCancelled(
+                f"Kling request {rid} was cancelled before it produced a video",
+                request_id=rid,
+                result=self.as_dict(),
+            )
+        video_url = self.output.video_url if self.output else None
+        if self.status is not ResultStatus.SUCCEEDED or not video_url:
+            problem = "names no video" if self.status is ResultStatus.SUCCEEDED else f"is still {self.status.value}"
+            raise KlingMalformedResponseError(
+                f"Result of finished request {rid} {problem}",
+                status_code=self._http_status,
+                request_id=rid,
+                body=self._raw,
+            )
+        summary: dict[str, Any] = {
+            "request_id": rid,
+            "status": self.status.value,
+            "video_url": video_url,
+            "output": self.output.model_dump(exclude_none=True) if self.output else {},
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
+        if self.cost is not None:
+            summary["cost"] = self.cost
+        return summary
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class CancelResponse(ResponseBody):
+    """Answer of the cancel call."""
+
+    request_id: str | None = None
+    status: str | None = None
+    outcome: CancelOutcome
+    """``cancelled``, or ``not_cancellable`` when the request already runs (and will be billed)."""
+
+
+class ErrorBody(BaseModel):
+    """RunComfy's error body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error_code: int | None = None
+    error_message: str | None = None
+    detail: Any = None
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorBody | None:
+        """Read an error body; ``None`` when the text is not a JSON object with ``error_code`` or ``error_message``."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not ({"error_code", "error_message"} & data.keys()):
+            return None
+        try:
+            return cls.model_validate(data)
+        except ValidationError:
+            return None
+

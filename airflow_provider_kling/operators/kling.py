@@ -1,0 +1,198 @@
+"""Operator that submits a Kling generation to RunComfy (and optionally waits for the video)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator, conf
+
+from airflow_provider_kling.constants import (
+    DEFAULT_CONN_ID,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    KLING_TEXT_TO_VIDEO_MODEL,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+#: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
+#: Airflow's timeout skips ``execute_complete`` and ``on_kill``, so the trigger must act first.
+DEFERRAL_TIMEOUT_MARGIN = 300.0
+
+
+def default_deferrable() -> bool:
+    return conf.getboolean("operators", "default_deferrable", fallback=False)
+
+
+class KlingTextToVideoOperator(BaseOperator):
+    """
+    Submit a Kling 1.6 Pro text-to-video generation to RunComfy; return its ``request_id``.
+
+    The input is validated before any request is sent. With ``wait_for_completion`` the task also
+    waits for the video (in the triggerer when ``deferrable``, holding no worker slot) and pushes
+    the result summary (``request_id``, ``status``, ``video_url``, ``output``, ...) as XCom
+    ``result``; the ``request_id`` is always the return value.
+
+    :param prompt: what the video shows (1 to 2,500 characters). Templated.
+    :param duration: seconds of video, 5 or 10; billing is per second. Templated.
+    :param aspect_ratio: ``"16:9"``, ``"9:16"`` or ``"1:1"``. Templated.
+    :param negative_prompt: what the video should avoid (up to 2,500 characters). Templated.
+    :param cfg_scale: prompt strength from 0 to 1. Templated.
+    :param model: RunComfy model path. Inputs of other models than Kling 1.6 Pro text-to-video
+        are sent as given in ``input``. Templated.
+    :param input: extra input fields, merged over the ones above; for other models, the whole
+        input. Templated.
+    :param kling_conn_id: the ``kling`` connection holding the API base URL and token.
+    :param wait_for_completion: wait for the video instead of returning once submitted.
+    :param deferrable: wait in Airflow's triggerer, freeing the worker slot. Defaults to
+        ``[operators] default_deferrable``.
+    :param poll_interval: seconds between status checks while waiting.
+    :param timeout: seconds to wait for the video; past it a queued request is cancelled and
+        the task fails.
+    :param include_cost: ask RunComfy for the request's cost in the result.
+    :param cancel_on_kill: cancel a queued request when the task is stopped by a user.
+    :param hook_params: extra keyword arguments for the hook (timeouts, retries).
+    """
+
+    template_fields: Sequence[str] = (
+        "prompt",
+        "duration",
+        "aspect_ratio",
+        "negative_prompt",
+        "cfg_scale",
+        "model",
+        "input",
+        "kling_conn_id",
+    )
+    template_fields_renderers = {"input": "json", "prompt": "py"}
+    ui_color = "#f0e4ff"
+
+    def __init__(
+        self,
+        *,
+        prompt: str | None = None,
+        duration: int | str = 5,
+        aspect_ratio: str = "16:9",
+        negative_prompt: str = "",
+        cfg_scale: float | str = 0.5,
+        model: str = KLING_TEXT_TO_VIDEO_MODEL,
+        input: dict[str, Any] | None = None,
+        kling_conn_id: str = DEFAULT_CONN_ID,
+        wait_for_completion: bool = False,
+        deferrable: bool | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        timeout: float = DEFAULT_TIMEOUT,
+        include_cost: bool = False,
+        cancel_on_kill: bool = True,
+        hook_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.prompt = prompt
+        self.duration = duration
+        self.aspect_ratio = aspect_ratio
+        self.negative_prompt = negative_prompt
+        self.cfg_scale = cfg_scale
+        self.model = model
+        self.input = input
+        self.kling_conn_id = kling_conn_id
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.include_cost = include_cost
+        self.cancel_on_kill = cancel_on_kill
+        self.hook_params = hook_params or {}
+        self._waiting_on: str | None = None
+
+    @cached_property
+    def hook(self) -> KlingHook:
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        return KlingHook(self.kling_conn_id, **self.hook_params)
+
+    def build_input(self) -> dict[str, Any]:
+        """The validated JSON body to submit.
+
+        :raises KlingInputError: naming each bad field and what it allows.
+        """
+        from airflow_provider_kling.models import validate_input
+
+        if self.model == KLING_TEXT_TO_VIDEO_MODEL:
+            data: dict[str, Any] = {
+                "prompt": self.prompt,
+                "duration": self.duration,
+                "aspect_ratio": self.aspect_ratio,
+                "negative_prompt": self.negative_prompt,
+                "cfg_scale": self.cfg_scale,
+            }
+        else:
+            data = {} if self.prompt is None else {"prompt": self.prompt}
+        if self.input is not None:
+            if not isinstance(self.input, dict):
+                from airflow_provider_kling.exceptions import KlingInputError
+
+                raise KlingInputError(f"input: must be a mapping of field to value, got {type(self.input).__name__}")
+            data.update(self.input)
+        return validate_input(self.model, data)
+
+    def execute(self, context: Context) -> str:
+        body = self.build_input()
+        submitted = self.hook.submit(body, model=self.model)
+        request_id = submitted.request_id
+        self.log.info("Submitted Kling request %s to %s", request_id, self.model)
+        context["ti"].xcom_push(key="request_id", value=request_id)
+        if not self.wait_for_completion:
+            return request_id
+        self._waiting_on = request_id
+        if not self.deferrable:
+            result = self.hook.wait(
+                request_id, poll_interval=self.poll_interval, timeout=self.timeout, include_cost=self.include_cost
+            )
+            return self._finish(context, result.require_video(request_id))
+        finished = self.hook.check(request_id, include_cost=self.include_cost)
+        if finished is not None:
+            return self._finish(context, finished.require_video(request_id))
+        self._defer_until_done(request_id)
+        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
+
+    def _defer_until_done(self, request_id: str) -> None:
+        from airflow_provider_kling.triggers.kling import KlingRequestTrigger
+
+        self.defer(
+            trigger=KlingRequestTrigger(
+                request_id=request_id,
+                kling_conn_id=self.kling_conn_id,
+                poll_interval=self.poll_interval,
+                deadline=time.time() + self.timeout,
+                include_cost=self.include_cost,
+                cancel_on_kill=self.cancel_on_kill,
+                hook_params=self.hook_params,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        """Resume after the trigger fired: return the ``request_id``, or raise its typed error."""
+        from airflow_provider_kling.triggers.kling import result_from_event
+
+        result = result_from_event(event)
+        return self._finish(context, result)
+
+    def _finish(self, context: Context, result: dict[str, Any]) -> str:
+        self._waiting_on = None
+        context["ti"].xcom_push(key="result", value=result)
+        self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
+        return str(result["request_id"])
+
+    def on_kill(self) -> None:
+        if self.cancel_on_kill and self._waiting_on:
+            self.hook.cancel_best_effort(self._waiting_on)

@@ -1,0 +1,443 @@
+"""
+A RunComfy Model API simulator: a real HTTP server (aiohttp) on loopback.
+
+It answers the four documented calls with the documented bodies (both status sets,
+``queue_position`` while queued, error bodies with ``error_code``/``error_message``, 202 on
+cancel with ``outcome``), follows a timeline per request (queued, then running, then finished),
+and serves a playable MP4 behind each video URL.
+
+Outcomes are scripted per request: :meth:`RunComfySimulator.script` sets the scenario of the next
+submits, and a prompt containing ``[sim:fail]`` or ``[sim:cancel]`` picks one from any process.
+Faults (429, 5xx, dropped connections, slow or malformed answers...) are queued per call with
+:meth:`RunComfySimulator.inject`. Control endpoints under ``/_sim/`` expose the same to other
+processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import math
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any, Literal
+
+from aiohttp import web
+
+TEXT_TO_VIDEO = "kling/kling-1-6/pro/text-to-video"
+KNOWN_MODELS = (
+    TEXT_TO_VIDEO,
+    "kling/kling-1-6/pro/image-to-video",
+    "kling/kling-1-6/standard/text-to-video",
+    "kling/kling-2-1/pro/text-to-video",
+)
+CALLS = ("submit", "status", "result", "cancel", "video")
+Outcome = Literal["succeeded", "failed", "cancelled"]
+
+
+def sample_video() -> bytes:
+    """The MP4 served behind every video URL: 5 s, 16:9, H.264 with sound."""
+    return resources.files("airflow_provider_kling.testing").joinpath("data/kling-sample.mp4").read_bytes()
+
+
+@dataclass
+class Scenario:
+    """
+    How one request behaves.
+
+    :param outcome: ``succeeded``, ``failed`` (with ``error``), or ``cancelled`` server-side.
+    :param queue_seconds: seconds spent ``in_queue``.
+    :param run_seconds: seconds spent ``in_progress``.
+    :param queue_position: position when submitted; it falls to 1 as the queue time passes.
+    :param error: the failure reason reported for ``failed``.
+    :param output: ``video`` (a single URL) or ``videos`` (a list) in the result's output.
+    :param expire: the request is forgotten once finished: status and result answer 404001.
+    """
+
+    outcome: Outcome = "succeeded"
+    queue_seconds: float | None = None
+    run_seconds: float | None = None
+    queue_position: int = 3
+    error: str = "Kling could not generate this video (simulated failure)"
+    output: Literal["video", "videos"] = "video"
+    expire: bool = False
+
+
+@dataclass
+class Fault:
+    """
+    A fault answered instead of (or after) the normal handling of one call.
+
+    :param kind: ``status`` (answer ``status_code`` with ``body``), ``drop`` (close the connection
+        without answering), ``delay`` (wait ``seconds``, then answer normally), ``malformed``
+        (answer 200 with ``body`` as text), ``error_code`` (answer 200 with an ``error_code`` body).
+    :param after_create: for ``submit``: create the request first, then answer with the fault.
+    """
+
+    kind: Literal["status", "drop", "delay", "malformed", "error_code"]
+    status_code: int = 500
+    body: str = '{"error_message": "simulated server fault"}'
+    headers: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    after_create: bool = False
+
+
+@dataclass
+class SimulatedRequest:
+    request_id: str
+    model: str
+    input: dict[str, Any]
+    scenario: Scenario
+    created: float
+    created_at: str
+    cancelled_at: float | None = None
+
+    def phase(self, now: float, queue_seconds: float, run_seconds: float) -> str:
+        if self.cancelled_at is not None:
+            return "cancelled"
+        age = now - self.created
+        if age < queue_seconds:
+            return "in_queue"
+        if age < queue_seconds + run_seconds:
+            return "in_progress"
+        return "cancelled" if self.scenario.outcome == "cancelled" else "completed"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return web.json_response({"error_code": code, "error_message": message}, status=status)
+
+
+class RunComfySimulator:
+    """
+    The simulator server, run in a background thread; use it as a context manager.
+
+    :param token: the API token it accepts; ``None`` accepts any bearer token.
+    :param queue_seconds: default seconds a request stays queued.
+    :param run_seconds: default seconds a request runs.
+    :param host: address to listen on (loopback only).
+    :param port: port to listen on; 0 picks a free one.
+    :param video: the bytes served as every video; the packaged sample MP4 by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str | None = "sim-token",
+        queue_seconds: float = 1.0,
+        run_seconds: float = 2.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        video: bytes | None = None,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the simulator listens on loopback only")
+        self.token = token
+        self.queue_seconds = queue_seconds
+        self.run_seconds = run_seconds
+        self.host = host
+        self.port = port
+        self.video = video if video is not None else sample_video()
+        self.requests: dict[str, SimulatedRequest] = {}
+        self.calls: Counter[str] = Counter()
+        self._scenarios: deque[Scenario] = deque()
+        self._faults: dict[str, deque[Fault]] = {call: deque() for call in CALLS}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- control ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def connection_json(self, token: str | None = None) -> str:
+        """The ``kling`` connection pointing here, as Airflow's JSON connection format."""
+        return json.dumps({"conn_type": "kling", "host": self.url, "password": token or self.token or "any"})
+
+    def script(self, *scenarios: Scenario) -> None:
+        """Use these scenarios, in order, for the next submits (then the default one)."""
+        with self._lock:
+            self._scenarios.extend(scenarios)
+
+    def inject(self, call: str, *faults: Fault) -> None:
+        """Answer the next calls of ``call`` (``submit``, ``status``, ``result``, ``cancel``, ``video``) with faults."""
+        if call not in CALLS:
+            raise ValueError(f"call must be one of {CALLS}")
+        with self._lock:
+            self._faults[call].extend(faults)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"calls": dict(self.calls), "requests": len(self.requests)}
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.calls.clear()
+            self._scenarios.clear()
+            for queue in self._faults.values():
+                queue.clear()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> RunComfySimulator:
+        ready = threading.Event()
+        errors: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._start_site())
+            except BaseException as err:  # noqa: BLE001 - reported to the starting thread
+                errors.append(err)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.run_until_complete(self._runner.cleanup() if self._runner else asyncio.sleep(0))
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="runcomfy-simulator", daemon=True)
+        self._thread.start()
+        ready.wait(30)
+        if errors:
+            raise errors[0]
+        return self
+
+    async def _start_site(self) -> None:
+        self._runner = web.AppRunner(self.app(), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=8192)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+            self._loop = None
+            self._thread = None
+
+    def __enter__(self) -> RunComfySimulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- HTTP ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=1024 * 1024)
+        app.router.add_post("/v1/models/{model:.+}", self._submit)
+        app.router.add_get("/v1/requests/{request_id}/status", self._status)
+        app.router.add_get("/v1/requests/{request_id}/result", self._result)
+        app.router.add_post("/v1/requests/{request_id}/cancel", self._cancel)
+        app.router.add_get("/media/{request_id}/video.mp4", self._video)
+        app.router.add_get("/_sim/stats", self._stats)
+        app.router.add_post("/_sim/script", self._script)
+        app.router.add_post("/_sim/inject/{call}", self._inject)
+        app.router.add_post("/_sim/reset", self._reset)
+        return app
+
+    def _next_fault(self, call: str) -> Fault | None:
+        with self._lock:
+            self.calls[call] += 1
+            queue = self._faults[call]
+            return queue.popleft() if queue else None
+
+    async def _apply_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+        """The fault's answer, or ``None`` to carry on normally (after a delay)."""
+        if fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+            return None
+        if fault.kind == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)  # never reaches the client: the socket is gone
+        if fault.kind == "malformed":
+            return web.Response(status=200, text=fault.body, content_type="application/json")
+        if fault.kind == "error_code":
+            return web.json_response({"error_code": 500001, "error_message": "simulated internal error"})
+        return web.Response(
+            status=fault.status_code, text=fault.body, headers=fault.headers, content_type="application/json"
+        )
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        auth = request.headers.get("Authorization", "")
+        if not auth.startswith("Bearer ") or (self.token is not None and auth != f"Bearer {self.token}"):
+            return _error(401, 400004, "Invalid or expired API token")
+        return None
+
+    def _lookup(self, request: web.Request) -> SimulatedRequest | web.Response:
+        denied = self._unauthorized(request)
+        if denied is not None:
+            return denied
+        rid = request.match_info["request_id"]
+        with self._lock:
+            sim_request = self.requests.get(rid)
+        if sim_request is None or (
+            sim_request.scenario.expire and self._phase(sim_request) in ("completed", "cancelled")
+        ):
+            return _error(404, 404001, f"Request {rid} not found or expired")
+        return sim_request
+
+    def _timeline(self, sim_request: SimulatedRequest) -> tuple[float, float]:
+        scenario = sim_request.scenario
+        queue = self.queue_seconds if scenario.queue_seconds is None else scenario.queue_seconds
+        run = self.run_seconds if scenario.run_seconds is None else scenario.run_seconds
+        return queue, run
+
+    def _phase(self, sim_request: SimulatedRequest) -> str:
+        return sim_request.phase(time.monotonic(), *self._timeline(sim_request))
+
+    def _urls(self, request: web.Request, rid: str) -> dict[str, str]:
+        base = f"{request.scheme}://{request.host}/v1/requests/{rid}"
+        return {"status_url": f"{base}/status", "result_url": f"{base}/result", "cancel_url": f"{base}/cancel"}
+
+    async def _submit(self, request: web.Request) -> web.StreamResponse:
+        fault = self._next_fault("submit")
+        if fault is not None and not fault.after_create:
+            answer = await self._apply_fault(request, fault)
+            if answer is not None:
+                return answer
+        denied = self._unauthorized(request)
+        if denied is not None:
+            return denied
+        model = request.match_info["model"]
+        if model not in KNOWN_MODELS:
+            return _error(400, 400001, f"Unknown model: {model}")
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error_message": "Body must be JSON"}, status=422)
+        if not isinstance(body, dict) or (model == TEXT_TO_VIDEO and not str(body.get("prompt") or "").strip()):
+            return web.json_response({"error_message": "prompt is required"}, status=422)
+        rid = f"sim-{next(self._ids):06d}-{uuid.uuid4().hex[:8]}"
+        sim_request = SimulatedRequest(
+            request_id=rid,
+            model=model,
+            input=body,
+            scenario=self._scenario_for(body),
+            created=time.monotonic(),
+            created_at=_iso(time.time()),
+        )
+        with self._lock:
+            self.requests[rid] = sim_request
+        if fault is not None:
+            answer = await self._apply_fault(request, fault)
+            if answer is not None:
+                return answer
+        return web.json_response({"request_id": rid, **self._urls(request, rid)})
+
+    def _scenario_for(self, body: dict[str, Any]) -> Scenario:
+        with self._lock:
+            if self._scenarios:
+                return self._scenarios.popleft()
+        prompt = str(body.get("prompt", ""))
+        if "[sim:fail]" in prompt:
+            return Scenario(outcome="failed")
+        if "[sim:cancel]" in prompt:
+            return Scenario(outcome="cancelled")
+        return Scenario()
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        fault = self._next_fault("status")
+        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+            return answer
+        found = self._lookup(request)
+        if isinstance(found, web.Response):
+            return found
+        phase = self._phase(found)
+        body: dict[str, Any] = {"request_id": found.request_id, "status": phase}
+        if phase == "in_queue":
+            body["queue_position"] = self._queue_position(found)
+        urls = self._urls(request, found.request_id)
+        body.update(status_url=urls["status_url"], result_url=urls["result_url"])
+        return web.json_response(body)
+
+    def _queue_position(self, sim_request: SimulatedRequest) -> int:
+        queue, _ = self._timeline(sim_request)
+        left = max(queue - (time.monotonic() - sim_request.created), 0.0) / queue if queue else 0.0
+        return max(1, math.ceil(sim_request.scenario.queue_position * left))
+
+    async def _result(self, request: web.Request) -> web.StreamResponse:
+        fault = self._next_fault("result")
+        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+            return answer
+        found = self._lookup(request)
+        if isinstance(found, web.Response):
+            return found
+        phase = self._phase(found)
+        status = {"completed": "failed" if found.scenario.outcome == "failed" else "succeeded"}.get(phase, phase)
+        body: dict[str, Any] = {"request_id": found.request_id, "status": status, "created_at": found.created_at}
+        if phase in ("completed", "cancelled"):
+            queue, run = self._timeline(found)
+            end = found.cancelled_at if found.cancelled_at is not None else found.created + queue + run
+            body["finished_at"] = _iso(time.time() - (time.monotonic() - end))
+        if status == "succeeded":
+            url = f"{request.scheme}://{request.host}/media/{found.request_id}/video.mp4"
+            body["output"] = {"video": url} if found.scenario.output == "video" else {"videos": [url]}
+        elif status == "failed":
+            body["error"] = {"error_message": found.scenario.error}
+        if request.query.get("include_cost") == "true" and status == "succeeded":
+            body["cost"] = round(0.1 * int(found.input.get("duration", 5)), 2)
+        return web.json_response(body)
+
+    async def _cancel(self, request: web.Request) -> web.StreamResponse:
+        fault = self._next_fault("cancel")
+        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+            return answer
+        found = self._lookup(request)
+        if isinstance(found, web.Response):
+            return found
+        phase = self._phase(found)
+        if phase == "in_queue":
+            found.cancelled_at = time.monotonic()
+            phase, outcome = "cancelled", "cancelled"
+        else:
+            outcome = "cancelled" if phase == "cancelled" else "not_cancellable"
+        return web.json_response({"request_id": found.request_id, "status": phase, "outcome": outcome}, status=202)
+
+    async def _video(self, request: web.Request) -> web.StreamResponse:
+        fault = self._next_fault("video")
+        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+            return answer
+        if request.match_info["request_id"] not in self.requests:
+            return web.Response(status=404, text="no such video")
+        return web.Response(body=self.video, content_type="video/mp4")
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _script(self, request: web.Request) -> web.Response:
+        self.script(Scenario(**await request.json()))
+        return web.json_response({"ok": True})
+
+    async def _inject(self, request: web.Request) -> web.Response:
+        self.inject(request.match_info["call"], Fault(**await request.json()))
+        return web.json_response({"ok": True})
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+
+def scenario_dict(scenario: Scenario) -> dict[str, Any]:
+    return asdict(scenario)

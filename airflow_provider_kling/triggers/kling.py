@@ -1,0 +1,185 @@
+"""Trigger that waits for a RunComfy generation request in Airflow's triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from airflow_provider_kling.hooks.kling import KlingAsyncHook
+    from airflow_provider_kling.models import StatusResponse
+
+#: ``status`` values of the events :class:`KlingRequestTrigger` yields.
+EVENT_SUCCESS = "success"
+EVENT_STATUSES = (EVENT_SUCCESS, "failed", "cancelled", "timeout", "error")
+
+
+class KlingRequestTrigger(BaseTrigger):
+    """
+    Poll a RunComfy request until it finishes, then fire one event with its outcome.
+
+    The event is ``{"status": "success", "request_id", "message", "result"}`` with the
+    JSON-able result summary, or ``{"status": "failed" | "cancelled" | "timeout" | "error",
+    "request_id", "message", "error"}`` where ``error`` rebuilds the typed exception
+    (:meth:`~airflow_provider_kling.exceptions.KlingError.from_event`).
+
+    :param request_id: the RunComfy request to wait for.
+    :param kling_conn_id: the ``kling`` connection; only its id is serialized, never the token.
+    :param poll_interval: seconds between status calls.
+    :param deadline: absolute time (Unix seconds) after which waiting stops: a queued request is
+        cancelled and the event is ``timeout``. Absolute, so a triggerer restart does not extend it.
+    :param include_cost: ask the result call for the request's ``cost``.
+    :param cancel_on_kill: cancel a queued request when a user marks the task failed, success
+        or clears it (Airflow 3.3+ calls ``on_kill``; a triggerer restart does not).
+    :param hook_params: extra keyword arguments for :class:`KlingAsyncHook` (timeouts, retries).
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        kling_conn_id: str = DEFAULT_CONN_ID,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        deadline: float | None = None,
+        include_cost: bool = False,
+        cancel_on_kill: bool = True,
+        hook_params: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.request_id = request_id
+        self.kling_conn_id = kling_conn_id
+        self.poll_interval = float(poll_interval)
+        self.deadline = deadline
+        self.include_cost = include_cost
+        self.cancel_on_kill = cancel_on_kill
+        self.hook_params = dict(hook_params or {})
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "request_id": self.request_id,
+                "kling_conn_id": self.kling_conn_id,
+                "poll_interval": self.poll_interval,
+                "deadline": self.deadline,
+                "include_cost": self.include_cost,
+                "cancel_on_kill": self.cancel_on_kill,
+                "hook_params": self.hook_params,
+            },
+        )
+
+    def _hook(self) -> KlingAsyncHook:
+        from airflow_provider_kling.hooks.kling import KlingAsyncHook
+
+        return KlingAsyncHook(self.kling_conn_id, **self.hook_params)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_provider_kling.exceptions import KlingError
+
+        rid = self.request_id
+        try:
+            async with self._hook() as hook:
+                progress = _ProgressLog(self)
+                while True:
+                    status = await hook.get_status(rid)
+                    progress.observe(status)
+                    if status.status.is_finished:
+                        result = await hook.get_result(rid, include_cost=self.include_cost)
+                        yield TriggerEvent(outcome_event(rid, result))
+                        return
+                    remaining = None if self.deadline is None else self.deadline - time.time()
+                    if remaining is not None and remaining <= 0:
+                        yield TriggerEvent(await self._give_up(hook))
+                        return
+                    await asyncio.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+        except KlingError as err:
+            self.log.error("Waiting for Kling request %s failed: %s", rid, err)
+            yield TriggerEvent(error_event(rid, "error", err))
+
+    async def _give_up(self, hook: KlingAsyncHook) -> dict[str, Any]:
+        from airflow_provider_kling.exceptions import KlingRequestTimeout
+        from airflow_provider_kling.hooks.kling import timeout_message
+
+        outcome = await hook.cancel_best_effort(self.request_id)
+        message = timeout_message(self.request_id, outcome)
+        return error_event(self.request_id, "timeout", KlingRequestTimeout(message, request_id=self.request_id))
+
+    async def on_kill(self) -> None:
+        """Cancel the request when a user stops the task (not on a triggerer restart)."""
+        if self.cancel_on_kill:
+            async with self._hook() as hook:
+                await hook.cancel_best_effort(self.request_id)
+
+
+class _ProgressLog:
+    """Logs each change of state once (with queue position and elapsed time), not a line per poll."""
+
+    def __init__(self, trigger: KlingRequestTrigger) -> None:
+        self._trigger = trigger
+        self._started = time.monotonic()
+        self._last: tuple[str, int | None] | None = None
+
+    def observe(self, status: StatusResponse) -> None:
+        state = (status.status.value, status.queue_position)
+        if state != self._last:
+            self._last = state
+            where = f" at queue position {status.queue_position}" if status.queue_position is not None else ""
+            self._trigger.log.info(
+                "Kling request %s is %s%s (%.0fs waited)",
+                self._trigger.request_id,
+                status.status.value,
+                where,
+                time.monotonic() - self._started,
+            )
+
+
+def outcome_event(request_id: str, result: Any) -> dict[str, Any]:
+    """The event for a finished request's result (a :class:`ResultResponse`)."""
+    from airflow_provider_kling.exceptions import KlingError, KlingRequestCancelled, KlingRequestFailed
+
+    try:
+        summary = result.require_video(request_id)
+    except KlingRequestFailed as err:
+        return error_event(request_id, "failed", err)
+    except KlingRequestCancelled as err:
+        return error_event(request_id, "cancelled", err)
+    except KlingError as err:
+        return error_event(request_id, "error", err)
+    return {
+        "status": EVENT_SUCCESS,
+        "request_id": request_id,
+        "message": f"Kling request {request_id} succeeded",
+        "result": summary,
+    }
+
+
+def error_event(request_id: str, status: str, err: Any) -> dict[str, Any]:
+    return {"status": status, "request_id": request_id, "message": str(err), "error": err.to_event()}
+
+
+def result_from_event(event: Any) -> dict[str, Any]:
+    """
+    Turn a :class:`KlingRequestTrigger` event into the task's result, or raise its typed error.
+
+    Anything that is not an event this trigger sends fails loudly: a cancelled or unknown
+    outcome must never turn a task green.
+    """
+    from airflow_provider_kling.exceptions import KlingError
+
+    if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
+        raise KlingError(f"Unexpected event from KlingRequestTrigger: {str(event)[:300]!r}")
+    if event["status"] == EVENT_SUCCESS:
+        result = event.get("result")
+        if not isinstance(result, dict) or not result.get("video_url"):
+            raise KlingError(f"KlingRequestTrigger reported success without a video: {str(event)[:300]!r}")
+        return result
+    error = event.get("error")
+    if isinstance(error, dict):
+        raise KlingError.from_event(error)
+    raise KlingError(str(event.get("message") or f"Kling request ended with status {event['status']}"))
