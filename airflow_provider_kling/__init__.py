@@ -26,7 +26,9 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.operators.kling"]}
         ],
-        "sensors": [{"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.sensors.kling"]}],
+        "sensors": [
+            {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.sensors.kling"]}
+        ],
         "hooks": [{"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.hooks.kling"]}],
         "triggers": [
             {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.triggers.kling"]}

@@ -49,7 +49,8 @@ class KlingError(AirflowException):
         cls = getattr(sys.modules[__name__], str(data.get("error_type")), None)
         if not (isinstance(cls, type) and issubclass(cls, KlingError)):
             cls = KlingError
-        fields = data.get("fields") if isinstance(data.get("fields"), dict) else {}
+        raw_fields = data.get("fields")
+        fields: dict[str, Any] = raw_fields if isinstance(raw_fields, dict) else {}
         try:
             return cls(str(data.get("message", "")), **fields)
         except TypeError:
@@ -111,7 +112,8 @@ class KlingAPIError(KlingError):
         body: str = "",
         retry_after: float | None = None,
     ) -> None:
-        self.status_code = status_code
+        # Shadows AirflowException.status_code (an API-server concern) with the HTTP status seen.
+        self.status_code = status_code  # type: ignore[assignment]
         self.error_code = error_code
         self.request_id = request_id
         self.body_excerpt = excerpt(body)

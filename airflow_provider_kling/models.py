@@ -51,7 +51,7 @@ class KlingTextToVideoInput(BaseModel):
     @classmethod
     def _prompt_not_blank(cls, value: str) -> str:
         if not value.strip():
-            raise PydanticCustomError("blank", "must not be blank")
+            raise PydanticCustomError("blank", "is blank")
         return value
 
     @field_validator("duration", "cfg_scale", mode="before")
@@ -59,14 +59,14 @@ class KlingTextToVideoInput(BaseModel):
     def _no_booleans(cls, value: Any) -> Any:
         # pydantic's lax mode reads True as 1; for a paid generation that is a typo, not a value.
         if isinstance(value, bool):
-            raise PydanticCustomError("bool_type", "must be a number, not a boolean")
+            raise PydanticCustomError("bool_type", "is a boolean, not a number")
         return value
 
     @field_validator("duration")
     @classmethod
     def _duration_allowed(cls, value: int) -> int:
         if value not in DURATIONS:
-            raise PydanticCustomError("duration", "must be 5 or 10")
+            raise PydanticCustomError("duration", "not an allowed duration")
         return value
 
 
@@ -123,7 +123,7 @@ def _describe_input_errors(model: str, input_model: type[BaseModel], err: Valida
         shown = repr(got) if not isinstance(got, str) or len(got) <= 60 else f"a string of {len(got)} characters"
         rule = INPUT_RULES.get(field)
         hint = f"; allowed: {rule}" if rule else ""
-        lines.append(f"- {field}: {error['msg']}{hint} (got {shown})")
+        lines.append(f"- {field}: {error['msg']} (got {shown}){hint}")
     return "\n".join(lines)
 
 
@@ -340,4 +340,3 @@ class ErrorBody(BaseModel):
             return cls.model_validate(data)
         except ValidationError:
             return None
-

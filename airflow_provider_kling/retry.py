@@ -8,7 +8,7 @@ The paid submit is retried only where the server certainly created nothing (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tenacity import retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
@@ -55,7 +55,7 @@ class RetryPolicy:
             return min(max(exc.retry_after, 0.0), MAX_RETRY_AFTER)
         return float(self._backoff(state))
 
-    def tenacity_kwargs(self, *, submit: bool = False) -> dict[str, object]:
+    def tenacity_kwargs(self, *, submit: bool = False) -> dict[str, Any]:
         """Arguments for tenacity's ``Retrying``/``AsyncRetrying`` under this policy."""
         return {
             "retry": retry_if_exception(is_safe_to_resubmit if submit else is_transient),

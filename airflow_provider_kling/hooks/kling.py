@@ -24,10 +24,10 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 import requests
-from tenacity import AsyncRetrying, Retrying
-
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook
+from tenacity import AsyncRetrying, Retrying
+
 from airflow_provider_kling import __version__
 from airflow_provider_kling.constants import (
     CONN_TYPE,
@@ -68,10 +68,9 @@ from airflow_provider_kling.retry import RetryPolicy, is_safe_to_resubmit
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow.providers.common.compat.sdk import Connection
     from pydantic import BaseModel
     from tenacity import RetryCallState
-
-    from airflow.providers.common.compat.sdk import Connection
 
 ResponseT = TypeVar("ResponseT", bound=ResponseBody)
 
@@ -163,8 +162,10 @@ def submit_failure(exc: KlingError, model: str) -> KlingError:
     Failures after which RunComfy certainly created nothing (a definite 4xx, 429, a connection
     never made) are raised as they are. Anything else may have created a billed request.
     """
-    definite = isinstance(exc, KlingAPIError) and not isinstance(exc, KlingMalformedResponseError)
-    if (definite and not exc.is_retryable) or is_safe_to_resubmit(exc):  # type: ignore[union-attr]
+    definite = (
+        isinstance(exc, KlingAPIError) and not isinstance(exc, KlingMalformedResponseError) and not exc.is_retryable
+    )
+    if definite or is_safe_to_resubmit(exc):
         return exc
     return KlingSubmitOutcomeUnknownError(
         f"The submit to {model} may have created a request that will be billed, but its outcome is "
@@ -287,12 +288,18 @@ class KlingHook(_KlingHookBase):
                 allow_redirects=False,
             )
         except requests.ConnectTimeout as err:
-            raise KlingTimeoutError(f"{method} {path}: no connection within {self.connect_timeout}s", request_sent=False) from err
+            raise KlingTimeoutError(
+                f"{method} {path}: no connection within {self.connect_timeout}s", request_sent=False
+            ) from err
         except requests.Timeout as err:
-            raise KlingTimeoutError(f"{method} {path}: no answer within {self.read_timeout}s", request_sent=True) from err
+            raise KlingTimeoutError(
+                f"{method} {path}: no answer within {self.read_timeout}s", request_sent=True
+            ) from err
         except requests.ConnectionError as err:
             sent = not _never_connected(err)
-            raise KlingConnectionError(f"{method} {path}: connection failed ({type(err).__name__})", request_sent=sent) from err
+            raise KlingConnectionError(
+                f"{method} {path}: connection failed ({type(err).__name__})", request_sent=sent
+            ) from err
         except requests.RequestException as err:
             raise KlingConnectionError(f"{method} {path}: {type(err).__name__}", request_sent=True) from err
 
@@ -438,7 +445,9 @@ class KlingHook(_KlingHookBase):
                 os.replace(tmp_name, dest)
             except requests.RequestException as err:
                 os.unlink(tmp_name)
-                raise KlingConnectionError(f"The video download failed ({type(err).__name__})", request_sent=True) from err
+                raise KlingConnectionError(
+                    f"The video download failed ({type(err).__name__})", request_sent=True
+                ) from err
             except BaseException:
                 os.unlink(tmp_name)
                 raise
@@ -483,7 +492,11 @@ def _never_connected(err: requests.ConnectionError) -> bool:
         reason = getattr(cause, "reason", None)
         if isinstance(cause, NewConnectionError) or isinstance(reason, NewConnectionError):
             return True
-        cause = cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+        cause = (
+            cause.__cause__
+            or cause.__context__
+            or (cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None)
+        )
     return False
 
 
@@ -560,7 +573,13 @@ class KlingAsyncHook(_KlingHookBase):
             await shared_sessions.release()
 
     async def _send(
-        self, session: aiohttp.ClientSession, method: str, path: str, *, json_body: Any, params: Mapping[str, str] | None
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        *,
+        json_body: Any,
+        params: Mapping[str, str] | None,
     ) -> tuple[int, str, float | None]:
         target = await self.get_target()
         timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
@@ -577,13 +596,21 @@ class KlingAsyncHook(_KlingHookBase):
                 text = await response.text(errors="replace")
                 return response.status, text, _retry_after(response.headers.get("Retry-After"))
         except aiohttp.ConnectionTimeoutError as err:
-            raise KlingTimeoutError(f"{method} {path}: no connection within {self.connect_timeout}s", request_sent=False) from err
+            raise KlingTimeoutError(
+                f"{method} {path}: no connection within {self.connect_timeout}s", request_sent=False
+            ) from err
         except aiohttp.ClientConnectorError as err:
-            raise KlingConnectionError(f"{method} {path}: could not connect ({type(err).__name__})", request_sent=False) from err
+            raise KlingConnectionError(
+                f"{method} {path}: could not connect ({type(err).__name__})", request_sent=False
+            ) from err
         except (aiohttp.SocketTimeoutError, asyncio.TimeoutError) as err:
-            raise KlingTimeoutError(f"{method} {path}: no answer within {self.read_timeout}s", request_sent=True) from err
+            raise KlingTimeoutError(
+                f"{method} {path}: no answer within {self.read_timeout}s", request_sent=True
+            ) from err
         except aiohttp.ClientError as err:
-            raise KlingConnectionError(f"{method} {path}: connection failed ({type(err).__name__})", request_sent=True) from err
+            raise KlingConnectionError(
+                f"{method} {path}: connection failed ({type(err).__name__})", request_sent=True
+            ) from err
 
     async def _call(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
+
     from airflow_provider_kling.hooks.kling import KlingHook
 
 #: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
@@ -28,7 +29,7 @@ DEFERRAL_TIMEOUT_MARGIN = 300.0
 
 
 def default_deferrable() -> bool:
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
 class KlingTextToVideoOperator(BaseOperator):
@@ -71,7 +72,7 @@ class KlingTextToVideoOperator(BaseOperator):
         "input",
         "kling_conn_id",
     )
-    template_fields_renderers = {"input": "json", "prompt": "py"}
+    template_fields_renderers: ClassVar[dict[str, str]] = {"input": "json"}
     ui_color = "#f0e4ff"
 
     def __init__(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -12,7 +13,9 @@ from airflow_provider_kling.testing.simulator import RunComfySimulator
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kling-simulator", description="Serve a simulated RunComfy Model API on loopback.")
+    parser = argparse.ArgumentParser(
+        prog="kling-simulator", description="Serve a simulated RunComfy Model API on loopback."
+    )
     parser.add_argument("--port", type=int, default=8765, help="port to listen on (0 picks a free one)")
     parser.add_argument("--token", default="sim-token", help="the API token to accept")
     parser.add_argument("--queue-seconds", type=float, default=2.0, help="seconds each request stays queued")
@@ -29,10 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         stop.wait()
-    except KeyboardInterrupt:
-        pass
     sim.stop()
     return 0
 

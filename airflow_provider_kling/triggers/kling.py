@@ -51,7 +51,7 @@ class KlingRequestTrigger(BaseTrigger):
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.request_id = request_id
         self.kling_conn_id = kling_conn_id
         self.poll_interval = float(poll_interval)
