@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_kling.exceptions import KlingError
+from airflow_provider_kling.sensors.kling import KlingRequestSensor
+from airflow_provider_kling.testing import Scenario
+from tests.conftest import states, xcoms
+
+
+@pytest.mark.parametrize("dag_id", ["kling_sensor_deferrable", "kling_sensor_poke"])
+def test_sensor_returns_the_result_summary(run_dag, sim, dag_id):
+    sim.script(Scenario(output="videos"))
+    dag_run = run_dag(dag_id)
+    assert states(dag_run) == {"generate": "success", "wait": "success"}
+    values = xcoms(dag_run)
+    rid = values[("generate", "return_value")]
+    result = values[("wait", "return_value")]
+    assert set(result) >= {"request_id", "status", "video_url", "output"}
+    assert result["request_id"] == rid
+    assert result["status"] == "succeeded"
+    assert result["video_url"] == result["output"]["videos"][0]
+    assert sim.calls["submit"] == 1
+
+
+@pytest.mark.parametrize("dag_id", ["kling_sensor_deferrable", "kling_sensor_poke"])
+def test_sensor_fails_on_a_failed_generation_with_the_reason(run_dag, sim, capfd, dag_id):
+    sim.script(Scenario(outcome="failed", error="GPU out of memory"))
+    dag_run = run_dag(dag_id)
+    assert states(dag_run)["wait"] == "failed"
+    assert "GPU out of memory" in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("dag_id", ["kling_sensor_deferrable", "kling_sensor_poke"])
+def test_sensor_fails_on_a_cancelled_request(run_dag, sim, capfd, dag_id):
+    sim.script(Scenario(outcome="cancelled"))
+    dag_run = run_dag(dag_id)
+    assert states(dag_run)["wait"] == "failed"
+    assert "was cancelled" in capfd.readouterr().out
+
+
+def test_deferrable_sensor_does_not_defer_for_a_finished_request(run_dag, sim, capfd):
+    sim.script(Scenario(queue_seconds=0, run_seconds=0))
+    dag_run = run_dag("kling_sensor_deferrable")
+    assert states(dag_run)["wait"] == "success"
+    assert "[DAG TEST] running trigger in line" not in capfd.readouterr().out
+
+
+def test_sensor_execute_complete_rejects_junk():
+    sensor = KlingRequestSensor(task_id="w", request_id="r")
+    with pytest.raises(KlingError, match="Unexpected event"):
+        sensor.execute_complete(context={}, event={"status": "unknown"})
+
+
+def test_poke_interval_is_the_trigger_poll_interval(mocker):
+    from airflow.providers.common.compat.sdk import TaskDeferred
+
+    sensor = KlingRequestSensor(task_id="w", request_id="r", deferrable=True, poke_interval=7, timeout=60)
+    mocker.patch.object(KlingRequestSensor, "poke", return_value=mocker.Mock(is_done=False))
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute(context={})
+    trigger = deferred.value.trigger
+    assert trigger.poll_interval == 7
+    assert trigger.deadline is not None

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from airflow_provider_kling.exceptions import (
+    KlingAuthenticationError,
+    KlingError,
+    KlingMalformedResponseError,
+    KlingRequestCancelled,
+    KlingRequestFailed,
+    KlingRequestTimeout,
+)
+from airflow_provider_kling.hooks.kling import KlingHook, shared_sessions
+from airflow_provider_kling.testing import Fault, Scenario
+from airflow_provider_kling.triggers.kling import KlingRequestTrigger, result_from_event
+from tests.conftest import FAST_HOOK, TOKEN
+
+
+def _submit(sim, scenario: Scenario | None = None) -> str:
+    if scenario:
+        sim.script(scenario)
+    with KlingHook(**FAST_HOOK) as hook:
+        return hook.submit({"prompt": "a fox in the snow"}).request_id
+
+
+def _trigger(rid: str, **kwargs) -> KlingRequestTrigger:
+    return KlingRequestTrigger(request_id=rid, poll_interval=0.05, hook_params=FAST_HOOK, **kwargs)
+
+
+async def _first_event(trigger: KlingRequestTrigger) -> dict:
+    run = trigger.run()
+    event = await anext(run)
+    with pytest.raises(StopAsyncIteration):
+        await anext(run)  # one event, then the trigger returns
+    return event.payload
+
+
+async def test_success_event_carries_the_result(sim):
+    rid = _submit(sim)
+    event = await _first_event(_trigger(rid, include_cost=True))
+    assert event["status"] == "success"
+    assert event["request_id"] == rid
+    assert event["result"]["video_url"].endswith(f"/media/{rid}/video.mp4")
+    assert event["result"]["cost"] == 0.5
+    assert result_from_event(event) == event["result"]
+    assert sim.calls["result"] == 1
+    assert shared_sessions.users() == 0
+
+
+async def test_failure_event_carries_the_servers_reason(sim):
+    rid = _submit(sim, Scenario(outcome="failed", error="prompt rejected by safety filter"))
+    event = await _first_event(_trigger(rid))
+    assert event["status"] == "failed"
+    with pytest.raises(KlingRequestFailed, match="prompt rejected by safety filter"):
+        result_from_event(event)
+
+
+async def test_server_side_cancel_is_a_cancelled_event(sim):
+    rid = _submit(sim, Scenario(outcome="cancelled"))
+    event = await _first_event(_trigger(rid))
+    assert event["status"] == "cancelled"
+    with pytest.raises(KlingRequestCancelled, match="cancelled"):
+        result_from_event(event)
+
+
+async def test_deadline_cancels_a_queued_request(sim):
+    rid = _submit(sim, Scenario(queue_seconds=30))
+    event = await _first_event(_trigger(rid, deadline=time.time() + 0.2))
+    assert event["status"] == "timeout"
+    assert sim.calls["cancel"] == 1
+    assert sim.requests[rid].cancelled_at is not None
+    with pytest.raises(KlingRequestTimeout, match="cancelled, so it will not be billed"):
+        result_from_event(event)
+
+
+async def test_deadline_on_a_running_request_says_it_is_billed(sim):
+    rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=30))
+    event = await _first_event(_trigger(rid, deadline=time.time() + 0.1))
+    with pytest.raises(KlingRequestTimeout, match="will still be billed"):
+        result_from_event(event)
+
+
+async def test_permanent_api_error_is_an_error_event_of_the_same_type(sim, monkeypatch):
+    rid = _submit(sim)
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(token="revoked"))
+    event = await _first_event(_trigger(rid))
+    assert event["status"] == "error"
+    with pytest.raises(KlingAuthenticationError) as caught:
+        result_from_event(event)
+    assert caught.value.status_code == 401
+    assert caught.value.error_code == 400004
+
+
+async def test_expired_request_is_a_not_found_error(sim):
+    rid = _submit(sim, Scenario(expire=True, queue_seconds=0, run_seconds=0))
+    event = await _first_event(_trigger(rid))
+    assert event["error"]["error_type"] == "KlingNotFoundError"
+
+
+async def test_success_without_video_is_an_error_not_green(sim):
+    rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=0))
+    sim.inject("result", Fault("malformed", body='{"status": "succeeded", "output": {}}'))
+    event = await _first_event(_trigger(rid))
+    with pytest.raises(KlingMalformedResponseError, match="names no video"):
+        result_from_event(event)
+
+
+async def test_transient_faults_while_polling_do_not_end_the_wait(sim):
+    rid = _submit(sim)
+    sim.inject("status", Fault("drop"), Fault("status", status_code=503))
+    event = await _first_event(_trigger(rid))
+    assert event["status"] == "success"
+
+
+async def test_on_kill_cancels_a_queued_request(sim):
+    rid = _submit(sim, Scenario(queue_seconds=30))
+    await _trigger(rid).on_kill()
+    assert sim.requests[rid].cancelled_at is not None
+
+
+async def test_on_kill_can_be_switched_off(sim):
+    rid = _submit(sim, Scenario(queue_seconds=30))
+    await _trigger(rid, cancel_on_kill=False).on_kill()
+    assert sim.calls["cancel"] == 0
+
+
+def test_serialize_round_trips_with_no_secret():
+    trigger = _trigger("req-1", deadline=1_900_000_000.0, include_cost=True)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_kling.triggers.kling.KlingRequestTrigger"
+    assert KlingRequestTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert kwargs["deadline"] == 1_900_000_000.0
+    assert TOKEN not in repr(kwargs)
+    import json
+
+    json.dumps(kwargs)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        None,
+        {},
+        "success",
+        {"status": "running"},
+        {"status": "success"},
+        {"status": "success", "result": {"request_id": "r"}},
+        {"status": "cancelled"},
+        {"status": "failed", "error": "not a dict"},
+    ],
+)
+def test_anything_but_a_known_success_event_fails(event):
+    with pytest.raises(KlingError):
+        result_from_event(event)
