@@ -22,32 +22,22 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "dag_files")
 os.environ.pop("AIRFLOW_CONN_KLING_DEFAULT", None)
 
-from airflow_provider_kling.testing import RunComfySimulator  # noqa: E402
+from airflow_provider_kling.testing.pytest_plugin import SIMULATOR_TOKEN  # noqa: E402
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from airflow_provider_kling.testing import RunComfySimulator
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_DAGS = Path(__file__).parent / "dag_files"
-TOKEN = "sk-test-5ecret-token-never-logged-0123456789"
+TOKEN = SIMULATOR_TOKEN
 #: Fast retries for tests; the policy itself is the same as in production.
 FAST_HOOK = {"retry_delay": 0.01, "max_attempts": 3}
 
 
-@pytest.fixture(scope="session")
-def simulator_server() -> Iterator[RunComfySimulator]:
-    with RunComfySimulator(token=TOKEN, queue_seconds=0.2, run_seconds=0.2) as server:
-        yield server
-
-
 @pytest.fixture
-def sim(simulator_server: RunComfySimulator, monkeypatch: pytest.MonkeyPatch) -> RunComfySimulator:
-    """The simulator, reset, with ``kling_default`` pointing at it."""
-    simulator_server.reset()
-    simulator_server.queue_seconds = 0.2
-    simulator_server.run_seconds = 0.2
-    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", simulator_server.connection_json())
-    return simulator_server
+def sim(kling_simulator: RunComfySimulator) -> RunComfySimulator:
+    """The simulator from our own pytest plugin (the one users get), reset, as ``kling_default``."""
+    return kling_simulator
 
 
 @pytest.fixture(scope="session")
