@@ -41,6 +41,7 @@ from airflow_provider_kling.constants import (
     MAX_ATTEMPTS,
     READ_TIMEOUT,
 )
+from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthenticationError,
@@ -182,17 +183,6 @@ def log_cancel_outcome(hook: BaseHook, request_id: str, answer: CancelResponse) 
             "Kling request %s is already running and cannot be cancelled: it will still be billed", request_id
         )
     return answer.outcome
-
-
-def timeout_message(request_id: str, outcome: CancelOutcome | None) -> str:
-    """Why a request was given up on at its deadline, and whether it will be billed."""
-    if outcome is CancelOutcome.CANCELLED:
-        fate = "it was still queued and has been cancelled, so it will not be billed"
-    elif outcome is CancelOutcome.NOT_CANCELLABLE:
-        fate = "it was already running and could not be cancelled, so it will still be billed"
-    else:
-        fate = "cancelling it failed, so it may still run and be billed"
-    return f"Kling request {request_id} did not finish before its deadline; {fate}"
 
 
 def _log_retry(hook: BaseHook, what: str) -> Any:
@@ -371,24 +361,28 @@ class KlingHook(_KlingHookBase):
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        queue_timeout: float | None = None,
         include_cost: bool = False,
     ) -> ResultResponse:
         """
         Block until the request finishes and return its result (whatever its outcome).
 
-        :raises KlingRequestTimeout: not finished within ``timeout`` seconds; a queued request
-            is cancelled first, so it is not billed.
+        :param queue_timeout: seconds the request may stay queued; then it is cancelled (free).
+        :raises KlingRequestTimeout: not finished within ``timeout`` seconds, or still queued after
+            ``queue_timeout``; a queued request is cancelled first, so it is not billed.
         """
-        deadline = time.monotonic() + timeout
+        limits = WaitLimits.starting_now(timeout, queue_timeout)
         while True:
-            result = self.check(request_id, include_cost=include_cost)
-            if result is not None:
-                return result
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            status = self.get_status(request_id)
+            if status.status.is_finished:
+                return self.get_result(request_id, include_cost=include_cost)
+            limit = limits.passed(status.status)
+            if limit is not None:
                 outcome = self.cancel_best_effort(request_id)
-                raise KlingRequestTimeout(timeout_message(request_id, outcome), request_id=request_id)
-            time.sleep(min(poll_interval, remaining))
+                if not keeps_waiting(limit, outcome):
+                    raise KlingRequestTimeout(give_up_message(request_id, limit, outcome), request_id=request_id)
+                limits = limits.without_queue_limit()
+            time.sleep(limits.sleep_seconds(poll_interval))
 
     def cancel_best_effort(self, request_id: str) -> CancelOutcome | None:
         """Cancel, logging instead of raising; warns when the request runs and will be billed."""

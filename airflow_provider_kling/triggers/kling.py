@@ -35,6 +35,8 @@ class KlingRequestTrigger(BaseTrigger):
     :param poll_interval: seconds between status calls.
     :param deadline: absolute time (Unix seconds) after which waiting stops: a queued request is
         cancelled and the event is ``timeout``. Absolute, so a triggerer restart does not extend it.
+    :param queue_deadline: absolute time (Unix seconds) after which a request still queued is
+        cancelled (free) and the event is ``timeout``; a running request is not bound by it.
     :param include_cost: ask the result call for the request's ``cost``.
     :param cancel_on_kill: cancel a queued request when a user marks the task failed, success
         or clears it (Airflow 3.3+ calls ``on_kill``; a triggerer restart does not).
@@ -47,6 +49,7 @@ class KlingRequestTrigger(BaseTrigger):
         kling_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         deadline: float | None = None,
+        queue_deadline: float | None = None,
         include_cost: bool = False,
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
@@ -56,6 +59,7 @@ class KlingRequestTrigger(BaseTrigger):
         self.kling_conn_id = kling_conn_id
         self.poll_interval = float(poll_interval)
         self.deadline = deadline
+        self.queue_deadline = queue_deadline
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = dict(hook_params or {})
@@ -68,6 +72,7 @@ class KlingRequestTrigger(BaseTrigger):
                 "kling_conn_id": self.kling_conn_id,
                 "poll_interval": self.poll_interval,
                 "deadline": self.deadline,
+                "queue_deadline": self.queue_deadline,
                 "include_cost": self.include_cost,
                 "cancel_on_kill": self.cancel_on_kill,
                 "hook_params": self.hook_params,
@@ -80,9 +85,11 @@ class KlingRequestTrigger(BaseTrigger):
         return KlingAsyncHook(self.kling_conn_id, **self.hook_params)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_kling.exceptions import KlingError
+        from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting
+        from airflow_provider_kling.exceptions import KlingError, KlingRequestTimeout
 
         rid = self.request_id
+        limits = WaitLimits(self.deadline, self.queue_deadline)
         try:
             async with self._hook() as hook:
                 progress = _ProgressLog(self)
@@ -93,22 +100,18 @@ class KlingRequestTrigger(BaseTrigger):
                         result = await hook.get_result(rid, include_cost=self.include_cost)
                         yield TriggerEvent(outcome_event(rid, result))
                         return
-                    remaining = None if self.deadline is None else self.deadline - time.time()
-                    if remaining is not None and remaining <= 0:
-                        yield TriggerEvent(await self._give_up(hook))
-                        return
-                    await asyncio.sleep(self.poll_interval if remaining is None else min(self.poll_interval, remaining))
+                    limit = limits.passed(status.status)
+                    if limit is not None:
+                        outcome = await hook.cancel_best_effort(rid)
+                        if not keeps_waiting(limit, outcome):
+                            timeout = KlingRequestTimeout(give_up_message(rid, limit, outcome), request_id=rid)
+                            yield TriggerEvent(error_event(rid, "timeout", timeout))
+                            return
+                        limits = limits.without_queue_limit()
+                    await asyncio.sleep(limits.sleep_seconds(self.poll_interval))
         except KlingError as err:
             self.log.error("Waiting for Kling request %s failed: %s", rid, err)
             yield TriggerEvent(error_event(rid, "error", err))
-
-    async def _give_up(self, hook: KlingAsyncHook) -> dict[str, Any]:
-        from airflow_provider_kling.exceptions import KlingRequestTimeout
-        from airflow_provider_kling.hooks.kling import timeout_message
-
-        outcome = await hook.cancel_best_effort(self.request_id)
-        message = timeout_message(self.request_id, outcome)
-        return error_event(self.request_id, "timeout", KlingRequestTimeout(message, request_id=self.request_id))
 
     async def on_kill(self) -> None:
         """Cancel the request when a user stops the task (not on a triggerer restart)."""

@@ -12,6 +12,7 @@ from airflow_provider_kling.exceptions import (
     KlingMalformedResponseError,
     KlingNotFoundError,
     KlingRateLimitError,
+    KlingRequestTimeout,
     KlingServerError,
     KlingSubmitOutcomeUnknownError,
     KlingTimeoutError,
@@ -78,6 +79,21 @@ def test_cancel_a_running_request_is_refused(hook, sim):
     sim.script(Scenario(queue_seconds=0, run_seconds=10))
     rid = hook.submit(PROMPT).request_id
     assert hook.cancel(rid).outcome is CancelOutcome.NOT_CANCELLABLE
+
+
+def test_wait_cancels_a_request_stuck_in_the_queue(hook, sim):
+    sim.script(Scenario(queue_seconds=30))
+    rid = hook.submit(PROMPT).request_id
+    with pytest.raises(KlingRequestTimeout, match=r"stayed queued past its queue limit.*will not be billed"):
+        hook.wait(rid, poll_interval=0.05, timeout=30, queue_timeout=0.2)
+    assert sim.requests[rid].cancelled_at is not None
+
+
+def test_wait_deadline_on_a_running_request_says_it_is_billed(hook, sim):
+    sim.script(Scenario(queue_seconds=0, run_seconds=30))
+    rid = hook.submit(PROMPT).request_id
+    with pytest.raises(KlingRequestTimeout, match=r"did not finish before its deadline.*will still be billed"):
+        hook.wait(rid, poll_interval=0.05, timeout=0.2, queue_timeout=0.1)
 
 
 def test_invalid_input_sends_nothing(hook, sim):

@@ -82,6 +82,23 @@ async def test_deadline_on_a_running_request_says_it_is_billed(sim):
         result_from_event(event)
 
 
+async def test_queue_limit_cancels_a_request_still_queued_for_free(sim):
+    rid = _submit(sim, Scenario(queue_seconds=30))
+    event = await _first_event(_trigger(rid, deadline=time.time() + 30, queue_deadline=time.time() + 0.2))
+    assert event["status"] == "timeout"
+    assert sim.requests[rid].cancelled_at is not None
+    with pytest.raises(KlingRequestTimeout, match="stayed queued past its queue limit; it was still queued and has"):
+        result_from_event(event)
+
+
+async def test_queue_limit_does_not_drop_a_request_that_is_already_running(sim):
+    rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=0.4))
+    event = await _first_event(_trigger(rid, queue_deadline=time.time() - 1))
+    assert event["status"] == "success"
+    assert sim.calls["cancel"] == 0
+    assert sim.requests[rid].cancelled_at is None
+
+
 async def test_permanent_api_error_is_an_error_event_of_the_same_type(sim, monkeypatch):
     rid = _submit(sim)
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(token="revoked"))
