@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.resume import RequestRecord
 
 #: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
 #: Airflow's timeout skips ``execute_complete`` and ``on_kill``, so the trigger must act first.
@@ -57,6 +57,10 @@ class KlingTextToVideoOperator(BaseOperator):
     :param poll_interval: seconds between status checks while waiting.
     :param timeout: seconds to wait for the video; past it a queued request is cancelled and
         the task fails.
+    :param queue_timeout: seconds the request may stay queued before it is cancelled (free: a
+        queued request is not billed) and the task fails; ``None`` for no separate limit.
+    :param resume: on a retry, resume the request an earlier try of this task submitted when it is
+        queued, running or succeeded (same model and input), instead of paying for a new one.
     :param include_cost: ask RunComfy for the request's cost in the result.
     :param cancel_on_kill: cancel a queued request when the task is stopped by a user.
     :param hook_params: extra keyword arguments for the hook (timeouts, retries).
@@ -90,6 +94,8 @@ class KlingTextToVideoOperator(BaseOperator):
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        queue_timeout: float | None = None,
+        resume: bool = True,
         include_cost: bool = False,
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
@@ -108,6 +114,8 @@ class KlingTextToVideoOperator(BaseOperator):
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
         self.timeout = timeout
+        self.queue_timeout = queue_timeout
+        self.resume = resume
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = hook_params or {}
@@ -146,16 +154,19 @@ class KlingTextToVideoOperator(BaseOperator):
 
     def execute(self, context: Context) -> str:
         body = self.build_input()
-        submitted = self.hook.submit(body, model=self.model)
-        request_id = submitted.request_id
-        self.log.info("Submitted Kling request %s to %s", request_id, self.model)
+        request_id = self._submit_or_resume(context, body)
         context["ti"].xcom_push(key="request_id", value=request_id)
         if not self.wait_for_completion:
+            self._forget_request(context)
             return request_id
         self._waiting_on = request_id
         if not self.deferrable:
             result = self.hook.wait(
-                request_id, poll_interval=self.poll_interval, timeout=self.timeout, include_cost=self.include_cost
+                request_id,
+                poll_interval=self.poll_interval,
+                timeout=self.timeout,
+                queue_timeout=self.queue_timeout,
+                include_cost=self.include_cost,
             )
             return self._finish(context, result.require_video(request_id))
         finished = self.hook.check(request_id, include_cost=self.include_cost)
@@ -164,15 +175,79 @@ class KlingTextToVideoOperator(BaseOperator):
         self._defer_until_done(request_id)
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
+    def _submit_or_resume(self, context: Context, body: dict[str, Any]) -> str:
+        """Resume the request of an earlier try when it can be, else submit (and record it at once)."""
+        from airflow_provider_kling.resume import input_fingerprint
+
+        fingerprint = input_fingerprint(self.model, body)
+        record = self._request_record(context) if self.resume else None
+        resumed = self._resumable_request(record.load(), fingerprint) if record is not None else None
+        if resumed is not None:
+            return resumed
+        request_id = self.hook.submit(body, model=self.model).request_id
+        if record is not None:
+            record.save(request_id, fingerprint)
+        self.log.info("Submitted Kling request %s to %s", request_id, self.model)
+        return request_id
+
+    def _request_record(self, context: Context) -> RequestRecord:
+        from airflow_provider_kling.resume import request_record
+
+        return request_record(context)
+
+    def _resumable_request(self, recorded: dict[str, Any] | None, fingerprint: str) -> str | None:
+        """The request an earlier try submitted, if it is queued, running or succeeded."""
+        from airflow_provider_kling.exceptions import KlingNotFoundError
+        from airflow_provider_kling.models import ResultStatus
+
+        request_id = str((recorded or {}).get("request_id") or "")
+        if not request_id:
+            return None
+        if (recorded or {}).get("fingerprint") != fingerprint:
+            self.log.warning("An earlier try submitted Kling request %s for another input; submitting anew", request_id)
+            return None
+        try:
+            status = self.hook.get_status(request_id)
+        except KlingNotFoundError:
+            self.log.warning("Kling request %s of an earlier try has expired; submitting anew", request_id)
+            return None
+        if not status.status.is_finished:
+            self.log.info(
+                "Resuming Kling request %s (%s) submitted by an earlier try: not submitting (nor paying) again",
+                request_id,
+                status.status.value,
+            )
+            return request_id
+        result = self.hook.get_result(request_id)
+        if result.status is ResultStatus.SUCCEEDED:
+            self.log.info("Kling request %s of an earlier try already succeeded: using it", request_id)
+            return request_id
+        self.log.warning(
+            "Kling request %s of an earlier try ended %s; submitting anew", request_id, result.status.value
+        )
+        return None
+
+    def _forget_request(self, context: Context) -> None:
+        """Drop the record once the task succeeds, so that clearing it later generates anew."""
+        if not self.resume:
+            return
+        try:
+            self._request_record(context).forget()
+        except Exception as err:  # noqa: BLE001 - the video is done; a stale record only costs a status call
+            self.log.warning("Could not drop the record of the submitted Kling request: %s", err)
+
     def _defer_until_done(self, request_id: str) -> None:
+        from airflow_provider_kling.deadlines import WaitLimits
         from airflow_provider_kling.triggers.kling import KlingRequestTrigger
 
+        limits = WaitLimits.starting_now(self.timeout, self.queue_timeout)
         self.defer(
             trigger=KlingRequestTrigger(
                 request_id=request_id,
                 kling_conn_id=self.kling_conn_id,
                 poll_interval=self.poll_interval,
-                deadline=time.time() + self.timeout,
+                deadline=limits.deadline,
+                queue_deadline=limits.queue_deadline,
                 include_cost=self.include_cost,
                 cancel_on_kill=self.cancel_on_kill,
                 hook_params=self.hook_params,
@@ -191,6 +266,7 @@ class KlingTextToVideoOperator(BaseOperator):
     def _finish(self, context: Context, result: dict[str, Any]) -> str:
         self._waiting_on = None
         context["ti"].xcom_push(key="result", value=result)
+        self._forget_request(context)
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
         return str(result["request_id"])
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
+    from airflow_provider_kling.deadlines import WaitLimits
     from airflow_provider_kling.hooks.kling import KlingHook
 
 
@@ -35,6 +35,9 @@ class KlingRequestSensor(BaseSensorOperator):
         ``[operators] default_deferrable``.
     :param poke_interval: seconds between status checks, in every mode.
     :param timeout: seconds to wait; past it a queued request is cancelled and the task fails.
+    :param queue_timeout: seconds after the task started that the request may still be queued;
+        then it is cancelled (free: a queued request is not billed) and the task fails. ``None``
+        for no separate limit.
     :param include_cost: ask RunComfy for the request's cost in the result.
     :param cancel_on_kill: cancel a queued request when the task is stopped by a user.
     :param hook_params: extra keyword arguments for the hook (timeouts, retries).
@@ -51,6 +54,7 @@ class KlingRequestSensor(BaseSensorOperator):
         deferrable: bool | None = None,
         poke_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
+        queue_timeout: float | None = None,
         include_cost: bool = False,
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
@@ -60,9 +64,11 @@ class KlingRequestSensor(BaseSensorOperator):
         self.request_id = request_id
         self.kling_conn_id = kling_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.queue_timeout = queue_timeout
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = hook_params or {}
+        self._queue_limit_spent = False
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -71,10 +77,30 @@ class KlingRequestSensor(BaseSensorOperator):
         return KlingHook(self.kling_conn_id, **self.hook_params)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        result = self.hook.check(self.request_id, include_cost=self.include_cost)
-        if result is None:
-            return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=result.require_video(self.request_id))
+        from airflow_provider_kling.deadlines import give_up_message, keeps_waiting
+        from airflow_provider_kling.exceptions import KlingRequestTimeout
+
+        status = self.hook.get_status(self.request_id)
+        if status.status.is_finished:
+            result = self.hook.get_result(self.request_id, include_cost=self.include_cost)
+            return PokeReturnValue(is_done=True, xcom_value=result.require_video(self.request_id))
+        if self._queue_limits(context).passed(status.status) == "queue" and not self._queue_limit_spent:
+            outcome = self.hook.cancel_best_effort(self.request_id)
+            if not keeps_waiting("queue", outcome):
+                raise KlingRequestTimeout(
+                    give_up_message(self.request_id, "queue", outcome), request_id=self.request_id
+                )
+            self._queue_limit_spent = True
+        return PokeReturnValue(is_done=False)
+
+    def _queue_limits(self, context: Context) -> WaitLimits:
+        """The queue limit, counted from when the task (its first reschedule included) started."""
+        from airflow_provider_kling.deadlines import WaitLimits
+
+        started = getattr(context.get("ti"), "start_date", None)
+        if self.queue_timeout is None or started is None:
+            return WaitLimits()
+        return WaitLimits(queue_deadline=started.timestamp() + self.queue_timeout)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -82,14 +108,17 @@ class KlingRequestSensor(BaseSensorOperator):
         done = self.poke(context)
         if done.is_done:
             return done.xcom_value
+        from airflow_provider_kling.deadlines import WaitLimits
         from airflow_provider_kling.triggers.kling import KlingRequestTrigger
 
+        deadline = WaitLimits.starting_now(self.timeout).deadline
         self.defer(
             trigger=KlingRequestTrigger(
                 request_id=self.request_id,
                 kling_conn_id=self.kling_conn_id,
                 poll_interval=self.poke_interval,
-                deadline=time.time() + self.timeout,
+                deadline=deadline,
+                queue_deadline=self._queue_limits(context).queue_deadline,
                 include_cost=self.include_cost,
                 cancel_on_kill=self.cancel_on_kill,
                 hook_params=self.hook_params,

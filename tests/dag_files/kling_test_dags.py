@@ -2,29 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
+from airflow_provider_kling.resume import RequestRecord, VariableRecord
 from airflow_provider_kling.sensors.kling import KlingRequestSensor
 
 FAST = {"retry_delay": 0.01, "max_attempts": 3}
 PARAMS = {"prompt": "a paper boat on a rainy street", "duration": 5}
+RETRY: dict[str, Any] = {"retries": 4, "retry_delay": timedelta(seconds=0)}
 
 
 def _dag(dag_id: str) -> DAG:
     return DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False, params=PARAMS)
 
 
-def _generate(**kwargs: object) -> KlingTextToVideoOperator:
-    return KlingTextToVideoOperator(
+class VariableRecordOperator(KlingTextToVideoOperator):
+    """The operator as it runs on an Airflow without a task state store."""
+
+    def _request_record(self, context: Any) -> RequestRecord:
+        return VariableRecord(context["ti"])
+
+
+def _generate(operator: type[KlingTextToVideoOperator] = KlingTextToVideoOperator, **kwargs: Any) -> Any:
+    return operator(
         task_id="generate",
         prompt="{{ params.prompt }}",
         duration="{{ params.duration }}",
         poll_interval=0.05,
         hook_params=FAST,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 
@@ -55,3 +65,17 @@ with _dag("kling_sensor_poke") as sensor_poke:
         poke_interval=0.05,
         hook_params=FAST,
     )
+
+# Retried tries: the first ones fail after the submit (a deadline passes while the video renders,
+# a poll keeps failing, the generation fails); later tries must resume, not pay again.
+with _dag("kling_operator_retry_deferrable") as operator_retry_deferrable:
+    _generate(wait_for_completion=True, deferrable=True, timeout=0.3, **RETRY)
+
+with _dag("kling_operator_retry_polling") as operator_retry_polling:
+    _generate(wait_for_completion=True, deferrable=False, **RETRY)
+
+with _dag("kling_operator_retry_without_state_store") as operator_retry_without_state_store:
+    _generate(VariableRecordOperator, wait_for_completion=True, deferrable=False, **RETRY)
+
+with _dag("kling_operator_retry_no_resume") as operator_retry_no_resume:
+    _generate(wait_for_completion=True, deferrable=False, resume=False, **RETRY)

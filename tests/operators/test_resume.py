@@ -1,0 +1,86 @@
+"""A retried task resumes the request its earlier try submitted instead of paying for another."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
+from airflow_provider_kling.resume import input_fingerprint
+from airflow_provider_kling.testing import Fault, Scenario
+from tests.conftest import FAST_HOOK, states, xcoms
+
+STATUS_DOWN = [Fault("status", status_code=503)] * FAST_HOOK["max_attempts"]
+
+
+def _tries(dag_run) -> int:
+    (ti,) = dag_run.get_task_instances()
+    return ti.try_number
+
+
+def test_deferred_task_retried_after_its_deadline_resumes_the_running_request(run_dag, sim):
+    sim.script(Scenario(queue_seconds=0, run_seconds=1.0))
+    dag_run = run_dag("kling_operator_retry_deferrable")
+    assert states(dag_run) == {"generate": "success"}
+    assert _tries(dag_run) >= 2
+    assert sim.calls["submit"] == 1
+    rid = xcoms(dag_run)[("generate", "return_value")]
+    assert list(sim.requests) == [rid]
+
+
+def test_task_retried_after_a_failed_poll_resumes_the_queued_request(run_dag, sim):
+    sim.script(Scenario(queue_seconds=0.3))
+    sim.inject("status", *STATUS_DOWN)  # the first try's polls all fail after its submit
+    dag_run = run_dag("kling_operator_retry_polling")
+    assert states(dag_run) == {"generate": "success"}
+    assert _tries(dag_run) == 2
+    assert sim.calls["submit"] == 1
+
+
+def test_a_failed_generation_is_submitted_anew_on_retry(run_dag, sim):
+    sim.script(Scenario(outcome="failed"), Scenario())
+    dag_run = run_dag("kling_operator_retry_polling")
+    assert states(dag_run) == {"generate": "success"}
+    assert sim.calls["submit"] == 2
+    rid = xcoms(dag_run)[("generate", "return_value")]
+    assert sim.requests[rid].scenario.outcome == "succeeded"
+
+
+def test_without_a_task_state_store_a_variable_carries_the_request(run_dag, sim):
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    sim.script(Scenario(queue_seconds=0.3))
+    sim.inject("status", *STATUS_DOWN)
+    dag_run = run_dag("kling_operator_retry_without_state_store")
+    assert states(dag_run) == {"generate": "success"}
+    assert _tries(dag_run) == 2
+    assert sim.calls["submit"] == 1
+    with create_session() as session:  # dropped once the task succeeded
+        assert session.query(Variable).filter(Variable.key.like("kling_request:%")).count() == 0
+
+
+def test_resume_can_be_switched_off(run_dag, sim):
+    sim.script(Scenario(queue_seconds=0.3))
+    sim.inject("status", *STATUS_DOWN)
+    dag_run = run_dag("kling_operator_retry_no_resume")
+    assert states(dag_run) == {"generate": "success"}
+    assert sim.calls["submit"] == 2
+
+
+@pytest.fixture
+def operator(sim) -> KlingTextToVideoOperator:
+    return KlingTextToVideoOperator(task_id="t", prompt="x", hook_params=FAST_HOOK)
+
+
+def test_a_request_for_another_input_is_not_resumed(operator, sim):
+    body = operator.build_input()
+    recorded = {"request_id": "sim-000001-x", "fingerprint": input_fingerprint(operator.model, {**body, "prompt": "y"})}
+    assert operator._resumable_request(recorded, input_fingerprint(operator.model, body)) is None
+    assert sim.calls["status"] == 0
+
+
+def test_an_expired_request_is_not_resumed(operator, sim):
+    fingerprint = input_fingerprint(operator.model, operator.build_input())
+    recorded = {"request_id": "sim-expired", "fingerprint": fingerprint}
+    assert operator._resumable_request(recorded, fingerprint) is None
+    assert sim.calls["status"] == 1
