@@ -79,3 +79,14 @@ with _dag("kling_operator_retry_without_state_store") as operator_retry_without_
 
 with _dag("kling_operator_retry_no_resume") as operator_retry_no_resume:
     _generate(wait_for_completion=True, deferrable=False, resume=False, **RETRY)
+
+for _mode in ("deferrable", "poke"):
+    with _dag(f"kling_sensor_queue_limit_{_mode}"):
+        KlingRequestSensor(
+            task_id="wait",
+            request_id=_generate().output,
+            deferrable=_mode == "deferrable",
+            poke_interval=0.05,
+            queue_timeout=0.5,
+            hook_params=FAST,
+        )

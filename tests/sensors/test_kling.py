@@ -39,11 +39,24 @@ def test_sensor_fails_on_a_cancelled_request(run_dag, sim, capfd, dag_id):
     assert "was cancelled" in capfd.readouterr().out
 
 
-def test_deferrable_sensor_does_not_defer_for_a_finished_request(run_dag, sim, capfd):
-    sim.script(Scenario(queue_seconds=0, run_seconds=0))
+@pytest.mark.parametrize(
+    ("scenario", "deferred"), [(Scenario(queue_seconds=0, run_seconds=0), False), (Scenario(queue_seconds=0.3), True)]
+)
+def test_deferrable_sensor_defers_only_for_an_unfinished_request(run_dag, sim, capfd, caplog, scenario, deferred):
+    sim.script(scenario)
     dag_run = run_dag("kling_sensor_deferrable")
     assert states(dag_run)["wait"] == "success"
-    assert "[DAG TEST] running trigger in line" not in capfd.readouterr().out
+    assert ("[DAG TEST] running trigger in line" in capfd.readouterr().out + caplog.text) is deferred
+
+
+@pytest.mark.parametrize("dag_id", ["kling_sensor_queue_limit_deferrable", "kling_sensor_queue_limit_poke"])
+def test_sensor_cancels_a_request_stuck_in_the_queue(run_dag, sim, capfd, dag_id):
+    sim.script(Scenario(queue_seconds=60))
+    dag_run = run_dag(dag_id)
+    assert states(dag_run)["wait"] == "failed"
+    (request,) = sim.requests.values()
+    assert request.cancelled_at is not None
+    assert "stayed queued past its queue limit; it was still queued and has been cancelled" in capfd.readouterr().out
 
 
 def test_sensor_execute_complete_rejects_junk():
