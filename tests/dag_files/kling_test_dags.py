@@ -11,7 +11,7 @@ from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 from airflow_provider_kling.resume import RequestRecord, VariableRecord
 from airflow_provider_kling.sensors.kling import KlingRequestSensor
 
-FAST = {"retry_delay": 0.01, "max_attempts": 3}
+FAST = {"retry_delay": 0.01, "max_attempts": 3, "read_timeout": 1.0}
 PARAMS = {"prompt": "a paper boat on a rainy street", "duration": 5}
 RETRY: dict[str, Any] = {"retries": 4, "retry_delay": timedelta(seconds=0)}
 
