@@ -33,6 +33,14 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.triggers.kling"]}
         ],
+        "transfers": [
+            {
+                "source-integration-name": "Kling (RunComfy)",
+                "target-integration-name": "Common IO",
+                "python-module": "airflow_provider_kling.transfers.kling_to_storage",
+            }
+        ],
+        "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
         "connection-types": [
             {
                 "connection-type": "kling",

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import tempfile
 import time
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -69,7 +69,7 @@ from airflow_provider_kling.retry import RetryPolicy, is_safe_to_resubmit
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from airflow.providers.common.compat.sdk import Connection
+    from airflow.providers.common.compat.sdk import Connection, ObjectStoragePath
     from pydantic import BaseModel
     from tenacity import RetryCallState
 
@@ -394,20 +394,32 @@ class KlingHook(_KlingHookBase):
         return log_cancel_outcome(self, request_id, answer)
 
     def download_video(
-        self, url: str, destination: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES
+        self,
+        url: str,
+        destination: str | os.PathLike[str] | ObjectStoragePath,
+        *,
+        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        overwrite: bool = True,
+        storage_conn_id: str | None = None,
     ) -> DownloadedVideo:
         """
-        Stream a video to a local file that appears whole or not at all.
+        Stream a video to storage, where it appears whole or not at all.
 
-        Written under a temporary name in the destination's folder and moved into place once
-        complete; removed on any failure. The API token is not sent to the media host.
+        The destination is a local path, or any URI Airflow's ``ObjectStoragePath`` understands
+        (``file://``, ``s3://``, ``gs://``...; ``storage_conn_id`` names its connection). The video
+        is written in chunks (constant memory) under a temporary name beside the destination,
+        checked against ``Content-Length``, then moved into place; removed on any failure. The API
+        token is not sent to the media host.
 
-        :raises KlingInputError: the URL is not http(s).
+        :raises KlingInputError: the URL is not http(s), or the destination exists and
+            ``overwrite`` is false.
         :raises KlingError: the download failed, was cut short, or is larger than ``max_bytes``.
         """
         if urlsplit(url).scheme not in ("http", "https"):
             raise KlingInputError(f"video_url: must be an http(s) URL, got {url!r}")
-        dest = Path(destination)
+        dest = storage_path(destination, storage_conn_id)
+        if not overwrite and dest.exists():
+            raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
             response = self.session.get(url, stream=True, timeout=(self.connect_timeout, self.read_timeout))
@@ -423,9 +435,9 @@ class KlingHook(_KlingHookBase):
                 raise KlingError(f"The video is {expected} bytes, over the {max_bytes}-byte cap")
             digest = hashlib.sha256()
             size = 0
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+            part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
             try:
-                with os.fdopen(fd, "wb") as out:
+                with part.open("wb") as out:
                     for chunk in response.iter_content(DOWNLOAD_CHUNK_BYTES):
                         size += len(chunk)
                         if size > max_bytes:
@@ -436,17 +448,21 @@ class KlingHook(_KlingHookBase):
                     raise KlingConnectionError(
                         f"The video download was cut short: {size} of {expected} bytes", request_sent=True
                     )
-                os.replace(tmp_name, dest)
+                if isinstance(part, Path) and isinstance(dest, Path):
+                    part.replace(dest)  # atomic on one file system
+                else:
+                    part.rename(dest)  # type: ignore[arg-type]  # object stores: copy, then delete the part
             except requests.RequestException as err:
-                os.unlink(tmp_name)
+                part.unlink(missing_ok=True)
                 raise KlingConnectionError(
                     f"The video download failed ({type(err).__name__})", request_sent=True
                 ) from err
             except BaseException:
-                os.unlink(tmp_name)
+                part.unlink(missing_ok=True)
                 raise
         return DownloadedVideo(
             path=str(dest),
+            uri=dest.as_uri() if isinstance(dest, Path) else str(dest),
             size_bytes=size,
             sha256=digest.hexdigest(),
             content_type=response.headers.get("Content-Type", "application/octet-stream"),
@@ -467,11 +483,25 @@ class KlingHook(_KlingHookBase):
         return True, f"Connected to {self.target.base_url}"
 
 
+def storage_path(
+    destination: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None = None
+) -> Path | ObjectStoragePath:
+    """A local :class:`~pathlib.Path` for a plain path, else an ``ObjectStoragePath`` (``s3://``...)."""
+    if isinstance(destination, (str, os.PathLike)) and "://" not in os.fspath(destination):
+        return Path(destination).absolute()
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    if isinstance(destination, ObjectStoragePath) and conn_id is None:
+        return destination
+    return ObjectStoragePath(str(destination), conn_id=conn_id)
+
+
 @dataclass(frozen=True)
 class DownloadedVideo:
     """A video saved by :meth:`KlingHook.download_video`."""
 
     path: str
+    uri: str
     size_bytes: int
     sha256: str
     content_type: str

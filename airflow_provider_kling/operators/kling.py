@@ -14,6 +14,7 @@ from airflow_provider_kling.constants import (
     DEFAULT_TIMEOUT,
     KLING_TEXT_TO_VIDEO_MODEL,
 )
+from airflow_provider_kling.links.kling import KlingVideoLink
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -78,6 +79,7 @@ class KlingTextToVideoOperator(BaseOperator):
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"input": "json"}
     ui_color = "#f0e4ff"
+    operator_extra_links = (KlingVideoLink(),)
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
+from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.operators.kling import DEFERRAL_TIMEOUT_MARGIN, default_deferrable
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class KlingRequestSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("request_id", "kling_conn_id")
     ui_color = "#f0e4ff"
+    operator_extra_links = (KlingVideoLink(),)
 
     def __init__(
         self,

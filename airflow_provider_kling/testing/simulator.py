@@ -26,9 +26,12 @@ from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TEXT_TO_VIDEO = "kling/kling-1-6/pro/text-to-video"
 KNOWN_MODELS = (
@@ -44,6 +47,16 @@ Outcome = Literal["succeeded", "failed", "cancelled"]
 def sample_video() -> bytes:
     """The MP4 served behind every video URL: 5 s, 16:9, H.264 with sound."""
     return resources.files("airflow_provider_kling.testing").joinpath("data/kling-sample.mp4").read_bytes()
+
+
+def synthetic_video_chunks(size: int, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """The bytes of a synthetic video of ``size`` bytes, in chunks (deterministic, so tests can hash them)."""
+    block = bytes(range(256)) * (chunk_bytes // 256)
+    sent = 0
+    while sent < size:
+        chunk = block[: min(chunk_bytes, size - sent)]
+        sent += len(chunk)
+        yield chunk
 
 
 @dataclass
@@ -76,11 +89,12 @@ class Fault:
 
     :param kind: ``status`` (answer ``status_code`` with ``body``), ``drop`` (close the connection
         without answering), ``delay`` (wait ``seconds``, then answer normally), ``malformed``
-        (answer 200 with ``body`` as text), ``error_code`` (answer 200 with an ``error_code`` body).
+        (answer 200 with ``body`` as text), ``error_code`` (answer 200 with an ``error_code`` body),
+        ``truncate`` (for ``video``: announce the full length, send half, close the connection).
     :param after_create: for ``submit``: create the request first, then answer with the fault.
     """
 
-    kind: Literal["status", "drop", "delay", "malformed", "error_code"]
+    kind: Literal["status", "drop", "delay", "malformed", "error_code", "truncate"]
     status_code: int = 500
     body: str = '{"error_message": "simulated server fault"}'
     headers: dict[str, str] = field(default_factory=dict)
@@ -127,6 +141,8 @@ class RunComfySimulator:
     :param host: address to listen on (loopback only).
     :param port: port to listen on; 0 picks a free one.
     :param video: the bytes served as every video; the packaged sample MP4 by default.
+    :param video_size: serve a synthetic video of this many bytes instead (streamed, never held in
+        memory; its bytes are :func:`synthetic_video_chunks`), to test large transfers.
     """
 
     def __init__(
@@ -138,6 +154,7 @@ class RunComfySimulator:
         host: str = "127.0.0.1",
         port: int = 0,
         video: bytes | None = None,
+        video_size: int | None = None,
     ) -> None:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the simulator listens on loopback only")
@@ -147,6 +164,7 @@ class RunComfySimulator:
         self.host = host
         self.port = port
         self.video = video if video is not None else sample_video()
+        self.video_size = video_size
         self.requests: dict[str, SimulatedRequest] = {}
         self.calls: Counter[str] = Counter()
         self._scenarios: deque[Scenario] = deque()
@@ -417,11 +435,26 @@ class RunComfySimulator:
 
     async def _video(self, request: web.Request) -> web.StreamResponse:
         fault = self._next_fault("video")
-        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+        truncate = fault is not None and fault.kind == "truncate"
+        if fault is not None and not truncate and (answer := await self._apply_fault(request, fault)) is not None:
             return answer
         if request.match_info["request_id"] not in self.requests:
             return web.Response(status=404, text="no such video")
-        return web.Response(body=self.video, content_type="video/mp4")
+        chunks = [self.video] if self.video_size is None else synthetic_video_chunks(self.video_size)
+        size = len(self.video) if self.video_size is None else self.video_size
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(size)})
+        await response.prepare(request)
+        budget = size // 2 if truncate else size
+        for chunk in chunks:
+            if len(chunk) > budget:
+                await response.write(chunk[:budget])
+                assert request.transport is not None
+                request.transport.abort()  # cut short: the client sees fewer bytes than announced
+                return response
+            await response.write(chunk)
+            budget -= len(chunk)
+        await response.write_eof()
+        return response
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())

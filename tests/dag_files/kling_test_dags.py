@@ -90,3 +90,17 @@ for _mode in ("deferrable", "poke"):
             queue_timeout=0.5,
             hook_params=FAST,
         )
+
+with _dag("kling_copy_to_storage") as copy_to_storage:
+    from airflow.providers.common.compat.sdk import Asset
+
+    from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
+
+    _copy_source = _generate(wait_for_completion=True, deferrable=True)
+    KlingVideoToStorageOperator(
+        task_id="copy",
+        request_id=_copy_source.output,
+        destination="{{ params.destination }}",
+        hook_params=FAST,
+        outlets=[Asset(name="kling_test_videos", uri="file:///kling-test-videos")],
+    )

@@ -1,0 +1,102 @@
+"""Copy a generated Kling video to storage you own (local disk or any ObjectStoragePath)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from airflow_provider_kling.constants import DEFAULT_CONN_ID
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+#: Default cap on a copied video: far above what Kling 1.6 produces, low enough to stop a runaway.
+DEFAULT_MAX_BYTES = 500 * 1024 * 1024
+
+
+class KlingVideoToStorageOperator(BaseOperator):
+    """
+    Copy a Kling video to storage and return the destination URI.
+
+    RunComfy does not promise how long output URLs live, so copy each video somewhere you own.
+    The copy streams in chunks (constant memory) to a temporary name beside the destination and
+    is moved into place once its size matches ``Content-Length``: a reader never sees a partial
+    file, and a failed copy leaves nothing behind. Pushes XComs ``size_bytes``, ``sha256`` and
+    ``content_type``. With ``outlets=[Asset(...)]``, downstream DAGs can be scheduled on new videos.
+
+    :param destination: where the video goes: a local path or an ``ObjectStoragePath`` URI
+        (``file://``, ``s3://``, ``gs://``...). Templated.
+    :param request_id: copy the video of this request (a fresh result is fetched, so the URL is
+        current). Templated. Give this or ``video_url``.
+    :param video_url: copy from this http(s) URL instead. Templated.
+    :param storage_conn_id: the Airflow connection of the destination's object store. Templated.
+    :param overwrite: replace an existing destination; refused by default.
+    :param max_bytes: refuse a video larger than this (default 500 MB).
+    :param kling_conn_id: the ``kling`` connection, used to fetch the result of ``request_id``.
+    :param hook_params: extra keyword arguments for the hook (timeouts, retries).
+    """
+
+    template_fields: Sequence[str] = ("destination", "request_id", "video_url", "storage_conn_id")
+    ui_color = "#e4f0ff"
+
+    def __init__(
+        self,
+        *,
+        destination: str,
+        request_id: str | None = None,
+        video_url: str | None = None,
+        storage_conn_id: str | None = None,
+        overwrite: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        kling_conn_id: str = DEFAULT_CONN_ID,
+        hook_params: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.destination = destination
+        self.request_id = request_id
+        self.video_url = video_url
+        self.storage_conn_id = storage_conn_id
+        self.overwrite = overwrite
+        self.max_bytes = max_bytes
+        self.kling_conn_id = kling_conn_id
+        self.hook_params = hook_params or {}
+
+    @cached_property
+    def hook(self) -> KlingHook:
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        return KlingHook(self.kling_conn_id, **self.hook_params)
+
+    def execute(self, context: Context) -> str:
+        from airflow_provider_kling.exceptions import KlingInputError
+
+        if bool(self.request_id) == bool(self.video_url):
+            raise KlingInputError("Give exactly one of request_id or video_url (the video to copy)")
+        if not str(self.destination or "").strip():
+            raise KlingInputError(
+                "destination: must be a path or a URI such as file:///videos/x.mp4 or s3://bucket/x.mp4"
+            )
+        url = self.video_url or self._current_video_url(str(self.request_id))
+        saved = self.hook.download_video(
+            url,
+            self.destination,
+            max_bytes=self.max_bytes,
+            overwrite=self.overwrite,
+            storage_conn_id=self.storage_conn_id,
+        )
+        ti = context["ti"]
+        ti.xcom_push(key="size_bytes", value=saved.size_bytes)
+        ti.xcom_push(key="sha256", value=saved.sha256)
+        ti.xcom_push(key="content_type", value=saved.content_type)
+        self.log.info("Copied %d bytes (sha256 %s) to %s", saved.size_bytes, saved.sha256, saved.uri)
+        return saved.uri
+
+    def _current_video_url(self, request_id: str) -> str:
+        return str(self.hook.get_result(request_id).require_video(request_id)["video_url"])

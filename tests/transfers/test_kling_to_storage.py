@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import hashlib
+import tracemalloc
+
+import pytest
+
+from airflow_provider_kling.exceptions import KlingConnectionError, KlingError, KlingInputError
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.testing import Fault, Scenario
+from airflow_provider_kling.testing.simulator import synthetic_video_chunks
+from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
+from tests.conftest import FAST_HOOK, states, xcoms
+
+
+def _run_copy(run_dag, destination) -> object:
+    return run_dag("kling_copy_to_storage", run_conf={"destination": str(destination)})
+
+
+def test_copy_lands_whole_reports_its_digest_and_emits_the_asset(run_dag, sim, tmp_path):
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    dest = tmp_path / "out" / "video.mp4"
+    dag_run = _run_copy(run_dag, f"file://{dest}")
+    assert states(dag_run) == {"generate": "success", "copy": "success"}
+    values = xcoms(dag_run)
+    assert dest.read_bytes() == sim.video
+    assert values[("copy", "return_value")] == f"file://{dest}"
+    assert values[("copy", "size_bytes")] == len(sim.video)
+    assert values[("copy", "sha256")] == hashlib.sha256(sim.video).hexdigest()
+    assert values[("copy", "content_type")] == "video/mp4"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["video.mp4"]  # no part file left behind
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "kling_test_videos", AssetEvent.source_run_id == dag_run.run_id)
+            .count()
+        )
+    assert events == 1
+
+
+def test_the_extra_link_opens_the_video(run_dag, sim, tmp_path):
+    dag_run = _run_copy(run_dag, tmp_path / "v.mp4")
+    values = xcoms(dag_run)
+    video_url = values[("generate", "result")]["video_url"]
+    assert values[("generate", "_link_KlingVideoLink")] == video_url
+    assert video_url.startswith(sim.url)
+
+
+def test_an_existing_destination_is_refused_and_kept(run_dag, sim, tmp_path, capfd):
+    dest = tmp_path / "v.mp4"
+    dest.write_bytes(b"an earlier video")
+    dag_run = _run_copy(run_dag, dest)
+    assert states(dag_run)["copy"] == "failed"
+    assert dest.read_bytes() == b"an earlier video"
+    assert "already exists; pass overwrite=True" in capfd.readouterr().out
+    assert sim.calls["video"] == 0
+
+
+@pytest.fixture
+def finished(sim):
+    sim.script(Scenario(queue_seconds=0, run_seconds=0))
+    with KlingHook(**FAST_HOOK) as hook:
+        rid = hook.submit({"prompt": "a kite"}).request_id
+        yield hook, hook.get_result(rid).output.video_url
+
+
+def test_a_connection_dropped_mid_stream_leaves_no_file(finished, sim, tmp_path):
+    hook, url = finished
+    sim.inject("video", Fault("truncate"))
+    with pytest.raises(KlingConnectionError, match=r"cut short|download failed"):
+        hook.download_video(url, tmp_path / "v.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_video_over_the_cap_is_refused_before_writing(finished, tmp_path):
+    hook, url = finished
+    with pytest.raises(KlingError, match="over the 1000-byte cap"):
+        hook.download_video(url, tmp_path / "v.mp4", max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_large_video_streams_in_flat_memory(finished, sim, tmp_path):
+    hook, url = finished
+    size = 200 * 1024 * 1024
+    sim.video_size = size
+    expected = hashlib.sha256()
+    for chunk in synthetic_video_chunks(size):
+        expected.update(chunk)
+    try:
+        tracemalloc.start()
+        saved = hook.download_video(url, tmp_path / "big.mp4")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        sim.video_size = None
+    assert saved.size_bytes == size
+    assert saved.sha256 == expected.hexdigest()
+    assert peak < 30 * 1024 * 1024  # Python allocations while moving 200 MB (the simulator's included)
+
+
+def test_operator_refuses_non_http_sources_and_ambiguous_input(sim, tmp_path):
+    copy = KlingVideoToStorageOperator(task_id="c", video_url="file:///etc/passwd", destination=str(tmp_path / "x"))
+    with pytest.raises(KlingInputError, match="http"):
+        copy.execute(context={"ti": None})  # type: ignore[arg-type]
+    both = KlingVideoToStorageOperator(task_id="c", request_id="r", video_url="https://x/y.mp4", destination="x")
+    with pytest.raises(KlingInputError, match="exactly one of request_id or video_url"):
+        both.execute(context={})  # type: ignore[arg-type]
+    assert sim.calls["result"] == sim.calls["video"] == 0
