@@ -96,7 +96,16 @@ class KlingVideoToStorageOperator(BaseOperator):
         ti.xcom_push(key="sha256", value=saved.sha256)
         ti.xcom_push(key="content_type", value=saved.content_type)
         self.log.info("Copied %d bytes (sha256 %s) to %s", saved.size_bytes, saved.sha256, saved.uri)
+        self._describe_asset_events(context, {"uri": saved.uri, "size_bytes": saved.size_bytes, "sha256": saved.sha256})
         return saved.uri
+
+    def _describe_asset_events(self, context: Context, extra: dict[str, Any]) -> None:
+        """Put the copy's URI, size and digest on the events of this task's asset outlets."""
+        from airflow.providers.common.compat.sdk import Asset
+
+        for outlet in self.outlets:
+            if isinstance(outlet, Asset):
+                context["outlet_events"][outlet].extra.update(extra)
 
     def _current_video_url(self, request_id: str) -> str:
         return str(self.hook.get_result(request_id).require_video(request_id)["video_url"])

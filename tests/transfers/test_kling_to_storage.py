@@ -36,9 +36,11 @@ def test_copy_lands_whole_reports_its_digest_and_emits_the_asset(run_dag, sim, t
             session.query(AssetEvent)
             .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
             .filter(AssetModel.name == "kling_test_videos", AssetEvent.source_run_id == dag_run.run_id)
-            .count()
+            .all()
         )
-    assert events == 1
+        assert len(events) == 1
+        assert events[0].extra["uri"] == f"file://{dest}"  # downstream DAGs learn where the video is
+        assert events[0].extra["size_bytes"] == len(sim.video)
 
 
 def test_the_extra_link_opens_the_video(run_dag, sim, tmp_path):
