@@ -1,10 +1,13 @@
 """
-Generate a Kling 1.6 video, wait for it without holding a worker slot, save it, and report.
+Generate a Kling 1.6 video, wait for it without holding a worker slot, copy it to storage, notify.
 
-generate -> wait (deferrable sensor) -> save (streams the MP4 to a local folder) -> notify
+generate -> wait (deferrable sensor) -> copy (to ``file://`` or any ObjectStoragePath) -> notify
 
-Set the folder with ``KLING_VIDEO_DIR`` (default: ``$AIRFLOW_HOME/kling-videos``) and the prompt
-with the DAG's ``prompt`` param.
+The copy goes to ``KLING_VIDEO_DESTINATION`` (a folder URI such as ``s3://bucket/videos``, with
+``KLING_STORAGE_CONN_ID`` for its connection) or else ``KLING_VIDEO_DIR`` (default:
+``$AIRFLOW_HOME/kling-videos``), and emits the ``kling_videos`` asset, on which
+``kling_on_new_video`` is scheduled. The notice goes to Slack or email when their connection
+exists, else to the task log.
 """
 
 from __future__ import annotations
@@ -14,12 +17,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.common.compat.sdk import DAG, Param, task
+from airflow.providers.common.compat.sdk import DAG, Asset, Param, task
 
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 from airflow_provider_kling.sensors.kling import KlingRequestSensor
+from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
 
 POLL_SECONDS = float(os.environ.get("KLING_POLL_INTERVAL", "5"))
+VIDEO_FOLDER = os.environ.get("KLING_VIDEO_DESTINATION") or (
+    Path(os.environ.get("KLING_VIDEO_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "kling-videos")
+    .absolute()
+    .as_uri()
+)
+KLING_VIDEOS = Asset(name="kling_videos", uri="file:///kling-videos")
 
 # [START howto_kling_text_to_video]
 with DAG(
@@ -55,25 +65,27 @@ with DAG(
         include_cost=True,
     )
 
-    @task
-    def save(result: dict[str, Any]) -> dict[str, Any]:
-        """Stream the video to a local folder; the file appears whole or not at all."""
-        from airflow_provider_kling.hooks.kling import KlingHook
+    copy = KlingVideoToStorageOperator(
+        task_id="copy",
+        request_id=generate.output,
+        destination=VIDEO_FOLDER + "/{{ ti.xcom_pull(task_ids='generate') }}.mp4",
+        storage_conn_id=os.environ.get("KLING_STORAGE_CONN_ID"),
+        outlets=[KLING_VIDEOS],
+    )
+    wait >> copy
 
-        folder = Path(os.environ.get("KLING_VIDEO_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "kling-videos")
-        with KlingHook() as hook:
-            saved = hook.download_video(result["video_url"], folder / f"{result['request_id']}.mp4")
-        return {"request_id": result["request_id"], "path": saved.path, "size_bytes": saved.size_bytes}
-
     @task
-    def notify(saved: dict[str, Any], prompt: str) -> str:
-        """Report what was generated and where it landed."""
-        line = (
-            f"Kling video ready: prompt={prompt!r} request_id={saved['request_id']} "
-            f"path={saved['path']} size={saved['size_bytes']} bytes"
+    def notify(result: dict[str, Any], uri: str, prompt: str, **context: Any) -> str:
+        """Say what was generated and where it landed (Slack, email, or the task log)."""
+        from airflow_provider_kling.notifications.kling import video_notifier
+
+        size = context["ti"].xcom_pull(task_ids="copy", key="size_bytes")
+        message = (
+            f"Kling video ready: prompt={prompt!r} request_id={result['request_id']} "
+            f"uri={uri} size={size} bytes cost={result.get('cost')}"
         )
-        print(line)
-        return line
+        video_notifier(message, to=os.environ.get("KLING_NOTIFY_EMAIL", "")).notify(context)  # type: ignore[arg-type]
+        return message
 
-    notify(save(wait.output), prompt="{{ params.prompt }}")
+    notify(wait.output, copy.output, prompt="{{ params.prompt }}")
 # [END howto_kling_text_to_video]

@@ -1,10 +1,18 @@
 from __future__ import annotations
 
-from pathlib import Path
+import hashlib
+import json
+import shutil
+from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_provider_kling.testing.simulator import sample_video
 from tests.conftest import REPO, states, xcoms
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 EXAMPLE_DAGS = sorted((REPO / "dags").glob("*.py"))
 
@@ -19,14 +27,63 @@ def test_example_dag_imports_without_errors(path: Path, airflow_db, monkeypatch)
     assert bag.dags
 
 
-def test_main_example_dag_runs_green_and_saves_the_video(run_dag, sim, tmp_path, monkeypatch):
+def _run_example(run_dag, dag_id: str, **kwargs):
+    return run_dag(dag_id, folder=REPO / "dags", file=f"{dag_id}.py", **kwargs)
+
+
+@pytest.fixture
+def video_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("KLING_VIDEO_DIR", str(tmp_path))
     monkeypatch.setenv("KLING_POLL_INTERVAL", "0.05")
-    dag_run = run_dag("kling_text_to_video", folder=REPO / "dags", file="kling_text_to_video.py")
+    return tmp_path
+
+
+def test_main_example_generates_copies_and_notifies(run_dag, sim, video_dir, capfd, caplog):
+    dag_run = _run_example(run_dag, "kling_text_to_video")
     assert set(states(dag_run).values()) == {"success"}
-    saved = xcoms(dag_run)[("save", "return_value")]
-    video = Path(saved["path"])
-    assert video.parent == tmp_path
-    assert video.read_bytes() == sim.video
-    assert saved["size_bytes"] == len(sim.video)
+    values = xcoms(dag_run)
+    rid = values[("generate", "return_value")]
+    video = video_dir / f"{rid}.mp4"
+    assert values[("copy", "return_value")] == video.as_uri()
+    assert video.read_bytes() == sim.video  # the copied MP4 is the simulator's, byte for byte
+    assert "Kling video ready: prompt='A desert road" in values[("notify", "return_value")]
+    notices = [line for line in (capfd.readouterr().out + caplog.text).splitlines() if "KlingLogNotifier" in line]
+    assert any("Kling video ready: prompt='A desert road" in line and rid in line for line in notices)
     assert sim.calls["submit"] == 1
+
+
+def test_batch_maps_over_prompts_and_the_summary_names_the_failure(run_dag, sim, video_dir, monkeypatch):
+    from airflow.models.pool import Pool
+
+    Pool.create_or_update_pool("kling_generations", slots=2, description="test", include_deferred=True)
+    prompts = ["a red kite over a hill", "a melting clock [sim:fail]", "a paper boat in the rain"]
+    monkeypatch.setenv("AIRFLOW_VAR_KLING_BATCH_PROMPTS", json.dumps(prompts))
+    dag_run = _run_example(run_dag, "kling_batch_prompts")
+    per_task = Counter((ti.task_id, str(ti.state)) for ti in dag_run.get_task_instances())
+    assert per_task[("one_video.generate", "success")] == 2
+    assert per_task[("one_video.generate", "failed")] == 1
+    assert per_task[("one_video.copy", "success")] == 2
+    report = xcoms(dag_run)[("summary", "return_value")]
+    assert [item["prompt"] for item in report["succeeded"]] == [prompts[0], prompts[2]]
+    assert [item["prompt"] for item in report["failed"]] == [prompts[1]]
+    assert report["failed"][0]["reason"]
+    assert report["video_seconds"] == 10
+    assert report["cost"] == pytest.approx(1.0)
+    assert len(list(video_dir.rglob("*.mp4"))) == 2
+    assert sim.calls["submit"] == 3
+
+
+def test_on_new_video_writes_a_manifest_beside_each_video(run_dag, video_dir):
+    video = video_dir / "sim-1.mp4"
+    shutil.copyfile(_sample_path(), video)
+    dag_run = _run_example(run_dag, "kling_on_new_video")
+    assert "failed" not in {str(ti.state) for ti in dag_run.get_task_instances()}
+    manifest = json.loads((video_dir / "sim-1.mp4.manifest.json").read_text())
+    assert manifest["video"] == video.as_uri()
+    assert manifest["size_bytes"] == len(sample_video())
+    assert manifest["sha256"] == hashlib.sha256(sample_video()).hexdigest()
+    assert manifest["duration_seconds"] == pytest.approx(5.0, abs=0.1)
+
+
+def _sample_path() -> Path:
+    return REPO / "airflow_provider_kling" / "testing" / "data" / "kling-sample.mp4"
