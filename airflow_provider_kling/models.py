@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
@@ -104,11 +105,36 @@ def validate_input(model: str, data: Mapping[str, Any] | BaseModel) -> dict[str,
             json.dumps(data, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise KlingInputError(f"input for {model}: must be JSON-serializable ({err})") from None
+        problems = [problem for field, value in data.items() for problem in _media_url_problems(str(field), value)]
+        if problems:
+            raise KlingInputError("\n".join([f"Invalid input for {model}:", *problems]))
         return dict(data)
     try:
         return input_model.model_validate(data).model_dump()
     except ValidationError as err:
         raise KlingInputError(_describe_input_errors(model, input_model, err)) from None
+
+
+#: Input fields that RunComfy fetches from a URL (images, videos, audio, masks...).
+MEDIA_FIELDS = frozenset({"image", "images", "video", "videos", "audio", "mask", "image_tail", "tail_image"})
+MEDIA_URL_RULE = (
+    "a publicly reachable HTTPS URL (no login or cookies); RunComfy recommends images up to 50 MB "
+    "and videos up to 100 MB"
+)
+
+
+def _media_url_problems(field: str, value: Any) -> list[str]:
+    """What is wrong with a media field of a passed-through input (fields named ``*_url`` or ``image``...)."""
+    if not (field in MEDIA_FIELDS or field.endswith(("_url", "_urls"))):
+        return []
+    values = value if isinstance(value, list) else [value]
+    problems = []
+    for item in values:
+        parts = urlsplit(item) if isinstance(item, str) else None
+        if parts is None or parts.scheme != "https" or not parts.hostname:
+            shown = repr(item) if not isinstance(item, str) or len(item) <= 60 else repr(item[:60] + "...")
+            problems.append(f"- {field}: not an HTTPS URL (got {shown}); allowed: {MEDIA_URL_RULE}")
+    return problems
 
 
 def _describe_input_errors(model: str, input_model: type[BaseModel], err: ValidationError) -> str:

@@ -164,3 +164,26 @@ def test_succeeded_without_a_video_is_a_malformed_answer():
 
 def test_result_status_set_differs_from_the_status_calls():
     assert {s.value for s in ResultStatus} - {s.value for s in RequestStatus} == {"succeeded", "failed"}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("image_url", "http://example.com/cat.png"),
+        ("image_url", "file:///etc/passwd"),
+        ("image", "data:image/png;base64,AAAA"),
+        ("images", ["https://example.com/a.png", "ftp://example.com/b.png"]),
+        ("tail_image_url", 42),
+    ],
+)
+def test_media_inputs_of_other_models_must_be_https_urls(field, value):
+    with pytest.raises(KlingInputError) as caught:
+        validate_input("kling/kling-1-6/pro/image-to-video", {"prompt": "p", field: value})
+    message = str(caught.value)
+    assert f"- {field}: not an HTTPS URL" in message
+    assert "images up to 50 MB" in message
+
+
+def test_https_media_inputs_of_other_models_pass_unchanged():
+    body = {"prompt": "p", "image_url": "https://cdn.example.com/cat.png", "images": ["https://x.example/a.png"]}
+    assert validate_input("kling/kling-1-6/pro/image-to-video", body) == body

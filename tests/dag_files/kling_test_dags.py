@@ -104,3 +104,15 @@ with _dag("kling_copy_to_storage") as copy_to_storage:
         hook_params=FAST,
         outlets=[Asset(name="kling_test_videos", uri="file:///kling-test-videos")],
     )
+
+with _dag("kling_other_model") as other_model:
+    KlingTextToVideoOperator(
+        task_id="generate",
+        model="kling/kling-1-6/pro/image-to-video",
+        prompt="{{ params.prompt }}",
+        input={"image_url": "{{ params.image_url }}", "duration": 5},
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=0.05,
+        hook_params=FAST,
+    )

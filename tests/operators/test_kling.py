@@ -110,3 +110,19 @@ def test_templated_fields_cover_every_input():
         "model",
         "input",
     }
+
+
+def test_another_model_runs_with_its_own_input_as_given(run_dag, sim):
+    image = "https://cdn.example.com/cat.png"
+    dag_run = run_dag("kling_other_model", run_conf={"image_url": image})
+    assert states(dag_run) == {"generate": "success"}
+    (request,) = sim.requests.values()
+    assert request.model == "kling/kling-1-6/pro/image-to-video"
+    assert request.input == {"prompt": "a paper boat on a rainy street", "image_url": image, "duration": 5}
+
+
+def test_another_models_local_image_is_refused_before_any_request(run_dag, sim, capfd):
+    dag_run = run_dag("kling_other_model", run_conf={"image_url": "/home/me/cat.png"})
+    assert states(dag_run) == {"generate": "failed"}
+    assert "image_url: not an HTTPS URL (got '/home/me/cat.png')" in capfd.readouterr().out
+    assert sim.calls["submit"] == 0
