@@ -20,6 +20,8 @@ MAX_RETRY_AFTER = 60.0
 
 #: RunComfy's own clients poll about every 5 s and allow long Kling tails (about an hour).
 DEFAULT_POLL_INTERVAL = 5.0
+#: Longest wait between polls while a request is far back in the queue (adaptive polling).
+DEFAULT_MAX_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 3600.0
 
 #: Bytes of a server answer quoted in an error message.

@@ -55,6 +55,20 @@ class WaitLimits:
         return dataclasses.replace(self, queue_deadline=None)
 
 
+def poll_seconds(status: RequestStatus, queue_position: int | None, poll_interval: float, max_interval: float) -> float:
+    """
+    Seconds until the next poll: ``poll_interval`` times the queue position while queued, capped.
+
+    Every request ahead must start before this one can, so a far-back request is polled less
+    often; once it is near the front, or running, it is polled at ``poll_interval``. A request
+    finishes only after running, so the completion is still seen within ``poll_interval`` unless
+    it both starts and finishes within one long wait, which is at most ``max_interval``.
+    """
+    if status is RequestStatus.IN_QUEUE and queue_position is not None and queue_position > 1:
+        return min(max(max_interval, poll_interval), poll_interval * queue_position)
+    return poll_interval
+
+
 def keeps_waiting(limit: Limit, outcome: CancelOutcome | None) -> bool:
     """
     Whether to go on waiting after giving up at ``limit`` and trying to cancel.

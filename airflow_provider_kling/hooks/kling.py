@@ -34,6 +34,7 @@ from airflow_provider_kling.constants import (
     CONNECT_TIMEOUT,
     DEFAULT_BASE_URL,
     DEFAULT_CONN_ID,
+    DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     INITIAL_RETRY_DELAY,
@@ -41,7 +42,7 @@ from airflow_provider_kling.constants import (
     MAX_ATTEMPTS,
     READ_TIMEOUT,
 )
-from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting
+from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting, poll_seconds
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthenticationError,
@@ -67,7 +68,7 @@ from airflow_provider_kling.models import (
 from airflow_provider_kling.retry import RetryPolicy, is_safe_to_resubmit
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
 
     from airflow.providers.common.compat.sdk import Connection, ObjectStoragePath
     from pydantic import BaseModel
@@ -363,11 +364,13 @@ class KlingHook(_KlingHookBase):
         timeout: float = DEFAULT_TIMEOUT,
         queue_timeout: float | None = None,
         include_cost: bool = False,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
     ) -> ResultResponse:
         """
         Block until the request finishes and return its result (whatever its outcome).
 
         :param queue_timeout: seconds the request may stay queued; then it is cancelled (free).
+        :param max_poll_interval: the longest wait between polls while far back in the queue.
         :raises KlingRequestTimeout: not finished within ``timeout`` seconds, or still queued after
             ``queue_timeout``; a queued request is cancelled first, so it is not billed.
         """
@@ -382,7 +385,8 @@ class KlingHook(_KlingHookBase):
                 if not keeps_waiting(limit, outcome):
                     raise KlingRequestTimeout(give_up_message(request_id, limit, outcome), request_id=request_id)
                 limits = limits.without_queue_limit()
-            time.sleep(limits.sleep_seconds(poll_interval))
+            interval = poll_seconds(status.status, status.queue_position, poll_interval, max_poll_interval)
+            time.sleep(limits.sleep_seconds(interval))
 
     def cancel_best_effort(self, request_id: str) -> CancelOutcome | None:
         """Cancel, logging instead of raising; warns when the request runs and will be billed."""
@@ -524,41 +528,68 @@ def _never_connected(err: requests.ConnectionError) -> bool:
     return False
 
 
+#: How long the triggers of one event loop reuse a connection they read (a rotated token is
+#: picked up by triggers started after this).
+CONNECTION_CACHE_SECONDS = 300.0
+#: Sockets the shared session of one event loop may open at once.
+LOOP_CONNECTION_LIMIT = 50
+
+
+@dataclass
+class _LoopShare:
+    session: aiohttp.ClientSession
+    users: int = 0
+    targets: dict[str, tuple[float, asyncio.Future[ApiTarget]]] = field(default_factory=dict)
+
+
 class _SharedClientSessions:
     """
     One ``aiohttp.ClientSession`` per event loop, shared by every async hook running in it.
 
     A triggerer runs all its triggers in one loop: sharing the session shares its connection
-    pool, so a thousand triggers keep a handful of sockets instead of a thousand. The session
+    pool, so a thousand triggers keep a handful of sockets instead of a thousand, and a
+    connection is read once for all of them (for :data:`CONNECTION_CACHE_SECONDS`). The session
     closes when its last user leaves, so short-lived loops (``dag.test()``) end cleanly.
     """
 
     def __init__(self) -> None:
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = weakref.WeakKeyDictionary()
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopShare] = weakref.WeakKeyDictionary()
 
     def acquire(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        entry = self._by_loop.get(loop)
-        if entry is None or entry[0].closed:
-            connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
-            entry = [aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}), 0]
-            self._by_loop[loop] = entry
-        entry[1] += 1
-        return entry[0]  # type: ignore[no-any-return]
+        share = self._by_loop.get(loop)
+        if share is None or share.session.closed:
+            connector = aiohttp.TCPConnector(limit=LOOP_CONNECTION_LIMIT, ttl_dns_cache=300)
+            share = _LoopShare(aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}))
+            self._by_loop[loop] = share
+        share.users += 1
+        return share.session
 
     async def release(self) -> None:
-        entry = self._by_loop.get(asyncio.get_running_loop())
-        if entry is None:
+        share = self._by_loop.get(asyncio.get_running_loop())
+        if share is None:
             return
-        entry[1] -= 1
-        if entry[1] <= 0:
+        share.users -= 1
+        if share.users <= 0:
             del self._by_loop[asyncio.get_running_loop()]
-            await entry[0].close()
+            await share.session.close()
+
+    async def target(self, conn_id: str, read: Callable[[], Awaitable[ApiTarget]]) -> ApiTarget:
+        """The API target of ``conn_id``, read once for every hook of this loop (while shared)."""
+        share = self._by_loop.get(asyncio.get_running_loop())
+        if share is None:
+            return await read()
+        now = time.monotonic()
+        cached = share.targets.get(conn_id)
+        if cached is None or cached[0] < now or (cached[1].done() and cached[1].exception() is not None):
+            cached = (now + CONNECTION_CACHE_SECONDS, asyncio.ensure_future(read()))
+            share.targets[conn_id] = cached
+        return await asyncio.shield(cached[1])
 
     def users(self) -> int:
         """How many hooks hold the current loop's session (for tests and benchmarks)."""
-        entry = self._by_loop.get(asyncio.get_running_loop())
-        return entry[1] if entry else 0
+        share = self._by_loop.get(asyncio.get_running_loop())
+        return share.users if share else 0
 
 
 shared_sessions = _SharedClientSessions()
@@ -582,9 +613,12 @@ class KlingAsyncHook(_KlingHookBase):
 
     async def get_target(self) -> ApiTarget:
         if self._target is None:
-            conn = await get_async_connection(self.kling_conn_id, hook=self)
-            self._target = api_target(conn, self.kling_conn_id)
+            self._target = await shared_sessions.target(self.kling_conn_id, self._read_target)
         return self._target
+
+    async def _read_target(self) -> ApiTarget:
+        conn = await get_async_connection(self.kling_conn_id, hook=self)
+        return api_target(conn, self.kling_conn_id)
 
     async def __aenter__(self) -> KlingAsyncHook:
         if self._session is None:

@@ -10,6 +10,7 @@ from airflow.providers.common.compat.sdk import BaseOperator, conf
 
 from airflow_provider_kling.constants import (
     DEFAULT_CONN_ID,
+    DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     KLING_TEXT_TO_VIDEO_MODEL,
@@ -56,6 +57,8 @@ class KlingTextToVideoOperator(BaseOperator):
     :param deferrable: wait in Airflow's triggerer, freeing the worker slot. Defaults to
         ``[operators] default_deferrable``.
     :param poll_interval: seconds between status checks while waiting.
+    :param max_poll_interval: while the request is far back in the queue, checks are
+        ``poll_interval`` times its queue position apart, at most this many seconds.
     :param timeout: seconds to wait for the video; past it a queued request is cancelled and
         the task fails.
     :param queue_timeout: seconds the request may stay queued before it is cancelled (free: a
@@ -95,6 +98,7 @@ class KlingTextToVideoOperator(BaseOperator):
         wait_for_completion: bool = False,
         deferrable: bool | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         queue_timeout: float | None = None,
         resume: bool = True,
@@ -115,6 +119,7 @@ class KlingTextToVideoOperator(BaseOperator):
         self.wait_for_completion = wait_for_completion
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
         self.timeout = timeout
         self.queue_timeout = queue_timeout
         self.resume = resume
@@ -166,6 +171,7 @@ class KlingTextToVideoOperator(BaseOperator):
             result = self.hook.wait(
                 request_id,
                 poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
                 timeout=self.timeout,
                 queue_timeout=self.queue_timeout,
                 include_cost=self.include_cost,
@@ -248,6 +254,7 @@ class KlingTextToVideoOperator(BaseOperator):
                 request_id=request_id,
                 kling_conn_id=self.kling_conn_id,
                 poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
                 deadline=limits.deadline,
                 queue_deadline=limits.queue_deadline,
                 include_cost=self.include_cost,

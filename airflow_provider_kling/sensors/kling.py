@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL, DEFAULT_TIMEOUT
+from airflow_provider_kling.constants import (
+    DEFAULT_CONN_ID,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+)
 from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.operators.kling import DEFERRAL_TIMEOUT_MARGIN, default_deferrable
 
@@ -35,6 +40,8 @@ class KlingRequestSensor(BaseSensorOperator):
     :param deferrable: wait in Airflow's triggerer, freeing the worker slot. Defaults to
         ``[operators] default_deferrable``.
     :param poke_interval: seconds between status checks, in every mode.
+    :param max_poll_interval: deferrable mode: while the request is far back in the queue,
+        checks are ``poke_interval`` times its queue position apart, at most this many seconds.
     :param timeout: seconds to wait; past it a queued request is cancelled and the task fails.
     :param queue_timeout: seconds after the task started that the request may still be queued;
         then it is cancelled (free: a queued request is not billed) and the task fails. ``None``
@@ -57,6 +64,7 @@ class KlingRequestSensor(BaseSensorOperator):
         poke_interval: float = DEFAULT_POLL_INTERVAL,
         timeout: float = DEFAULT_TIMEOUT,
         queue_timeout: float | None = None,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         include_cost: bool = False,
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
@@ -67,6 +75,7 @@ class KlingRequestSensor(BaseSensorOperator):
         self.kling_conn_id = kling_conn_id
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.queue_timeout = queue_timeout
+        self.max_poll_interval = max_poll_interval
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = hook_params or {}
@@ -119,6 +128,7 @@ class KlingRequestSensor(BaseSensorOperator):
                 request_id=self.request_id,
                 kling_conn_id=self.kling_conn_id,
                 poll_interval=self.poke_interval,
+                max_poll_interval=self.max_poll_interval,
                 deadline=deadline,
                 queue_deadline=self._queue_limits(context).queue_deadline,
                 include_cost=self.include_cost,

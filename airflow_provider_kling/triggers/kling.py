@@ -8,17 +8,20 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_POLL_INTERVAL
+from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from airflow_provider_kling.hooks.kling import KlingAsyncHook
-    from airflow_provider_kling.models import StatusResponse
+    from airflow_provider_kling.models import RequestStatus
 
 #: ``status`` values of the events :class:`KlingRequestTrigger` yields.
 EVENT_SUCCESS = "success"
 EVENT_STATUSES = (EVENT_SUCCESS, "failed", "cancelled", "timeout", "error")
+#: Queue positions up to this one are polled through the result call (the position no longer
+#: changes the polling interval much); further back, through the status call.
+NEAR_FRONT = 5
 
 
 class KlingRequestTrigger(BaseTrigger):
@@ -33,6 +36,8 @@ class KlingRequestTrigger(BaseTrigger):
     :param request_id: the RunComfy request to wait for.
     :param kling_conn_id: the ``kling`` connection; only its id is serialized, never the token.
     :param poll_interval: seconds between status calls.
+    :param max_poll_interval: while the request is far back in the queue, status calls are
+        ``poll_interval`` times its queue position apart, at most this many seconds.
     :param deadline: absolute time (Unix seconds) after which waiting stops: a queued request is
         cancelled and the event is ``timeout``. Absolute, so a triggerer restart does not extend it.
     :param queue_deadline: absolute time (Unix seconds) after which a request still queued is
@@ -48,6 +53,7 @@ class KlingRequestTrigger(BaseTrigger):
         request_id: str,
         kling_conn_id: str = DEFAULT_CONN_ID,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         deadline: float | None = None,
         queue_deadline: float | None = None,
         include_cost: bool = False,
@@ -58,6 +64,7 @@ class KlingRequestTrigger(BaseTrigger):
         self.request_id = request_id
         self.kling_conn_id = kling_conn_id
         self.poll_interval = float(poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
         self.deadline = deadline
         self.queue_deadline = queue_deadline
         self.include_cost = include_cost
@@ -71,6 +78,7 @@ class KlingRequestTrigger(BaseTrigger):
                 "request_id": self.request_id,
                 "kling_conn_id": self.kling_conn_id,
                 "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
                 "deadline": self.deadline,
                 "queue_deadline": self.queue_deadline,
                 "include_cost": self.include_cost,
@@ -85,22 +93,23 @@ class KlingRequestTrigger(BaseTrigger):
         return KlingAsyncHook(self.kling_conn_id, **self.hook_params)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting
+        from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting, poll_seconds
         from airflow_provider_kling.exceptions import KlingError, KlingRequestTimeout
+        from airflow_provider_kling.models import RequestStatus
 
         rid = self.request_id
         limits = WaitLimits(self.deadline, self.queue_deadline)
         try:
             async with self._hook() as hook:
                 progress = _ProgressLog(self)
+                by_result = False
                 while True:
-                    status = await hook.get_status(rid)
-                    progress.observe(status)
-                    if status.status.is_finished:
-                        result = await hook.get_result(rid, include_cost=self.include_cost)
+                    state, position, result = await self._poll(hook, by_result)
+                    progress.observe(state, position)
+                    if result is not None:
                         yield TriggerEvent(outcome_event(rid, result))
                         return
-                    limit = limits.passed(status.status)
+                    limit = limits.passed(state)
                     if limit is not None:
                         outcome = await hook.cancel_best_effort(rid)
                         if not keeps_waiting(limit, outcome):
@@ -108,10 +117,33 @@ class KlingRequestTrigger(BaseTrigger):
                             yield TriggerEvent(error_event(rid, "timeout", timeout))
                             return
                         limits = limits.without_queue_limit()
-                    await asyncio.sleep(limits.sleep_seconds(self.poll_interval))
+                    # Far back in the queue, the status call tells the position (and so how long to
+                    # sleep); nearer the front, the result call alone says whether it is done.
+                    by_result = by_result or not (state is RequestStatus.IN_QUEUE and (position or 0) > NEAR_FRONT)
+                    interval = poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
+                    await asyncio.sleep(limits.sleep_seconds(interval))
         except KlingError as err:
             self.log.error("Waiting for Kling request %s failed: %s", rid, err)
             yield TriggerEvent(error_event(rid, "error", err))
+
+    async def _poll(self, hook: KlingAsyncHook, by_result: bool) -> tuple[RequestStatus, int | None, Any]:
+        """
+        One poll: the state, the queue position (status call only) and the final result, if any.
+
+        The result call answers ``in_queue``/``in_progress`` until the request is done, then the
+        result itself, so polling it directly saves the separate call after the last status.
+        """
+        from airflow_provider_kling.models import RequestStatus
+
+        if by_result:
+            result = await hook.get_result(self.request_id, include_cost=self.include_cost)
+            if result.status.is_terminal:
+                return RequestStatus.COMPLETED, None, result
+            return RequestStatus(result.status.value), None, None
+        status = await hook.get_status(self.request_id)
+        if status.status.is_finished:
+            return status.status, None, await hook.get_result(self.request_id, include_cost=self.include_cost)
+        return status.status, status.queue_position, None
 
     async def on_kill(self) -> None:
         """Cancel the request when a user stops the task (not on a triggerer restart)."""
@@ -126,17 +158,16 @@ class _ProgressLog:
     def __init__(self, trigger: KlingRequestTrigger) -> None:
         self._trigger = trigger
         self._started = time.monotonic()
-        self._last: tuple[str, int | None] | None = None
+        self._last: str | None = None
 
-    def observe(self, status: StatusResponse) -> None:
-        state = (status.status.value, status.queue_position)
-        if state != self._last:
-            self._last = state
-            where = f" at queue position {status.queue_position}" if status.queue_position is not None else ""
+    def observe(self, state: RequestStatus, queue_position: int | None) -> None:
+        if state.value != self._last:
+            self._last = state.value
+            where = f" at queue position {queue_position}" if queue_position is not None else ""
             self._trigger.log.info(
                 "Kling request %s is %s%s (%.0fs waited)",
                 self._trigger.request_id,
-                status.status.value,
+                state.value,
                 where,
                 time.monotonic() - self._started,
             )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 
 import pytest
 
@@ -45,7 +47,10 @@ async def test_success_event_carries_the_result(sim):
     assert event["result"]["video_url"].endswith(f"/media/{rid}/video.mp4")
     assert event["result"]["cost"] == 0.5
     assert result_from_event(event) == event["result"]
-    assert sim.calls["result"] == 1
+    # Near the front of the queue (position 3), the result call itself is polled: one status call,
+    # then result calls only, the last of which carries the video; no separate final call.
+    assert sim.calls["status"] == 1
+    assert sim.calls["result"] >= 1
     assert shared_sessions.users() == 0
 
 
@@ -171,3 +176,27 @@ def test_serialize_round_trips_with_no_secret():
 def test_anything_but_a_known_success_event_fails(event):
     with pytest.raises(KlingError):
         result_from_event(event)
+
+
+async def test_far_back_in_the_queue_it_polls_less_often_and_still_sees_the_finish_in_time(sim):
+    scenario = Scenario(queue_seconds=1.0, run_seconds=0.3, queue_position=20)
+    fixed, adaptive = _submit(sim, scenario), _submit(sim, scenario)
+    started = time.monotonic()
+    events = await asyncio.gather(
+        _first_event(_trigger(fixed, max_poll_interval=0.05)),
+        _first_event(_trigger(adaptive, max_poll_interval=0.4)),
+    )
+    assert [event["status"] for event in events] == ["success", "success"]
+    assert time.monotonic() - started < 1.3 + 0.4 + 0.3  # detection within the cap
+    polls = Counter(sim.polls)
+    assert polls[adaptive] < polls[fixed] / 2
+
+
+async def test_concurrent_triggers_read_their_connection_once(sim, mocker):
+    from airflow_provider_kling.hooks import kling
+
+    lookups = mocker.spy(kling, "get_async_connection")
+    rids = [_submit(sim, Scenario(queue_seconds=0.1, run_seconds=0.1)) for _ in range(20)]
+    events = await asyncio.gather(*(_first_event(_trigger(rid)) for rid in rids))
+    assert {event["status"] for event in events} == {"success"}
+    assert lookups.call_count == 1
