@@ -6,7 +6,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint sync
+.PHONY: demo test lint sync bench
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -28,3 +28,8 @@ lint: sync
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
+
+## Benchmarks beside their peers (not part of the tests); writes docs/performance.md.
+bench: $(UV)
+	$(UV) sync --locked --quiet --python $(PYTHON) --group bench
+	.venv/bin/python benchmarks/bench.py

@@ -20,11 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default="sim-token", help="the API token to accept")
     parser.add_argument("--queue-seconds", type=float, default=2.0, help="seconds each request stays queued")
     parser.add_argument("--run-seconds", type=float, default=3.0, help="seconds each request runs")
+    parser.add_argument("--video-size", type=int, help="serve a synthetic video of this many bytes (for benchmarks)")
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     args = parser.parse_args(argv)
 
     sim = RunComfySimulator(
-        token=args.token, queue_seconds=args.queue_seconds, run_seconds=args.run_seconds, port=args.port
+        token=args.token,
+        queue_seconds=args.queue_seconds,
+        run_seconds=args.run_seconds,
+        port=args.port,
+        video_size=args.video_size,
     ).start()
     if args.url_file:
         args.url_file.write_text(sim.url)

@@ -167,6 +167,8 @@ class RunComfySimulator:
         self.video_size = video_size
         self.requests: dict[str, SimulatedRequest] = {}
         self.calls: Counter[str] = Counter()
+        #: The request id of every answered status call, in order.
+        self.polls: list[str] = []
         self._scenarios: deque[Scenario] = deque()
         self._faults: dict[str, deque[Fault]] = {call: deque() for call in CALLS}
         self._lock = threading.Lock()
@@ -205,6 +207,7 @@ class RunComfySimulator:
         with self._lock:
             self.requests.clear()
             self.calls.clear()
+            self.polls.clear()
             self._scenarios.clear()
             for queue in self._faults.values():
                 queue.clear()
@@ -272,6 +275,9 @@ class RunComfySimulator:
         app.router.add_post("/_sim/script", self._script)
         app.router.add_post("/_sim/inject/{call}", self._inject)
         app.router.add_post("/_sim/reset", self._reset)
+        app.router.add_get("/_sim/done/{request_id}", self._done)
+        app.router.add_get("/_sim/requests", self._timelines)
+        app.router.add_post("/_sim/rebase", self._rebase)
         return app
 
     def _next_fault(self, call: str) -> Fault | None:
@@ -382,6 +388,7 @@ class RunComfySimulator:
         found = self._lookup(request)
         if isinstance(found, web.Response):
             return found
+        self.polls.append(found.request_id)
         phase = self._phase(found)
         body: dict[str, Any] = {"request_id": found.request_id, "status": phase}
         if phase == "in_queue":
@@ -455,6 +462,34 @@ class RunComfySimulator:
             budget -= len(chunk)
         await response.write_eof()
         return response
+
+    async def _done(self, request: web.Request) -> web.Response:
+        """404 until the request is finished, then 200: what a plain ``HttpSensor`` can wait on."""
+        self.calls["done"] += 1
+        found = self.requests.get(request.match_info["request_id"])
+        if found is None or self._phase(found) not in ("completed", "cancelled"):
+            return web.Response(status=404, text="not finished")
+        return web.Response(status=200, text="finished")
+
+    async def _timelines(self, request: web.Request) -> web.Response:
+        """Each request's finish time (``time.monotonic()`` of this machine) and status calls."""
+        polls = Counter(self.polls)
+        with self._lock:
+            found = list(self.requests.values())
+        return web.json_response(
+            {
+                r.request_id: {"finishes_at": r.created + sum(self._timeline(r)), "polls": polls[r.request_id]}
+                for r in found
+            }
+        )
+
+    async def _rebase(self, request: web.Request) -> web.Response:
+        """Start every request's timeline now (benchmarks submit first, then start the clock)."""
+        now = time.monotonic()
+        with self._lock:
+            for sim_request in self.requests.values():
+                sim_request.created = now
+        return web.json_response({"ok": True})
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
