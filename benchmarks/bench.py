@@ -194,7 +194,7 @@ async def polling_child(url: str, poll: float, cap: float) -> dict[str, Any]:
     """Two triggers on the same compressed generation: fixed interval vs adaptive, side by side."""
     from airflow_provider_kling.triggers.kling import KlingRequestTrigger
 
-    fixed, adaptive = await submit_many(url, 2)
+    fixed, adaptive = await submit_many(url, 2, {"queue_position": 30})
     await sim_json(url, "/_sim/rebase", "POST")
     fired: dict[str, float] = {}
 
@@ -205,7 +205,10 @@ async def polling_child(url: str, poll: float, cap: float) -> dict[str, Any]:
     await asyncio.gather(wait(fixed, poll), wait(adaptive, cap))
     timelines = await sim_json(url, "/_sim/requests")
     return {
-        name: {"requests": 1 + timelines[rid]["polls"] + 1, "delay_s": fired[rid] - timelines[rid]["finishes_at"]}
+        name: {
+            "requests": 1 + timelines[rid]["polls"] + timelines[rid]["results"],
+            "delay_s": fired[rid] - timelines[rid]["finishes_at"],
+        }
         for name, rid in (("fixed", fixed), ("adaptive", adaptive))
     }
 
@@ -340,10 +343,10 @@ def main() -> None:
         polling = child("polling", url, str(1 / scale), str(10 / scale), env=connection_env(url))
     fixed, adaptive = polling["fixed"], polling["adaptive"]
     rows += [
-        ("requests per 5-min generation (1 s poll)", f"{adaptive['requests']} adaptive", f"{fixed['requests']} fixed",
-         "floor: 1 submit + 1/poll + 1 result"),
-        ("  its detection delay (real s x 20)", f"{adaptive['delay_s'] * scale:.1f}", f"{fixed['delay_s'] * scale:.1f}",
-         "<= 10 s cap"),
+        ("requests per 5-min generation (1 s poll)", f"{adaptive['requests']} adaptive, {fixed['requests']} fixed",
+         "302 floor", "below the floor"),
+        ("  its detection delay s (adaptive, fixed)", f"{adaptive['delay_s'] * scale:.1f}, {fixed['delay_s'] * scale:.1f}",
+         "", "<= 10 s cap"),
     ]  # fmt: skip
 
     ours_modules = "airflow_provider_kling.operators.kling,airflow_provider_kling.sensors.kling"

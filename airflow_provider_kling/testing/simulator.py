@@ -167,8 +167,9 @@ class RunComfySimulator:
         self.video_size = video_size
         self.requests: dict[str, SimulatedRequest] = {}
         self.calls: Counter[str] = Counter()
-        #: The request id of every answered status call, in order.
+        #: The request id of every answered status call, in order; and of every result call.
         self.polls: list[str] = []
+        self.result_polls: list[str] = []
         self._scenarios: deque[Scenario] = deque()
         self._faults: dict[str, deque[Fault]] = {call: deque() for call in CALLS}
         self._lock = threading.Lock()
@@ -208,6 +209,7 @@ class RunComfySimulator:
             self.requests.clear()
             self.calls.clear()
             self.polls.clear()
+            self.result_polls.clear()
             self._scenarios.clear()
             for queue in self._faults.values():
                 queue.clear()
@@ -409,6 +411,7 @@ class RunComfySimulator:
         found = self._lookup(request)
         if isinstance(found, web.Response):
             return found
+        self.result_polls.append(found.request_id)
         phase = self._phase(found)
         status = {"completed": "failed" if found.scenario.outcome == "failed" else "succeeded"}.get(phase, phase)
         body: dict[str, Any] = {"request_id": found.request_id, "status": status, "created_at": found.created_at}
@@ -472,13 +475,17 @@ class RunComfySimulator:
         return web.Response(status=200, text="finished")
 
     async def _timelines(self, request: web.Request) -> web.Response:
-        """Each request's finish time (``time.monotonic()`` of this machine) and status calls."""
-        polls = Counter(self.polls)
+        """Each request's finish time (``time.monotonic()`` of this machine), status and result calls."""
+        polls, results = Counter(self.polls), Counter(self.result_polls)
         with self._lock:
             found = list(self.requests.values())
         return web.json_response(
             {
-                r.request_id: {"finishes_at": r.created + sum(self._timeline(r)), "polls": polls[r.request_id]}
+                r.request_id: {
+                    "finishes_at": r.created + sum(self._timeline(r)),
+                    "polls": polls[r.request_id],
+                    "results": results[r.request_id],
+                }
                 for r in found
             }
         )
