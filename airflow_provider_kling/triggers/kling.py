@@ -133,10 +133,12 @@ class KlingRequestTrigger(BaseTrigger):
         The result call answers ``in_queue``/``in_progress`` until the request is done, then the
         result itself, so polling it directly saves the separate call after the last status.
         """
-        from airflow_provider_kling.models import RequestStatus
+        from airflow_provider_kling.models import RequestStatus, ResultStatus
 
         if by_result:
             result = await hook.get_result(self.request_id, include_cost=self.include_cost)
+            if result.status is ResultStatus.CANCELLED:
+                return RequestStatus.CANCELLED, None, result
             if result.status.is_terminal:
                 return RequestStatus.COMPLETED, None, result
             return RequestStatus(result.status.value), None, None
