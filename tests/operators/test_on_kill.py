@@ -1,0 +1,75 @@
+"""A user who marks a waiting task failed or success stops paying for a queued request."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from airflow_provider_kling.exceptions import KlingRequestCancelled
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
+from airflow_provider_kling.sensors.kling import KlingRequestSensor
+from airflow_provider_kling.testing import Scenario
+from tests.conftest import FAST_HOOK
+
+
+class _TaskInstance:
+    def xcom_push(self, key: str, value: object) -> None:
+        pass
+
+
+def test_killing_a_polling_operator_cancels_its_queued_request(sim):
+    sim.script(Scenario(queue_seconds=30))
+    operator = KlingTextToVideoOperator(
+        task_id="t",
+        prompt="a kite",
+        wait_for_completion=True,
+        deferrable=False,
+        poll_interval=0.05,
+        hook_params=FAST_HOOK,
+        resume=False,  # no task instance here to keep a record for
+    )
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            operator.execute({"ti": _TaskInstance()})  # type: ignore[arg-type]
+        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+            raised.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not sim.requests and not raised and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not raised, raised
+    operator.on_kill()
+    worker.join(10)
+    (request,) = sim.requests.values()
+    assert request.cancelled_at is not None
+    assert len(raised) == 1
+    assert isinstance(raised[0], KlingRequestCancelled)
+
+
+def test_killing_a_poking_sensor_on_a_running_request_warns_it_is_billed(sim, caplog, capfd):
+    sim.script(Scenario(queue_seconds=0, run_seconds=30))
+    with KlingHook(**FAST_HOOK) as hook:
+        rid = hook.submit({"prompt": "a kite"}).request_id
+    sensor = KlingRequestSensor(task_id="w", request_id=rid, mode="poke", hook_params=FAST_HOOK)
+    with caplog.at_level(logging.WARNING):
+        sensor.on_kill()
+    assert sim.calls["cancel"] == 1
+    assert sim.requests[rid].cancelled_at is None
+    assert "cannot be cancelled: it will still be billed" in caplog.text + capfd.readouterr().out
+
+
+@pytest.mark.parametrize("cancel_on_kill", [True, False])
+def test_killing_a_poking_sensor_cancels_a_queued_request_unless_told_not_to(sim, cancel_on_kill):
+    sim.script(Scenario(queue_seconds=30))
+    with KlingHook(**FAST_HOOK) as hook:
+        rid = hook.submit({"prompt": "a kite"}).request_id
+    KlingRequestSensor(task_id="w", request_id=rid, cancel_on_kill=cancel_on_kill, hook_params=FAST_HOOK).on_kill()
+    assert (sim.requests[rid].cancelled_at is not None) is cancel_on_kill
