@@ -42,7 +42,7 @@ from airflow_provider_kling.constants import (
     MAX_ATTEMPTS,
     READ_TIMEOUT,
 )
-from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting, poll_seconds
+from airflow_provider_kling.deadlines import Limit, WaitLimits, give_up_message, keeps_waiting, poll_seconds
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
     KlingAuthenticationError,
@@ -381,12 +381,20 @@ class KlingHook(_KlingHookBase):
                 return self.get_result(request_id, include_cost=include_cost)
             limit = limits.passed(status.status)
             if limit is not None:
-                outcome = self.cancel_best_effort(request_id)
-                if not keeps_waiting(limit, outcome):
-                    raise KlingRequestTimeout(give_up_message(request_id, limit, outcome), request_id=request_id)
+                self.give_up(request_id, limit)
                 limits = limits.without_queue_limit()
             interval = poll_seconds(status.status, status.queue_position, poll_interval, max_poll_interval)
             time.sleep(limits.sleep_seconds(interval))
+
+    def give_up(self, request_id: str, limit: Limit) -> None:
+        """
+        Cancel a request whose ``limit`` passed, then raise why; return only when it must be waited for.
+
+        :raises KlingRequestTimeout: saying whether the request will be billed.
+        """
+        outcome = self.cancel_best_effort(request_id)
+        if not keeps_waiting(limit, outcome):
+            raise KlingRequestTimeout(give_up_message(request_id, limit, outcome), request_id=request_id)
 
     def cancel_best_effort(self, request_id: str) -> CancelOutcome | None:
         """Cancel, logging instead of raising; warns when the request runs and will be billed."""
@@ -718,6 +726,12 @@ class KlingAsyncHook(_KlingHookBase):
     async def cancel(self, request_id: str) -> CancelResponse:
         """Coroutine form of :meth:`KlingHook.cancel`."""
         return await self._call(CancelResponse, "POST", _request_path(request_id, "cancel"), request_id=request_id)
+
+    async def give_up(self, request_id: str, limit: Limit) -> None:
+        """Coroutine form of :meth:`KlingHook.give_up`."""
+        outcome = await self.cancel_best_effort(request_id)
+        if not keeps_waiting(limit, outcome):
+            raise KlingRequestTimeout(give_up_message(request_id, limit, outcome), request_id=request_id)
 
     async def cancel_best_effort(self, request_id: str) -> CancelOutcome | None:
         """Coroutine form of :meth:`KlingHook.cancel_best_effort`."""

@@ -208,10 +208,11 @@ class KlingTextToVideoOperator(BaseOperator):
         from airflow_provider_kling.exceptions import KlingNotFoundError
         from airflow_provider_kling.models import ResultStatus
 
-        request_id = str((recorded or {}).get("request_id") or "")
+        recorded = recorded or {}
+        request_id = str(recorded.get("request_id") or "")
         if not request_id:
             return None
-        if (recorded or {}).get("fingerprint") != fingerprint:
+        if recorded.get("fingerprint") != fingerprint:
             self.log.warning("An earlier try submitted Kling request %s for another input; submitting anew", request_id)
             return None
         try:

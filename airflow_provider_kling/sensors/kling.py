@@ -88,19 +88,12 @@ class KlingRequestSensor(BaseSensorOperator):
         return KlingHook(self.kling_conn_id, **self.hook_params)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from airflow_provider_kling.deadlines import give_up_message, keeps_waiting
-        from airflow_provider_kling.exceptions import KlingRequestTimeout
-
         status = self.hook.get_status(self.request_id)
         if status.status.is_finished:
             result = self.hook.get_result(self.request_id, include_cost=self.include_cost)
             return PokeReturnValue(is_done=True, xcom_value=result.require_video(self.request_id))
-        if self._queue_limits(context).passed(status.status) == "queue" and not self._queue_limit_spent:
-            outcome = self.hook.cancel_best_effort(self.request_id)
-            if not keeps_waiting("queue", outcome):
-                raise KlingRequestTimeout(
-                    give_up_message(self.request_id, "queue", outcome), request_id=self.request_id
-                )
+        if not self._queue_limit_spent and self._queue_limits(context).passed(status.status) == "queue":
+            self.hook.give_up(self.request_id, "queue")  # raises unless the request already runs
             self._queue_limit_spent = True
         return PokeReturnValue(is_done=False)
 

@@ -167,9 +167,9 @@ class RunComfySimulator:
         self.video_size = video_size
         self.requests: dict[str, SimulatedRequest] = {}
         self.calls: Counter[str] = Counter()
-        #: The request id of every answered status call, in order; and of every result call.
-        self.polls: list[str] = []
-        self.result_polls: list[str] = []
+        #: Answered status calls, and result calls, per request id.
+        self.polls: Counter[str] = Counter()
+        self.result_polls: Counter[str] = Counter()
         self._scenarios: deque[Scenario] = deque()
         self._faults: dict[str, deque[Fault]] = {call: deque() for call in CALLS}
         self._lock = threading.Lock()
@@ -390,7 +390,7 @@ class RunComfySimulator:
         found = self._lookup(request)
         if isinstance(found, web.Response):
             return found
-        self.polls.append(found.request_id)
+        self.polls[found.request_id] += 1
         phase = self._phase(found)
         body: dict[str, Any] = {"request_id": found.request_id, "status": phase}
         if phase == "in_queue":
@@ -411,7 +411,7 @@ class RunComfySimulator:
         found = self._lookup(request)
         if isinstance(found, web.Response):
             return found
-        self.result_polls.append(found.request_id)
+        self.result_polls[found.request_id] += 1
         phase = self._phase(found)
         status = {"completed": "failed" if found.scenario.outcome == "failed" else "succeeded"}.get(phase, phase)
         body: dict[str, Any] = {"request_id": found.request_id, "status": status, "created_at": found.created_at}
@@ -476,7 +476,7 @@ class RunComfySimulator:
 
     async def _timelines(self, request: web.Request) -> web.Response:
         """Each request's finish time (``time.monotonic()`` of this machine), status and result calls."""
-        polls, results = Counter(self.polls), Counter(self.result_polls)
+        polls, results = self.polls, self.result_polls
         with self._lock:
             found = list(self.requests.values())
         return web.json_response(

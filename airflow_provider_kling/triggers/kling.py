@@ -93,7 +93,7 @@ class KlingRequestTrigger(BaseTrigger):
         return KlingAsyncHook(self.kling_conn_id, **self.hook_params)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_kling.deadlines import WaitLimits, give_up_message, keeps_waiting, poll_seconds
+        from airflow_provider_kling.deadlines import WaitLimits, poll_seconds
         from airflow_provider_kling.exceptions import KlingError, KlingRequestTimeout
         from airflow_provider_kling.models import RequestStatus
 
@@ -111,9 +111,9 @@ class KlingRequestTrigger(BaseTrigger):
                         return
                     limit = limits.passed(state)
                     if limit is not None:
-                        outcome = await hook.cancel_best_effort(rid)
-                        if not keeps_waiting(limit, outcome):
-                            timeout = KlingRequestTimeout(give_up_message(rid, limit, outcome), request_id=rid)
+                        try:
+                            await hook.give_up(rid, limit)
+                        except KlingRequestTimeout as timeout:
                             yield TriggerEvent(error_event(rid, "timeout", timeout))
                             return
                         limits = limits.without_queue_limit()
