@@ -6,7 +6,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test lint sync bench
+.PHONY: demo test test-airflow2 lint docs dist sync bench
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,6 +22,21 @@ demo: sync
 ## Run the whole test suite.
 test: sync
 	.venv/bin/pytest
+
+## The whole suite again on the oldest supported Airflow (2.11), in its own environment.
+test-airflow2: $(UV)
+	UV_PROJECT_ENVIRONMENT=.venv-airflow2 $(UV) sync --locked --quiet --python $(PYTHON) \
+		--no-default-groups --group dev --group airflow2
+	.venv-airflow2/bin/pytest
+
+## The documentation site, built in strict mode (any warning fails), into .docs-site/.
+docs: $(UV)
+	$(UV) sync --locked --quiet --python $(PYTHON) --group docs
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir .docs-site
+
+## Build the wheel and sdist into dist/, install the wheel in a clean environment, check it registers.
+dist: $(UV)
+	bash scripts/check_dist.sh $(UV) $(PYTHON)
 
 ## Lint, format check and type check.
 lint: sync

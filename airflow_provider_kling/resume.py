@@ -67,7 +67,7 @@ class VariableRecord:
     def load(self) -> dict[str, Any] | None:
         from airflow.providers.common.compat.sdk import Variable
 
-        value = Variable.get(self.key, default=None, deserialize_json=True)
+        value = Variable.get(self.key, None, deserialize_json=True)  # default: positional on Airflow 2 and 3
         return value if isinstance(value, dict) else None
 
     def save(self, request_id: str, fingerprint: str) -> None:

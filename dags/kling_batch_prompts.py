@@ -35,7 +35,7 @@ VIDEO_FOLDER = os.environ.get("KLING_VIDEO_DESTINATION") or (
     .absolute()
     .as_uri()
 )
-KLING_VIDEOS = Asset(name="kling_videos", uri="file:///kling-videos")
+KLING_VIDEOS = Asset(uri="file:///kling-videos")
 
 with DAG(
     dag_id="kling_batch_prompts",
@@ -51,7 +51,7 @@ with DAG(
         """The day's prompts: the ``kling_batch_prompts`` Variable, else the prompts file."""
         from airflow.providers.common.compat.sdk import Variable
 
-        prompts = Variable.get("kling_batch_prompts", default=None, deserialize_json=True)
+        prompts = Variable.get("kling_batch_prompts", None, deserialize_json=True)  # default: positional in 2 and 3
         if prompts is None:
             prompts = [line.strip() for line in PROMPTS_FILE.read_text().splitlines() if line.strip()]
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):

@@ -16,7 +16,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, Asset, task
 
-KLING_VIDEOS = Asset(name="kling_videos", uri="file:///kling-videos")
+KLING_VIDEOS = Asset(uri="file:///kling-videos")
 VIDEO_DIR = Path(os.environ.get("KLING_VIDEO_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "kling-videos")
 
 

@@ -29,7 +29,7 @@ VIDEO_FOLDER = os.environ.get("KLING_VIDEO_DESTINATION") or (
     .absolute()
     .as_uri()
 )
-KLING_VIDEOS = Asset(name="kling_videos", uri="file:///kling-videos")
+KLING_VIDEOS = Asset(uri="file:///kling-videos")
 
 # [START howto_kling_text_to_video]
 with DAG(

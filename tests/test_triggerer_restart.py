@@ -1,9 +1,9 @@
 """
 A triggerer restart mid-wait carries on with the same request, in real Airflow processes.
 
-Runs the API server, scheduler, DAG processor and triggerer as separate processes against the
-simulator, stops the triggerer while the task is deferred, starts it again, and checks that the
-run succeeds with exactly one submit and no cancel.
+Runs the scheduler and the triggerer (on Airflow 3 also the API server and the DAG processor) as
+separate processes against the simulator, stops the triggerer while the task is deferred, starts
+it again, and checks that the run succeeds with exactly one submit and no cancel.
 """
 
 from __future__ import annotations
@@ -19,13 +19,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
 from airflow_provider_kling.testing import Scenario
 
 DAG_FILE = """
 from datetime import datetime
 
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 
@@ -69,16 +70,22 @@ def test_triggerer_restart_keeps_waiting_on_the_same_request(kling_simulator, tm
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-        "AIRFLOW__API_AUTH__JWT_SECRET": "kling-restart-test-jwt-secret",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "1",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
         "AIRFLOW_CONN_KLING_DEFAULT": kling_simulator.connection_json(),
+        "PATH": f"{Path(AIRFLOW).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # executors run `airflow`
     }
+    if AIRFLOW_V_3_0_PLUS:
+        env |= {
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "kling-restart-test-jwt-secret",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "1",
+        }
+    else:  # Airflow 2: the scheduler parses DAGs and runs tasks itself (SQLite allows no LocalExecutor)
+        env |= {"AIRFLOW__CORE__EXECUTOR": "SequentialExecutor", "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "1"}
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     db = home / "airflow.db"
 
@@ -112,8 +119,9 @@ def test_triggerer_restart_keeps_waiting_on_the_same_request(kling_simulator, tm
                 except subprocess.TimeoutExpired:
                     proc.kill()
 
-        start("api-server", "api-server", "--port", str(port))
-        start("dag-processor", "dag-processor")
+        if AIRFLOW_V_3_0_PLUS:
+            start("api-server", "api-server", "--port", str(port))
+            start("dag-processor", "dag-processor")
         start("scheduler", "scheduler")
         start("triggerer", "triggerer")
         _wait_for("the DAG to be parsed", lambda: query("select count(*) from dag")[0][0] > 0, 120, procs)

@@ -9,6 +9,7 @@ Offline testing support: a RunComfy simulator that speaks the Model API over rea
 
 from __future__ import annotations
 
+from airflow_provider_kling.testing.dags import load_dags
 from airflow_provider_kling.testing.simulator import Fault, RunComfySimulator, Scenario
 
-__all__ = ["Fault", "RunComfySimulator", "Scenario"]
+__all__ = ["Fault", "RunComfySimulator", "Scenario", "load_dags"]

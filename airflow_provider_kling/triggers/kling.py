@@ -22,6 +22,8 @@ EVENT_STATUSES = (EVENT_SUCCESS, "failed", "cancelled", "timeout", "error")
 #: Queue positions up to this one are polled through the result call (the position no longer
 #: changes the polling interval much); further back, through the status call.
 NEAR_FRONT = 5
+#: Whether this Airflow calls a trigger's ``on_kill`` when a user stops a deferred task (3.3+).
+TRIGGER_ON_KILL = "on_kill" in vars(BaseTrigger)
 
 
 class KlingRequestTrigger(BaseTrigger):
@@ -99,6 +101,13 @@ class KlingRequestTrigger(BaseTrigger):
 
         rid = self.request_id
         limits = WaitLimits(self.deadline, self.queue_deadline)
+        if self.cancel_on_kill and not TRIGGER_ON_KILL:
+            self.log.info(
+                "This Airflow does not tell triggers when a user stops a deferred task (Airflow 3.3+ does): "
+                "stopping this task will not cancel Kling request %s; `kling cancel %s` does",
+                rid,
+                rid,
+            )
         try:
             async with self._hook() as hook:
                 progress = _ProgressLog(self)

@@ -102,7 +102,7 @@ with _dag("kling_copy_to_storage") as copy_to_storage:
         request_id=_copy_source.output,
         destination="{{ params.destination }}",
         hook_params=FAST,
-        outlets=[Asset(name="kling_test_videos", uri="file:///kling-test-videos")],
+        outlets=[Asset(uri="file:///kling-test-videos")],
     )
 
 with _dag("kling_other_model") as other_model:

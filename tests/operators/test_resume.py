@@ -56,7 +56,8 @@ def test_without_a_task_state_store_a_variable_carries_the_request(run_dag, sim)
     assert _tries(dag_run) == 2
     assert sim.calls["submit"] == 1
     with create_session() as session:  # dropped once the task succeeded
-        assert session.query(Variable).filter(Variable.key.like("kling_request:%")).count() == 0
+        this_dag = "kling_request:kling_operator_retry_without_state_store:%"
+        assert session.query(Variable).filter(Variable.key.like(this_dag)).count() == 0
 
 
 def test_resume_can_be_switched_off(run_dag, sim):

@@ -19,6 +19,6 @@ os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 @pytest.fixture(scope="session")
 def dagbag():
     subprocess.run([Path(sys.executable).parent / "airflow", "db", "migrate"], check=True, capture_output=True)
-    from airflow.dag_processing.dagbag import DagBag
+    from airflow_provider_kling.testing import load_dags
 
-    return DagBag(dag_folder=str(DAGS))
+    return load_dags(DAGS)
