@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from airflow_provider_kling.constants import CONNECTION_HIDDEN_FIELDS, CONNECTION_PLACEHOLDERS, CONNECTION_RELABELING
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "get_provider_info"]
@@ -46,6 +48,11 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "kling",
                 "hook-class-name": "airflow_provider_kling.hooks.kling.KlingHook",
                 "hook-name": "Kling (RunComfy)",
+                "ui-field-behaviour": {
+                    "hidden-fields": list(CONNECTION_HIDDEN_FIELDS),
+                    "relabeling": dict(CONNECTION_RELABELING),
+                    "placeholders": dict(CONNECTION_PLACEHOLDERS),
+                },
             }
         ],
     }

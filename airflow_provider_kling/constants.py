@@ -7,6 +7,12 @@ DEFAULT_CONN_ID = "kling_default"
 CONN_TYPE = "kling"
 KLING_TEXT_TO_VIDEO_MODEL = "kling/kling-1-6/pro/text-to-video"
 
+#: The connection form: the fields a ``kling`` connection does not use, and what the others mean.
+#: Newer Airflow 3 reads it from the provider info, older Airflow from the hook's method.
+CONNECTION_HIDDEN_FIELDS = ["schema", "login", "port", "extra"]
+CONNECTION_RELABELING = {"host": "API base URL", "password": "API token"}
+CONNECTION_PLACEHOLDERS = {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"}
+
 #: Seconds to open a TCP connection, and to wait for an answer once the request is sent.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0

@@ -39,3 +39,15 @@ def test_providers_list_command_shows_the_package(airflow_db):
     airflow = Path(sys.executable).parent / "airflow"
     out = subprocess.run([str(airflow), "providers", "list"], capture_output=True, text=True, check=True).stdout
     assert "airflow-provider-kling" in out
+
+
+def test_the_connection_form_labels_the_token_and_base_url_and_hides_the_rest():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    if hasattr(manager, "initialize_providers_hooks"):  # Airflow 2 reads the form from the hook's method
+        manager.initialize_providers_hooks()
+    form = manager.field_behaviours["kling"]
+    assert form["relabeling"] == {"host": "API base URL", "password": "API token"}
+    assert set(form["hidden_fields"]) == {"schema", "login", "port", "extra"}
+    assert form["placeholders"]["host"].endswith("https://model-api.runcomfy.net")

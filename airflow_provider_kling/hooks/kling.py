@@ -32,6 +32,9 @@ from airflow_provider_kling import __version__
 from airflow_provider_kling.constants import (
     CONN_TYPE,
     CONNECT_TIMEOUT,
+    CONNECTION_HIDDEN_FIELDS,
+    CONNECTION_PLACEHOLDERS,
+    CONNECTION_RELABELING,
     DEFAULT_BASE_URL,
     DEFAULT_CONN_ID,
     DEFAULT_MAX_POLL_INTERVAL,
@@ -219,15 +222,6 @@ class _KlingHookBase(BaseHook):
         self.read_timeout = read_timeout
         self.retry_policy = RetryPolicy(max_attempts=max_attempts, initial_delay=retry_delay)
 
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """How Airflow's connection form shows a ``kling`` connection."""
-        return {
-            "hidden_fields": ["schema", "login", "port", "extra"],
-            "relabeling": {"host": "API base URL", "password": "API token"},
-            "placeholders": {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"},
-        }
-
 
 class KlingHook(_KlingHookBase):
     """
@@ -242,6 +236,19 @@ class KlingHook(_KlingHookBase):
     :param max_attempts: attempts in all for a call that is safe to repeat.
     :param retry_delay: seconds before the first retry, doubled each time (with jitter).
     """
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """
+        How Airflow's connection form shows a ``kling`` connection (Airflow before 3.2; later ones
+        read the same form from the provider info). Airflow reads it only from the class that the
+        provider info names, so it lives here, not on a base class.
+        """
+        return {
+            "hidden_fields": list(CONNECTION_HIDDEN_FIELDS),
+            "relabeling": dict(CONNECTION_RELABELING),
+            "placeholders": dict(CONNECTION_PLACEHOLDERS),
+        }
 
     @cached_property
     def target(self) -> ApiTarget:
@@ -365,18 +372,22 @@ class KlingHook(_KlingHookBase):
         queue_timeout: float | None = None,
         include_cost: bool = False,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        on_status: Callable[[StatusResponse], object] | None = None,
     ) -> ResultResponse:
         """
         Block until the request finishes and return its result (whatever its outcome).
 
         :param queue_timeout: seconds the request may stay queued; then it is cancelled (free).
         :param max_poll_interval: the longest wait between polls while far back in the queue.
+        :param on_status: called with every status answer (a progress display, for instance).
         :raises KlingRequestTimeout: not finished within ``timeout`` seconds, or still queued after
             ``queue_timeout``; a queued request is cancelled first, so it is not billed.
         """
         limits = WaitLimits.starting_now(timeout, queue_timeout)
         while True:
             status = self.get_status(request_id)
+            if on_status is not None:
+                on_status(status)
             if status.status.is_finished:
                 return self.get_result(request_id, include_cost=include_cost)
             limit = limits.passed(status.status)
