@@ -1,0 +1,231 @@
+"""
+``kling``: the provider's calls from a shell, for the moments outside a DAG.
+
+    kling submit --prompt "A red kite over a hill" --wait
+    kling status REQUEST_ID
+    kling result REQUEST_ID --json
+    kling cancel REQUEST_ID
+    kling download REQUEST_ID ./kite.mp4
+
+Credentials come from ``RUNCOMFY_API_TOKEN`` (and ``RUNCOMFY_BASE_URL``, for another endpoint)
+when set, else from an Airflow connection (``--conn-id``, default ``kling_default``). The token
+is never printed. Exit codes: 0 done, 1 a Kling error or an unsuccessful generation, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager, redirect_stdout
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, TextIO
+
+from airflow_provider_kling.constants import (
+    DEFAULT_CONN_ID,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    KLING_TEXT_TO_VIDEO_MODEL,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import ResultResponse, StatusResponse
+
+TOKEN_ENV = "RUNCOMFY_API_TOKEN"
+BASE_URL_ENV = "RUNCOMFY_BASE_URL"
+#: The connection id under which a token from the environment is used.
+ENV_CONN_ID = "kling_cli_env"
+
+
+class ProgressDisplay:
+    """
+    Shows a request's state while ``kling`` waits: one rewritten line on a terminal, else one
+    line per change of state (so logs and CI output stay readable).
+    """
+
+    def __init__(self, stream: TextIO, request_id: str) -> None:
+        self.stream = stream
+        self.request_id = request_id
+        self.started = time.monotonic()
+        self.interactive = stream.isatty()
+        self._last = ""
+
+    def __call__(self, status: StatusResponse) -> None:
+        state = status.status.value
+        if status.queue_position is not None and not status.status.is_finished:
+            state += f", queue position {status.queue_position}"
+        line = f"{self.request_id}: {state}"
+        elapsed = f" ({time.monotonic() - self.started:.0f} s)"
+        if self.interactive:
+            self.stream.write(f"\r\033[K{line}{elapsed}")
+            if status.status.is_finished:
+                self.stream.write("\n")
+        elif line != self._last:
+            self.stream.write(f"{line}{elapsed}\n")
+        self.stream.flush()
+        self._last = line
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kling", description="Kling video generation through RunComfy's Model API.")
+    parser.add_argument(
+        "--conn-id",
+        help=f"Airflow connection to use (default {DEFAULT_CONN_ID}; ignored when {TOKEN_ENV} is set)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the answer as JSON on stdout")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", help="submit a generation (billed) and print its request id")
+    submit.add_argument("--prompt", help="what the video shows (Kling 1.6 text to video)")
+    submit.add_argument("--duration", type=int, help="seconds of video: 5 or 10")
+    submit.add_argument("--aspect-ratio", help="16:9, 9:16 or 1:1")
+    submit.add_argument("--negative-prompt", help="what the video should not show")
+    submit.add_argument("--cfg-scale", type=float, help="prompt adherence, 0 to 1")
+    submit.add_argument("--model", default=KLING_TEXT_TO_VIDEO_MODEL, help="RunComfy model path")
+    submit.add_argument("--input", dest="input_json", help="the whole input as a JSON object (for other models)")
+    _add_wait_options(submit, "wait for the generation to finish and print its result")
+
+    for name, text in (("status", "print a request's state"), ("cancel", "cancel a queued request (free)")):
+        commands.add_parser(name, help=text).add_argument("request_id")
+
+    result = commands.add_parser("result", help="print a request's result (video URL, error)")
+    result.add_argument("request_id")
+    result.add_argument("--cost", action="store_true", help="include what the request cost")
+    _add_wait_options(result, "wait for the request to finish first")
+
+    download = commands.add_parser("download", help="save a finished request's video to a path or URI")
+    download.add_argument("request_id")
+    download.add_argument("destination", help="a local path, or a URI such as s3://bucket/key.mp4")
+    download.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    _add_wait_options(download, "wait for the request to finish first")
+    return parser
+
+
+def _add_wait_options(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--wait", action="store_true", help=text)
+    parser.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_INTERVAL, help="seconds between polls")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds to wait at most")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with _airflow_warnings_only():
+        from airflow_provider_kling.exceptions import KlingError
+
+        try:
+            with _hook(args.conn_id) as hook:
+                answer = COMMANDS[args.command](hook, args)
+        except KlingError as err:
+            print(f"kling {args.command}: {err}", file=sys.stderr)
+            return 1
+    _print(answer, as_json=args.json)
+    return 1 if answer.get("status") in ("failed", "cancelled") and args.command != "cancel" else 0
+
+
+@contextmanager
+def _airflow_warnings_only() -> Iterator[None]:
+    """
+    Keep stdout for the answer: Airflow's log lines (which Airflow 2 writes to stdout) go to
+    stderr, and only its warnings and errors.
+    """
+    airflow_log = logging.getLogger("airflow")
+    level = airflow_log.level
+    airflow_log.setLevel(max(level, logging.WARNING))
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        airflow_log.setLevel(level)
+
+
+def _hook(conn_id: str | None) -> KlingHook:
+    token = os.environ.get(TOKEN_ENV)
+    if token and conn_id is None:
+        conn = {"conn_type": "kling", "password": token, "host": os.environ.get(BASE_URL_ENV, "")}
+        os.environ[f"AIRFLOW_CONN_{ENV_CONN_ID.upper()}"] = json.dumps(conn)
+        conn_id = ENV_CONN_ID
+    from airflow_provider_kling.hooks.kling import KlingHook
+
+    return KlingHook(conn_id or DEFAULT_CONN_ID)
+
+
+def _submit(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+    from airflow_provider_kling.exceptions import KlingInputError
+
+    fields = {
+        "prompt": args.prompt,
+        "duration": args.duration,
+        "aspect_ratio": args.aspect_ratio,
+        "negative_prompt": args.negative_prompt,
+        "cfg_scale": args.cfg_scale,
+    }
+    data: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
+    if args.input_json:
+        try:
+            given = json.loads(args.input_json)
+        except ValueError as err:
+            raise KlingInputError(f"--input: must be a JSON object ({err})") from None
+        if not isinstance(given, dict):
+            raise KlingInputError("--input: must be a JSON object")
+        data = {**given, **data}
+    submitted = hook.submit(data, model=args.model)
+    print(f"Submitted {args.model}: request {submitted.request_id} (billed once it runs)", file=sys.stderr)
+    if not args.wait:
+        return {"request_id": submitted.request_id, "status": "in_queue"}
+    return _finished(hook, submitted.request_id, args).as_dict()
+
+
+def _status(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+    return hook.get_status(args.request_id).model_dump(mode="json", exclude_none=True)
+
+
+def _result(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+    if args.wait:
+        return _finished(hook, args.request_id, args, include_cost=args.cost).as_dict()
+    return hook.get_result(args.request_id, include_cost=args.cost).as_dict()
+
+
+def _cancel(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+    answer = hook.cancel(args.request_id)
+    return {"request_id": args.request_id, "outcome": answer.outcome.value}
+
+
+def _download(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+    result = _finished(hook, args.request_id, args) if args.wait else hook.get_result(args.request_id)
+    video_url = result.require_video(args.request_id)["video_url"]
+    saved = hook.download_video(video_url, args.destination, overwrite=args.overwrite)
+    return {"request_id": args.request_id, "status": result.status.value, **asdict(saved)}
+
+
+def _finished(
+    hook: KlingHook, request_id: str, args: argparse.Namespace, *, include_cost: bool = False
+) -> ResultResponse:
+    return hook.wait(
+        request_id,
+        poll_interval=args.poll_interval,
+        timeout=args.timeout,
+        include_cost=include_cost,
+        on_status=ProgressDisplay(sys.stderr, request_id),
+    )
+
+
+COMMANDS = {"submit": _submit, "status": _status, "result": _result, "cancel": _cancel, "download": _download}
+
+
+def _print(answer: dict[str, Any], *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return
+    for key, value in answer.items():
+        shown = json.dumps(value) if isinstance(value, (dict, list)) else value
+        print(f"{key}: {shown}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
