@@ -142,6 +142,21 @@ async def test_on_kill_cancels_a_queued_request(sim):
     assert sim.requests[rid].cancelled_at is not None
 
 
+@pytest.mark.parametrize("airflow_calls_on_kill", [True, False])
+async def test_where_airflow_never_calls_on_kill_the_trigger_says_so(
+    sim, caplog, capfd, airflow_calls_on_kill, monkeypatch
+):
+    from airflow_provider_kling.triggers import kling
+
+    monkeypatch.setattr(kling, "TRIGGER_ON_KILL", airflow_calls_on_kill)
+    rid = _submit(sim)
+    with caplog.at_level("INFO"):
+        await _first_event(_trigger(rid))
+    logged = caplog.text + capfd.readouterr().out
+    assert ("does not tell triggers when a user stops a deferred task" in logged) is not airflow_calls_on_kill
+    assert (f"`kling cancel {rid}` does" in logged) is not airflow_calls_on_kill
+
+
 async def test_on_kill_can_be_switched_off(sim):
     rid = _submit(sim, Scenario(queue_seconds=30))
     await _trigger(rid, cancel_on_kill=False).on_kill()
