@@ -157,23 +157,23 @@ def _hook(conn_id: str | None) -> KlingHook:
 
 def _submit(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
     from airflow_provider_kling.exceptions import KlingInputError
+    from airflow_provider_kling.models import input_body
 
-    fields = {
+    flags = {
         "prompt": args.prompt,
         "duration": args.duration,
         "aspect_ratio": args.aspect_ratio,
         "negative_prompt": args.negative_prompt,
         "cfg_scale": args.cfg_scale,
     }
-    data: dict[str, Any] = {key: value for key, value in fields.items() if value is not None}
+    extra = None
     if args.input_json:
         try:
-            given = json.loads(args.input_json)
+            extra = json.loads(args.input_json)
         except ValueError as err:
             raise KlingInputError(f"--input: must be a JSON object ({err})") from None
-        if not isinstance(given, dict):
-            raise KlingInputError("--input: must be a JSON object")
-        data = {**given, **data}
+    # Flags left out take the model's defaults; --input goes over them, as the operator's input does.
+    data = input_body(args.model, {key: value for key, value in flags.items() if value is not None}, extra)
     submitted = hook.submit(data, model=args.model)
     print(f"Submitted {args.model}: request {submitted.request_id} (billed once it runs)", file=sys.stderr)
     if not args.wait:

@@ -115,6 +115,25 @@ def validate_input(model: str, data: Mapping[str, Any] | BaseModel) -> dict[str,
         raise KlingInputError(_describe_input_errors(model, input_model, err)) from None
 
 
+def input_body(model: str, fields: Mapping[str, Any], extra: Any = None) -> dict[str, Any]:
+    """
+    The validated body to submit, as the operator and the ``kling`` command build it: the Kling
+    1.6 text-to-video ``fields`` (for another model only its ``prompt``), with ``extra`` merged
+    over them.
+
+    :raises KlingInputError: ``extra`` is not a mapping, or a field is not allowed.
+    """
+    if model == KLING_TEXT_TO_VIDEO_MODEL:
+        data = dict(fields)
+    else:
+        data = {} if fields.get("prompt") is None else {"prompt": fields["prompt"]}
+    if extra is not None:
+        if not isinstance(extra, Mapping):
+            raise KlingInputError(f"input: must be a mapping of field to value, got {type(extra).__name__}")
+        data.update(extra)
+    return validate_input(model, data)
+
+
 #: Input fields that RunComfy fetches from a URL (images, videos, audio, masks...).
 MEDIA_FIELDS = frozenset({"image", "images", "video", "videos", "audio", "mask", "image_tail", "tail_image"})
 MEDIA_URL_RULE = (

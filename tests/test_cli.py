@@ -111,3 +111,18 @@ def test_an_airflow_connection_is_used_without_the_environment_token(sim, capsys
     code, out, _ = run(capsys, "--conn-id", "my_kling", "--json", "submit", "--prompt", "a kite", "--wait", *FAST)
     assert (code, json.loads(out)["status"]) == (0, "succeeded")
     assert sim.calls["submit"] == 1
+
+
+def test_input_goes_over_the_flags_as_the_operators_input_does(env_token, capsys):
+    code, out, _ = run(
+        capsys, "--json", "submit", "--prompt", "a kite", "--duration", "5", "--input", '{"duration": 10}'
+    )
+    assert code == 0
+    assert env_token.requests[json.loads(out)["request_id"]].input["duration"] == 10
+
+
+def test_input_that_is_not_an_object_is_refused_before_any_request(env_token, capsys):
+    code, _, err = run(capsys, "submit", "--prompt", "a kite", "--input", "[1, 2]")
+    assert code == 1
+    assert "input: must be a mapping" in err
+    assert env_token.calls["submit"] == 0

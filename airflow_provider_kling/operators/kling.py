@@ -139,25 +139,16 @@ class KlingTextToVideoOperator(BaseOperator):
 
         :raises KlingInputError: naming each bad field and what it allows.
         """
-        from airflow_provider_kling.models import validate_input
+        from airflow_provider_kling.models import input_body
 
-        if self.model == KLING_TEXT_TO_VIDEO_MODEL:
-            data: dict[str, Any] = {
-                "prompt": self.prompt,
-                "duration": self.duration,
-                "aspect_ratio": self.aspect_ratio,
-                "negative_prompt": self.negative_prompt,
-                "cfg_scale": self.cfg_scale,
-            }
-        else:
-            data = {} if self.prompt is None else {"prompt": self.prompt}
-        if self.input is not None:
-            if not isinstance(self.input, dict):
-                from airflow_provider_kling.exceptions import KlingInputError
-
-                raise KlingInputError(f"input: must be a mapping of field to value, got {type(self.input).__name__}")
-            data.update(self.input)
-        return validate_input(self.model, data)
+        fields = {
+            "prompt": self.prompt,
+            "duration": self.duration,
+            "aspect_ratio": self.aspect_ratio,
+            "negative_prompt": self.negative_prompt,
+            "cfg_scale": self.cfg_scale,
+        }
+        return input_body(self.model, fields, self.input)
 
     def execute(self, context: Context) -> str:
         body = self.build_input()
