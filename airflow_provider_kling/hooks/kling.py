@@ -634,6 +634,8 @@ class KlingAsyncHook(_KlingHookBase):
         super().__init__(*args, **kwargs)
         self._target: ApiTarget | None = None
         self._session: aiohttp.ClientSession | None = None
+        #: Open ``async with`` blocks on this hook (each call opens one; so may its user).
+        self._holds = 0
 
     async def get_target(self) -> ApiTarget:
         if self._target is None:
@@ -645,12 +647,14 @@ class KlingAsyncHook(_KlingHookBase):
         return api_target(conn, self.kling_conn_id)
 
     async def __aenter__(self) -> KlingAsyncHook:
-        if self._session is None:
+        if self._holds == 0:
             self._session = shared_sessions.acquire()
+        self._holds += 1
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._session is not None:
+        self._holds -= 1
+        if self._holds == 0:
             self._session = None
             await shared_sessions.release()
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import socket
 
 import pytest
@@ -289,6 +291,18 @@ async def test_async_hooks_share_one_session_and_close_it(sim):
         assert shared_sessions.users() == 2
         session = first._session
     assert shared_sessions.users() == 0
+    assert session.closed
+
+
+async def test_async_hook_holds_its_session_across_concurrent_calls(sim):
+    async with KlingAsyncHook(**FAST_HOOK) as hook:
+        rids = [(await hook.submit(PROMPT)).request_id for _ in range(3)]
+        session = hook._session
+        statuses = await asyncio.gather(*(hook.get_status(rid) for rid in rids * 3))
+        # The calls ended, the hook's own hold did not: the pool (and its sockets) stays for the next poll.
+        assert [s.request_id for s in statuses] == rids * 3
+        assert shared_sessions.users() == 1
+        assert not session.closed
     assert session.closed
 
 
