@@ -114,10 +114,12 @@ class KlingRequestTrigger(BaseTrigger):
                 by_result = False
                 while True:
                     state, position, result = await self._poll(hook, by_result)
-                    progress.observe(state, position)
                     if result is not None:
-                        yield TriggerEvent(outcome_event(rid, result))
+                        # Airflow logs the event itself ("Trigger fired event"): its message says
+                        # how long the wait took, so the outcome needs no line of its own here.
+                        yield TriggerEvent(outcome_event(rid, result, waited=progress.waited()))
                         return
+                    progress.observe(state, position)
                     limit = limits.passed(state)
                     if limit is not None:
                         try:
@@ -164,7 +166,12 @@ class KlingRequestTrigger(BaseTrigger):
 
 
 class _ProgressLog:
-    """Logs each change of state once (with queue position and elapsed time), not a line per poll."""
+    """
+    Logs each waiting state once (with queue position and elapsed time), not a line per poll.
+
+    In a triggerer with thousands of waits a log line costs more than a poll, so the final state
+    is left to the event's message.
+    """
 
     def __init__(self, trigger: KlingRequestTrigger) -> None:
         self._trigger = trigger
@@ -180,12 +187,16 @@ class _ProgressLog:
                 self._trigger.request_id,
                 state.value,
                 where,
-                time.monotonic() - self._started,
+                self.waited(),
             )
 
+    def waited(self) -> float:
+        """Seconds since the wait began."""
+        return time.monotonic() - self._started
 
-def outcome_event(request_id: str, result: Any) -> dict[str, Any]:
-    """The event for a finished request's result (a :class:`ResultResponse`)."""
+
+def outcome_event(request_id: str, result: Any, *, waited: float) -> dict[str, Any]:
+    """The event for a finished request's result (a :class:`ResultResponse`), ``waited`` seconds in."""
     from airflow_provider_kling.exceptions import KlingError, KlingRequestCancelled, KlingRequestFailed
 
     try:
@@ -199,7 +210,7 @@ def outcome_event(request_id: str, result: Any) -> dict[str, Any]:
     return {
         "status": EVENT_SUCCESS,
         "request_id": request_id,
-        "message": f"Kling request {request_id} succeeded",
+        "message": f"Kling request {request_id} succeeded after {waited:.0f}s",
         "result": summary,
     }
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import time
 from collections import Counter
 
@@ -52,6 +54,18 @@ async def test_success_event_carries_the_result(sim):
     assert sim.calls["status"] == 1
     assert sim.calls["result"] >= 1
     assert shared_sessions.users() == 0
+
+
+async def test_each_waiting_state_is_logged_once_and_the_event_says_how_long(sim, caplog, capfd):
+    rid = _submit(sim, Scenario(queue_seconds=0.3, run_seconds=0.3, queue_position=2))
+    with caplog.at_level(logging.INFO):
+        event = await _first_event(KlingRequestTrigger(request_id=rid, poll_interval=0.02, hook_params=FAST_HOOK))
+    lines = [line for line in (caplog.text + capfd.readouterr().out).splitlines() if f"Kling request {rid} is" in line]
+    assert sim.calls["status"] + sim.calls["result"] > 10  # many polls...
+    assert len(lines) == 2  # ...two lines: one per waiting state; the event tells the end
+    assert "is in_queue at queue position 2 (0s waited)" in lines[0]
+    assert "is in_progress" in lines[1]
+    assert re.fullmatch(rf"Kling request {rid} succeeded after [12]s", event["message"])  # 0.6 s of generation
 
 
 async def test_failure_event_carries_the_servers_reason(sim):
