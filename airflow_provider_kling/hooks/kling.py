@@ -96,7 +96,7 @@ class ApiTarget:
     base_url: str
     token: str = field(repr=False)
 
-    @property
+    @cached_property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}", "User-Agent": USER_AGENT}
 
@@ -555,13 +555,16 @@ def _never_connected(err: requests.ConnectionError) -> bool:
 #: How long the triggers of one event loop reuse a connection they read (a rotated token is
 #: picked up by triggers started after this).
 CONNECTION_CACHE_SECONDS = 300.0
-#: Sockets the shared session of one event loop may open at once.
+#: Sockets the shared session of one event loop may open at once; as many calls are in flight.
 LOOP_CONNECTION_LIMIT = 50
 
 
 @dataclass
 class _LoopShare:
     session: aiohttp.ClientSession
+    #: A call waits here for its turn before aiohttp builds its request: thousands of waiting
+    #: calls then hold a small future each, not a request object that the GC has to walk.
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LOOP_CONNECTION_LIMIT))
     users: int = 0
     targets: dict[str, tuple[float, asyncio.Future[ApiTarget]]] = field(default_factory=dict)
 
@@ -579,7 +582,7 @@ class _SharedClientSessions:
     def __init__(self) -> None:
         self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopShare] = weakref.WeakKeyDictionary()
 
-    def acquire(self) -> aiohttp.ClientSession:
+    def acquire(self) -> _LoopShare:
         loop = asyncio.get_running_loop()
         share = self._by_loop.get(loop)
         if share is None or share.session.closed:
@@ -587,7 +590,7 @@ class _SharedClientSessions:
             share = _LoopShare(aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}))
             self._by_loop[loop] = share
         share.users += 1
-        return share.session
+        return share
 
     async def release(self) -> None:
         share = self._by_loop.get(asyncio.get_running_loop())
@@ -633,9 +636,10 @@ class KlingAsyncHook(_KlingHookBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._target: ApiTarget | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._share: _LoopShare | None = None
         #: Open ``async with`` blocks on this hook (each call opens one; so may its user).
         self._holds = 0
+        self._timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
 
     async def get_target(self) -> ApiTarget:
         if self._target is None:
@@ -648,19 +652,19 @@ class KlingAsyncHook(_KlingHookBase):
 
     async def __aenter__(self) -> KlingAsyncHook:
         if self._holds == 0:
-            self._session = shared_sessions.acquire()
+            self._share = shared_sessions.acquire()
         self._holds += 1
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._holds -= 1
         if self._holds == 0:
-            self._session = None
+            self._share = None
             await shared_sessions.release()
 
     async def _send(
         self,
-        session: aiohttp.ClientSession,
+        share: _LoopShare,
         method: str,
         path: str,
         *,
@@ -668,18 +672,21 @@ class KlingAsyncHook(_KlingHookBase):
         params: Mapping[str, str] | None,
     ) -> tuple[int, str, float | None]:
         target = await self.get_target()
-        timeout = aiohttp.ClientTimeout(sock_connect=self.connect_timeout, sock_read=self.read_timeout)
         try:
-            async with session.request(
-                method,
-                target.base_url + path,
-                json=json_body,
-                params=params,
-                headers=target.headers,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                text = await response.text(errors="replace")
+            async with (
+                share.slots,
+                share.session.request(
+                    method,
+                    target.base_url + path,
+                    json=json_body,
+                    params=params,
+                    headers=target.headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as response,
+            ):
+                # RunComfy answers UTF-8 JSON: decoding directly skips aiohttp's charset sniffing.
+                text = (await response.read()).decode("utf-8", errors="replace")
                 return response.status, text, _retry_after(response.headers.get("Retry-After"))
         except aiohttp.ConnectionTimeoutError as err:
             raise KlingTimeoutError(
@@ -710,11 +717,11 @@ class KlingAsyncHook(_KlingHookBase):
         submit: bool = False,
     ) -> ResponseT:
         async with self:
-            assert self._session is not None
-            session = self._session
+            assert self._share is not None
+            share = self._share
 
             async def attempt_once() -> ResponseT:
-                status, text, retry_after = await self._send(session, method, path, json_body=json_body, params=params)
+                status, text, retry_after = await self._send(share, method, path, json_body=json_body, params=params)
                 return read_answer(model_cls, status, text, retry_after=retry_after, request_id=request_id)
 
             # Almost every call succeeds at once, and in a triggerer with thousands of waits

@@ -286,9 +286,9 @@ async def test_async_hook_speaks_the_same_four_calls(sim):
 async def test_async_hooks_share_one_session_and_close_it(sim):
     first, second = KlingAsyncHook(**FAST_HOOK), KlingAsyncHook(**FAST_HOOK)
     async with first, second:
-        assert first._session is second._session
+        assert first._share.session is second._share.session
         assert shared_sessions.users() == 2
-        session = first._session
+        session = first._share.session
     assert shared_sessions.users() == 0
     assert session.closed
 
@@ -296,7 +296,7 @@ async def test_async_hooks_share_one_session_and_close_it(sim):
 async def test_async_hook_holds_its_session_across_concurrent_calls(sim):
     async with KlingAsyncHook(**FAST_HOOK) as hook:
         rids = [(await hook.submit(PROMPT)).request_id for _ in range(3)]
-        session = hook._session
+        session = hook._share.session
         statuses = await asyncio.gather(*(hook.get_status(rid) for rid in rids * 3))
         # The calls ended, the hook's own hold did not: the pool (and its sockets) stays for the next poll.
         assert [s.request_id for s in statuses] == rids * 3
