@@ -8,6 +8,7 @@ The paid submit is retried only where the server certainly created nothing (see
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from tenacity import retry_if_exception, stop_after_attempt, wait_exponential, wait_random
@@ -46,8 +47,13 @@ class RetryPolicy:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.max_attempts = max_attempts
-        self._backoff = wait_exponential(multiplier=initial_delay, max=max_delay) + wait_random(0, initial_delay)
+        self.initial_delay = initial_delay
         self.max_delay = max_delay
+
+    @cached_property
+    def _backoff(self) -> Any:
+        # Built on the first retry only: a triggerer holds thousands of policies that never retry.
+        return wait_exponential(multiplier=self.initial_delay, max=self.max_delay) + wait_random(0, self.initial_delay)
 
     def wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
