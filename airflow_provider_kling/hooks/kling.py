@@ -359,13 +359,6 @@ class KlingHook(_KlingHookBase):
         """Cancel a queued request; a running one answers ``not_cancellable`` and is still billed."""
         return self._call(CancelResponse, "POST", _request_path(request_id, "cancel"), request_id=request_id)
 
-    def check(self, request_id: str, *, include_cost: bool = False) -> ResultResponse | None:
-        """One poll: the result once the request is finished, ``None`` while it is queued or running."""
-        status = self.get_status(request_id)
-        if not status.status.is_finished:
-            return None
-        return self.get_result(request_id, include_cost=include_cost)
-
     def wait(
         self,
         request_id: str,

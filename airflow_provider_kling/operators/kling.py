@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import StatusResponse
     from airflow_provider_kling.resume import RequestRecord
 
 #: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
@@ -168,10 +170,11 @@ class KlingTextToVideoOperator(BaseOperator):
                 include_cost=self.include_cost,
             )
             return self._finish(context, result.require_video(request_id))
-        finished = self.hook.check(request_id, include_cost=self.include_cost)
-        if finished is not None:
+        status = self.hook.get_status(request_id)
+        if status.status.is_finished:
+            finished = self.hook.get_result(request_id, include_cost=self.include_cost)
             return self._finish(context, finished.require_video(request_id))
-        self._defer_until_done(request_id)
+        self._defer_until_done(request_id, status, polled_at=time.time())
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
     def _submit_or_resume(self, context: Context, body: dict[str, Any]) -> str:
@@ -236,9 +239,9 @@ class KlingTextToVideoOperator(BaseOperator):
         except Exception as err:  # noqa: BLE001 - the video is done; a stale record only costs a status call
             self.log.warning("Could not drop the record of the submitted Kling request: %s", err)
 
-    def _defer_until_done(self, request_id: str) -> None:
+    def _defer_until_done(self, request_id: str, status: StatusResponse, *, polled_at: float) -> None:
         from airflow_provider_kling.deadlines import WaitLimits
-        from airflow_provider_kling.triggers.kling import KlingRequestTrigger
+        from airflow_provider_kling.triggers.kling import KlingRequestTrigger, handoff_kwargs
 
         limits = WaitLimits.starting_now(self.timeout, self.queue_timeout)
         self.defer(
@@ -252,6 +255,7 @@ class KlingTextToVideoOperator(BaseOperator):
                 include_cost=self.include_cost,
                 cancel_on_kill=self.cancel_on_kill,
                 hook_params=self.hook_params,
+                **handoff_kwargs(status, polled_at),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),

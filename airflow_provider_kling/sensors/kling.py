@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.deadlines import WaitLimits
     from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import StatusResponse
 
 
 class KlingRequestSensor(BaseSensorOperator):
@@ -82,6 +83,8 @@ class KlingRequestSensor(BaseSensorOperator):
         self.hook_params = hook_params or {}
         self._queue_limit_spent = False
         self._first_poke: float | None = None
+        #: The last status call and when it was made, handed to the trigger when deferring.
+        self._last_poll: tuple[StatusResponse, float] | None = None
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -91,6 +94,7 @@ class KlingRequestSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         status = self.hook.get_status(self.request_id)
+        self._last_poll = (status, time.time())
         if status.status.is_finished:
             result = self.hook.get_result(self.request_id, include_cost=self.include_cost)
             return PokeReturnValue(is_done=True, xcom_value=result.require_video(self.request_id))
@@ -119,7 +123,7 @@ class KlingRequestSensor(BaseSensorOperator):
         if done.is_done:
             return done.xcom_value
         from airflow_provider_kling.deadlines import WaitLimits
-        from airflow_provider_kling.triggers.kling import KlingRequestTrigger
+        from airflow_provider_kling.triggers.kling import KlingRequestTrigger, handoff_kwargs
 
         deadline = WaitLimits.starting_now(self.timeout).deadline
         self.defer(
@@ -133,6 +137,7 @@ class KlingRequestSensor(BaseSensorOperator):
                 include_cost=self.include_cost,
                 cancel_on_kill=self.cancel_on_kill,
                 hook_params=self.hook_params,
+                **(handoff_kwargs(*self._last_poll) if self._last_poll else {}),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),

@@ -48,6 +48,11 @@ class KlingRequestTrigger(BaseTrigger):
     :param cancel_on_kill: cancel a queued request when a user marks the task failed, success
         or clears it (Airflow 3.3+ calls ``on_kill``; a triggerer restart does not).
     :param hook_params: extra keyword arguments for :class:`KlingAsyncHook` (timeouts, retries).
+    :param last_status: the status the task saw just before deferring (``in_queue`` or
+        ``in_progress``); with ``last_queue_position`` and ``last_polled_at`` (Unix seconds), the
+        trigger's first poll comes when that poll says the next is due, instead of repeating it at once.
+    :param last_queue_position: the queue position the task saw with ``last_status``.
+    :param last_polled_at: when the task saw ``last_status``.
     """
 
     def __init__(
@@ -61,6 +66,9 @@ class KlingRequestTrigger(BaseTrigger):
         include_cost: bool = False,
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
+        last_status: str | None = None,
+        last_queue_position: int | None = None,
+        last_polled_at: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.request_id = request_id
@@ -72,6 +80,9 @@ class KlingRequestTrigger(BaseTrigger):
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = dict(hook_params or {})
+        self.last_status = last_status
+        self.last_queue_position = last_queue_position
+        self.last_polled_at = last_polled_at
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -86,6 +97,9 @@ class KlingRequestTrigger(BaseTrigger):
                 "include_cost": self.include_cost,
                 "cancel_on_kill": self.cancel_on_kill,
                 "hook_params": self.hook_params,
+                "last_status": self.last_status,
+                "last_queue_position": self.last_queue_position,
+                "last_polled_at": self.last_polled_at,
             },
         )
 
@@ -97,7 +111,6 @@ class KlingRequestTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_provider_kling.deadlines import WaitLimits, poll_seconds
         from airflow_provider_kling.exceptions import KlingError, KlingRequestTimeout
-        from airflow_provider_kling.models import RequestStatus
 
         rid = self.request_id
         limits = WaitLimits(self.deadline, self.queue_deadline)
@@ -112,6 +125,13 @@ class KlingRequestTrigger(BaseTrigger):
             async with self._hook() as hook:
                 progress = _ProgressLog(self)
                 by_result = False
+                seen = self._seen_by_task()
+                if seen is not None:  # the task polled just before deferring: go on from there
+                    state, position = seen
+                    progress.observe(state, position)
+                    by_result = _near_front(state, position)
+                    due = poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
+                    await asyncio.sleep(limits.sleep_seconds(max(due - (time.time() - (self.last_polled_at or 0)), 0)))
                 while True:
                     state, position, result = await self._poll(hook, by_result)
                     if result is not None:
@@ -130,12 +150,20 @@ class KlingRequestTrigger(BaseTrigger):
                         limits = limits.without_queue_limit()
                     # Far back in the queue, the status call tells the position (and so how long to
                     # sleep); nearer the front, the result call alone says whether it is done.
-                    by_result = by_result or not (state is RequestStatus.IN_QUEUE and (position or 0) > NEAR_FRONT)
+                    by_result = by_result or _near_front(state, position)
                     interval = poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
                     await asyncio.sleep(limits.sleep_seconds(interval))
         except KlingError as err:
             self.log.error("Waiting for Kling request %s failed: %s", rid, err)
             yield TriggerEvent(error_event(rid, "error", err))
+
+    def _seen_by_task(self) -> tuple[RequestStatus, int | None] | None:
+        """What the task saw before deferring, if it saw the request still waiting."""
+        from airflow_provider_kling.models import RequestStatus
+
+        if self.last_status not in (RequestStatus.IN_QUEUE.value, RequestStatus.IN_PROGRESS.value):
+            return None
+        return RequestStatus(self.last_status), self.last_queue_position
 
     async def _poll(self, hook: KlingAsyncHook, by_result: bool) -> tuple[RequestStatus, int | None, Any]:
         """
@@ -163,6 +191,20 @@ class KlingRequestTrigger(BaseTrigger):
         if self.cancel_on_kill:
             async with self._hook() as hook:
                 await hook.cancel_best_effort(self.request_id)
+
+
+def handoff_kwargs(status: Any, polled_at: float) -> dict[str, Any]:
+    """The trigger's ``last_*`` arguments from a task's last status call (a :class:`StatusResponse`)."""
+    return {
+        "last_status": status.status.value,
+        "last_queue_position": status.queue_position,
+        "last_polled_at": polled_at,
+    }
+
+
+def _near_front(state: RequestStatus, position: int | None) -> bool:
+    """Whether to poll the result call: running, or queued near the front (see :data:`NEAR_FRONT`)."""
+    return state.value != "in_queue" or (position or 0) <= NEAR_FRONT
 
 
 class _ProgressLog:

@@ -30,6 +30,7 @@ def test_deferrable_operator_hands_waiting_to_the_trigger(run_dag, sim, capfd, c
     assert "[DAG TEST] running trigger in line" in out
     assert xcoms(dag_run)[("generate", "result")]["cost"] == 0.5
     assert TOKEN not in out
+    assert sim.calls["status"] == 1  # the task's own: the trigger goes on from it, not repeating it
 
 
 def test_submit_only_returns_the_request_id_without_waiting(run_dag, sim):

@@ -47,6 +47,7 @@ def test_deferrable_sensor_defers_only_for_an_unfinished_request(run_dag, sim, c
     dag_run = run_dag("kling_sensor_deferrable")
     assert states(dag_run)["wait"] == "success"
     assert ("[DAG TEST] running trigger in line" in capfd.readouterr().out + caplog.text) is deferred
+    assert sim.calls["status"] == 1  # the sensor's poke; the trigger goes on from it
 
 
 @pytest.mark.parametrize("dag_id", ["kling_sensor_queue_limit_deferrable", "kling_sensor_queue_limit_poke"])

@@ -177,8 +177,31 @@ async def test_on_kill_can_be_switched_off(sim):
     assert sim.calls["cancel"] == 0
 
 
+async def test_trigger_goes_on_from_the_tasks_last_poll_without_repeating_it(sim, caplog, capfd):
+    rid = _submit(sim, Scenario(queue_seconds=0.3, run_seconds=0.2, queue_position=2))
+    seen = {"last_status": "in_queue", "last_queue_position": 2, "last_polled_at": time.time()}
+    with caplog.at_level(logging.INFO):
+        event = await _first_event(
+            KlingRequestTrigger(request_id=rid, poll_interval=0.2, hook_params=FAST_HOOK, **seen)
+        )
+    assert event["status"] == "success"
+    # Position 2 at 0.2 s a position: the first poll is due at 0.4 s, through the result call.
+    assert sim.calls["status"] == 0
+    assert 1 <= sim.calls["result"] <= 3
+    assert f"Kling request {rid} is in_queue at queue position 2 (0s waited)" in caplog.text + capfd.readouterr().out
+
+
+async def test_a_stale_hand_off_is_polled_at_once(sim):
+    # A triggerer restart recreates the trigger long after the task's poll: no sleep is left.
+    rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=0))
+    seen = {"last_status": "in_queue", "last_queue_position": 50, "last_polled_at": time.time() - 3600}
+    trigger = KlingRequestTrigger(request_id=rid, poll_interval=0.1, hook_params=FAST_HOOK, **seen)
+    event = await asyncio.wait_for(_first_event(trigger), timeout=2)  # position 50 alone would wait 5 s
+    assert event["status"] == "success"
+
+
 def test_serialize_round_trips_with_no_secret():
-    trigger = _trigger("req-1", deadline=1_900_000_000.0, include_cost=True)
+    trigger = _trigger("req-1", deadline=1_900_000_000.0, include_cost=True, last_status="in_queue")
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_kling.triggers.kling.KlingRequestTrigger"
     assert KlingRequestTrigger(**kwargs).serialize() == (classpath, kwargs)
