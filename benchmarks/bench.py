@@ -24,7 +24,10 @@ import time
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -38,7 +41,7 @@ RESULTS_START, RESULTS_END = "<!-- bench results -->", "<!-- end of bench result
 
 
 @contextmanager
-def simulator(*args: str):
+def simulator(*args: str) -> Iterator[str]:
     """The simulator CLI in its own process; yields its base URL."""
     with tempfile.TemporaryDirectory() as tmp:
         url_file = Path(tmp) / "url"
@@ -74,7 +77,8 @@ def child(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     )
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def rss_mb() -> float:
@@ -445,11 +449,11 @@ def main() -> None:
         page = REPO / "docs" / "performance.md"
         head, _, rest = page.read_text().partition(RESULTS_START)
         _, _, tail = rest.partition(RESULTS_END)
-        results = (
+        measured = (
             f"Measured by `make bench` on {date.today().isoformat()} ({machine}); peers side by side "
             f"in the same run. See `benchmarks/bench.py` for how.\n\n{table}\n"
         )
-        page.write_text(f"{head}{RESULTS_START}\n{results}{RESULTS_END}{tail}")
+        page.write_text(f"{head}{RESULTS_START}\n{measured}{RESULTS_END}{tail}")
         (REPO / "docs" / "triggerer-cpu.svg").write_text(bar_chart(bars, "Triggerer CPU seconds"))
 
 
