@@ -241,7 +241,7 @@ class KlingTextToVideoOperator(BaseOperator):
 
     def _defer_until_done(self, request_id: str, status: StatusResponse, *, polled_at: float) -> None:
         from airflow_provider_kling.deadlines import WaitLimits
-        from airflow_provider_kling.triggers.kling import KlingRequestTrigger, handoff_kwargs
+        from airflow_provider_kling.triggers.kling import KlingRequestTrigger, hand_off
 
         limits = WaitLimits.starting_now(self.timeout, self.queue_timeout)
         self.defer(
@@ -255,7 +255,7 @@ class KlingTextToVideoOperator(BaseOperator):
                 include_cost=self.include_cost,
                 cancel_on_kill=self.cancel_on_kill,
                 hook_params=self.hook_params,
-                **handoff_kwargs(status, polled_at),
+                **hand_off(self.log, request_id, status, polled_at),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),

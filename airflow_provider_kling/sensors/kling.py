@@ -123,8 +123,9 @@ class KlingRequestSensor(BaseSensorOperator):
         if done.is_done:
             return done.xcom_value
         from airflow_provider_kling.deadlines import WaitLimits
-        from airflow_provider_kling.triggers.kling import KlingRequestTrigger, handoff_kwargs
+        from airflow_provider_kling.triggers.kling import KlingRequestTrigger, hand_off
 
+        assert self._last_poll is not None  # poke() just made it
         deadline = WaitLimits.starting_now(self.timeout).deadline
         self.defer(
             trigger=KlingRequestTrigger(
@@ -137,7 +138,7 @@ class KlingRequestSensor(BaseSensorOperator):
                 include_cost=self.include_cost,
                 cancel_on_kill=self.cancel_on_kill,
                 hook_params=self.hook_params,
-                **(handoff_kwargs(*self._last_poll) if self._last_poll else {}),
+                **hand_off(self.log, self.request_id, *self._last_poll),
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),

@@ -123,12 +123,12 @@ class KlingRequestTrigger(BaseTrigger):
             )
         try:
             async with self._hook() as hook:
-                progress = _ProgressLog(self)
-                by_result = False
                 seen = self._seen_by_task()
+                # The task logged the state it handed over (on the worker, where a line is cheap).
+                progress = _ProgressLog(self, logged=seen[0] if seen else None)
+                by_result = False
                 if seen is not None:  # the task polled just before deferring: go on from there
                     state, position = seen
-                    progress.observe(state, position)
                     by_result = _near_front(state, position)
                     due = poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
                     await asyncio.sleep(limits.sleep_seconds(max(due - (time.time() - (self.last_polled_at or 0)), 0)))
@@ -193,13 +193,27 @@ class KlingRequestTrigger(BaseTrigger):
                 await hook.cancel_best_effort(self.request_id)
 
 
-def handoff_kwargs(status: Any, polled_at: float) -> dict[str, Any]:
-    """The trigger's ``last_*`` arguments from a task's last status call (a :class:`StatusResponse`)."""
+def hand_off(log: Any, request_id: str, status: Any, polled_at: float) -> dict[str, Any]:
+    """
+    Log, on the worker, the state a task hands to its trigger; return the trigger's ``last_*`` arguments.
+
+    :param status: the task's last :class:`StatusResponse`, made at ``polled_at`` (Unix seconds).
+    """
+    log.info(
+        "Kling request %s is %s: waiting in the triggerer",
+        request_id,
+        describe_state(status.status, status.queue_position),
+    )
     return {
         "last_status": status.status.value,
         "last_queue_position": status.queue_position,
         "last_polled_at": polled_at,
     }
+
+
+def describe_state(state: RequestStatus, queue_position: int | None) -> str:
+    """``in_queue at queue position 3``, ``in_progress``: a state as the logs name it."""
+    return f"{state.value} at queue position {queue_position}" if queue_position is not None else state.value
 
 
 def _near_front(state: RequestStatus, position: int | None) -> bool:
@@ -215,20 +229,18 @@ class _ProgressLog:
     is left to the event's message.
     """
 
-    def __init__(self, trigger: KlingRequestTrigger) -> None:
+    def __init__(self, trigger: KlingRequestTrigger, logged: RequestStatus | None = None) -> None:
         self._trigger = trigger
         self._started = time.monotonic()
-        self._last: str | None = None
+        self._last = logged
 
     def observe(self, state: RequestStatus, queue_position: int | None) -> None:
-        if state.value != self._last:
-            self._last = state.value
-            where = f" at queue position {queue_position}" if queue_position is not None else ""
+        if state is not self._last:
+            self._last = state
             self._trigger.log.info(
-                "Kling request %s is %s%s (%.0fs waited)",
+                "Kling request %s is %s (%.0fs waited)",
                 self._trigger.request_id,
-                state.value,
-                where,
+                describe_state(state, queue_position),
                 self.waited(),
             )
 

@@ -31,6 +31,7 @@ def test_deferrable_operator_hands_waiting_to_the_trigger(run_dag, sim, capfd, c
     assert xcoms(dag_run)[("generate", "result")]["cost"] == 0.5
     assert TOKEN not in out
     assert sim.calls["status"] == 1  # the task's own: the trigger goes on from it, not repeating it
+    assert "is in_queue at queue position 3: waiting in the triggerer" in out
 
 
 def test_submit_only_returns_the_request_id_without_waiting(run_dag, sim):

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from airflow_provider_kling.exceptions import KlingError
+from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.sensors.kling import KlingRequestSensor
 from airflow_provider_kling.testing import Scenario
-from tests.conftest import states, xcoms
+from tests.conftest import FAST_HOOK, states, xcoms
 
 
 @pytest.mark.parametrize("dag_id", ["kling_sensor_deferrable", "kling_sensor_poke"])
@@ -66,13 +69,17 @@ def test_sensor_execute_complete_rejects_junk():
         sensor.execute_complete(context={}, event={"status": "unknown"})
 
 
-def test_poke_interval_is_the_trigger_poll_interval(mocker):
+def test_deferring_hands_the_poke_interval_and_the_last_status_to_the_trigger(sim):
     from airflow.providers.common.compat.sdk import TaskDeferred
 
-    sensor = KlingRequestSensor(task_id="w", request_id="r", deferrable=True, poke_interval=7, timeout=60)
-    mocker.patch.object(KlingRequestSensor, "poke", return_value=mocker.Mock(is_done=False))
+    sim.script(Scenario(queue_seconds=30, queue_position=4))
+    with KlingHook(**FAST_HOOK) as hook:
+        rid = hook.submit({"prompt": "a heron at dawn"}).request_id
+    sensor = KlingRequestSensor(task_id="w", request_id=rid, deferrable=True, poke_interval=7, timeout=60)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context={})
     trigger = deferred.value.trigger
     assert trigger.poll_interval == 7
     assert trigger.deadline is not None
+    assert (trigger.last_status, trigger.last_queue_position) == ("in_queue", 4)
+    assert abs(trigger.last_polled_at - time.time()) < 5
