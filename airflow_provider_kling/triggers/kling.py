@@ -126,13 +126,19 @@ class KlingRequestTrigger(BaseTrigger):
                 seen = self._seen_by_task()
                 # The task logged the state it handed over (on the worker, where a line is cheap).
                 progress = _ProgressLog(self, logged=seen[0] if seen else None)
+                state, position = seen if seen else (None, None)
+                polled_at = self.last_polled_at or 0.0
                 by_result = False
-                if seen is not None:  # the task polled just before deferring: go on from there
-                    state, position = seen
-                    by_result = _near_front(state, position)
-                    due = poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
-                    await asyncio.sleep(limits.sleep_seconds(max(due - (time.time() - (self.last_polled_at or 0)), 0)))
                 while True:
+                    if state is not None:
+                        # Far back in the queue, the status call tells the position (and so how
+                        # long to sleep); nearer the front, the result call alone says whether it
+                        # is done. The next poll is due counted from the start of the last one, so
+                        # a slow answer does not push every later poll back.
+                        by_result = by_result or _near_front(state, position)
+                        due = polled_at + poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
+                        await asyncio.sleep(limits.sleep_seconds(max(due - time.time(), 0.0)))
+                    polled_at = time.time()
                     state, position, result = await self._poll(hook, by_result)
                     if result is not None:
                         # Airflow logs the event itself ("Trigger fired event"): its message says
@@ -148,11 +154,6 @@ class KlingRequestTrigger(BaseTrigger):
                             yield TriggerEvent(error_event(rid, "timeout", timeout))
                             return
                         limits = limits.without_queue_limit()
-                    # Far back in the queue, the status call tells the position (and so how long to
-                    # sleep); nearer the front, the result call alone says whether it is done.
-                    by_result = by_result or _near_front(state, position)
-                    interval = poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
-                    await asyncio.sleep(limits.sleep_seconds(interval))
         except KlingError as err:
             self.log.error("Waiting for Kling request %s failed: %s", rid, err)
             yield TriggerEvent(error_event(rid, "error", err))
