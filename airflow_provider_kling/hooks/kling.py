@@ -359,6 +359,12 @@ class KlingHook(_KlingHookBase):
         """Cancel a queued request; a running one answers ``not_cancellable`` and is still billed."""
         return self._call(CancelResponse, "POST", _request_path(request_id, "cancel"), request_id=request_id)
 
+    def poll(self, request_id: str, *, include_cost: bool = False) -> tuple[StatusResponse, ResultResponse | None]:
+        """One poll: the status, and the result once the request is finished (``None`` before)."""
+        status = self.get_status(request_id)
+        result = self.get_result(request_id, include_cost=include_cost) if status.status.is_finished else None
+        return status, result
+
     def wait(
         self,
         request_id: str,

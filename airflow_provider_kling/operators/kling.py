@@ -170,9 +170,8 @@ class KlingTextToVideoOperator(BaseOperator):
                 include_cost=self.include_cost,
             )
             return self._finish(context, result.require_video(request_id))
-        status = self.hook.get_status(request_id)
-        if status.status.is_finished:
-            finished = self.hook.get_result(request_id, include_cost=self.include_cost)
+        status, finished = self.hook.poll(request_id, include_cost=self.include_cost)
+        if finished is not None:
             return self._finish(context, finished.require_video(request_id))
         self._defer_until_done(request_id, status, polled_at=time.time())
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover

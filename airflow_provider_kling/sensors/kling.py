@@ -93,10 +93,9 @@ class KlingRequestSensor(BaseSensorOperator):
         return KlingHook(self.kling_conn_id, **self.hook_params)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        status = self.hook.get_status(self.request_id)
+        status, result = self.hook.poll(self.request_id, include_cost=self.include_cost)
         self._last_poll = (status, time.time())
-        if status.status.is_finished:
-            result = self.hook.get_result(self.request_id, include_cost=self.include_cost)
+        if result is not None:
             return PokeReturnValue(is_done=True, xcom_value=result.require_video(self.request_id))
         if not self._queue_limit_spent and self._queue_limits(context).passed(status.status) == "queue":
             self.hook.give_up(self.request_id, "queue")  # raises unless the request already runs
