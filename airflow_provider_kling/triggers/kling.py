@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from airflow_provider_kling.hooks.kling import KlingAsyncHook
-    from airflow_provider_kling.models import RequestStatus
+    from airflow_provider_kling.models import RequestStatus, StatusResponse
 
 #: ``status`` values of the events :class:`KlingRequestTrigger` yields.
 EVENT_SUCCESS = "success"
@@ -194,11 +194,11 @@ class KlingRequestTrigger(BaseTrigger):
                 await hook.cancel_best_effort(self.request_id)
 
 
-def hand_off(log: Any, request_id: str, status: Any, polled_at: float) -> dict[str, Any]:
+def hand_off(log: Any, request_id: str, status: StatusResponse, polled_at: float) -> dict[str, Any]:
     """
     Log, on the worker, the state a task hands to its trigger; return the trigger's ``last_*`` arguments.
 
-    :param status: the task's last :class:`StatusResponse`, made at ``polled_at`` (Unix seconds).
+    :param status: the task's last status answer, made at ``polled_at`` (Unix seconds).
     """
     log.info(
         "Kling request %s is %s: waiting in the triggerer",
@@ -219,7 +219,9 @@ def describe_state(state: RequestStatus, queue_position: int | None) -> str:
 
 def _near_front(state: RequestStatus, position: int | None) -> bool:
     """Whether to poll the result call: running, or queued near the front (see :data:`NEAR_FRONT`)."""
-    return state.value != "in_queue" or (position or 0) <= NEAR_FRONT
+    from airflow_provider_kling.models import RequestStatus
+
+    return state is not RequestStatus.IN_QUEUE or (position or 0) <= NEAR_FRONT
 
 
 class _ProgressLog:
