@@ -8,8 +8,10 @@
     kling download REQUEST_ID ./kite.mp4
 
 Credentials come from ``RUNCOMFY_API_TOKEN`` (and ``RUNCOMFY_BASE_URL``, for another endpoint)
-when set, else from an Airflow connection (``--conn-id``, default ``kling_default``). The token
-is never printed. Exit codes: 0 done, 1 a Kling error or an unsuccessful generation, 2 bad usage.
+when set, else from an Airflow connection (``--conn-id``, default ``kling_default``); an explicit
+``--conn-id`` wins. The token is never printed. Ctrl-C while ``submit --wait`` waits cancels the
+request it submitted if it is still queued (free), or says that it runs and will be billed.
+Exit codes: 0 done, 1 a Kling error or an unsuccessful generation, 2 bad usage, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -35,12 +37,24 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import ResultResponse, StatusResponse
+    from airflow_provider_kling.models import ResultResponse
+    from airflow_provider_kling.wait_plan import Seen
 
 TOKEN_ENV = "RUNCOMFY_API_TOKEN"
 BASE_URL_ENV = "RUNCOMFY_BASE_URL"
 #: The connection id under which a token from the environment is used.
 ENV_CONN_ID = "kling_cli_env"
+#: The exit code of a command stopped by Ctrl-C, as shells report SIGINT.
+EXIT_INTERRUPTED = 130
+
+
+class Interrupted(Exception):
+    """Ctrl-C while a request was submitted or waited for."""
+
+    def __init__(self, request_id: str | None, *, submitted_here: bool) -> None:
+        super().__init__(request_id)
+        self.request_id = request_id
+        self.submitted_here = submitted_here
 
 
 class ProgressDisplay:
@@ -56,15 +70,15 @@ class ProgressDisplay:
         self.interactive = stream.isatty()
         self._last = ""
 
-    def __call__(self, status: StatusResponse) -> None:
-        state = status.status.value
-        if status.queue_position is not None and not status.status.is_finished:
-            state += f", queue position {status.queue_position}"
+    def __call__(self, seen: Seen) -> None:
+        state = seen.state.value
+        if seen.queue_position is not None and not seen.state.is_finished:
+            state += f", queue position {seen.queue_position}"
         line = f"{self.request_id}: {state}"
         elapsed = f" ({time.monotonic() - self.started:.0f} s)"
         if self.interactive:
             self.stream.write(f"\r\033[K{line}{elapsed}")
-            if status.status.is_finished:
+            if seen.state.is_finished:
                 self.stream.write("\n")
         elif line != self._last:
             self.stream.write(f"{line}{elapsed}\n")
@@ -76,7 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kling", description="Kling video generation through RunComfy's Model API.")
     parser.add_argument(
         "--conn-id",
-        help=f"Airflow connection to use (default {DEFAULT_CONN_ID}; ignored when {TOKEN_ENV} is set)",
+        help=(
+            f"Airflow connection to use; without it, {TOKEN_ENV} (and {BASE_URL_ENV}) when set, else {DEFAULT_CONN_ID}"
+        ),
     )
     parser.add_argument("--json", action="store_true", help="print the answer as JSON on stdout")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--cfg-scale", type=float, help="prompt adherence, 0 to 1")
     submit.add_argument("--model", default=KLING_TEXT_TO_VIDEO_MODEL, help="RunComfy model path")
     submit.add_argument("--input", dest="input_json", help="the whole input as a JSON object (for other models)")
-    _add_wait_options(submit, "wait for the generation to finish and print its result")
+    _add_wait_options(
+        submit, "wait for the generation to finish and print its result; Ctrl-C cancels it while it is queued"
+    )
 
     for name, text in (("status", "print a request's state"), ("cancel", "cancel a queued request (free)")):
         commands.add_parser(name, help=text).add_argument("request_id")
@@ -120,10 +138,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             with _hook(args.conn_id) as hook:
-                answer = COMMANDS[args.command](hook, args)
+                try:
+                    answer = COMMANDS[args.command](hook, args)
+                except Interrupted as stop:
+                    return _interrupted(hook, stop)
         except KlingError as err:
             print(f"kling {args.command}: {err}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:
+            print(f"kling {args.command}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
     _print(answer, as_json=args.json)
     return 1 if answer.get("status") in ("failed", "cancelled") and args.command != "cancel" else 0
 
@@ -174,11 +198,14 @@ def _submit(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
             raise KlingInputError(f"--input: must be a JSON object ({err})") from None
     # Flags left out take the model's defaults; --input goes over them, as the operator's input does.
     data = input_body(args.model, {key: value for key, value in flags.items() if value is not None}, extra)
-    submitted = hook.submit(data, model=args.model)
+    try:
+        submitted = hook.submit(data, model=args.model)
+    except KeyboardInterrupt:
+        raise Interrupted(None, submitted_here=True) from None
     print(f"Submitted {args.model}: request {submitted.request_id} (billed once it runs)", file=sys.stderr)
     if not args.wait:
         return {"request_id": submitted.request_id, "status": "in_queue"}
-    return _finished(hook, submitted.request_id, args).as_dict()
+    return _finished(hook, submitted.request_id, args, submitted_here=True).as_dict()
 
 
 def _status(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
@@ -204,15 +231,72 @@ def _download(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finished(
-    hook: KlingHook, request_id: str, args: argparse.Namespace, *, include_cost: bool = False
+    hook: KlingHook,
+    request_id: str,
+    args: argparse.Namespace,
+    *,
+    include_cost: bool = False,
+    submitted_here: bool = False,
 ) -> ResultResponse:
-    return hook.wait(
-        request_id,
-        poll_interval=args.poll_interval,
-        timeout=args.timeout,
-        include_cost=include_cost,
-        on_status=ProgressDisplay(sys.stderr, request_id),
+    try:
+        return hook.wait(
+            request_id,
+            poll_interval=args.poll_interval,
+            timeout=args.timeout,
+            include_cost=include_cost,
+            on_progress=ProgressDisplay(sys.stderr, request_id),
+        )
+    except KeyboardInterrupt:
+        raise Interrupted(request_id, submitted_here=submitted_here) from None
+
+
+def _interrupted(hook: KlingHook, stop: Interrupted) -> int:
+    """
+    Ctrl-C: cancel the request this command submitted while it is still queued, as RunComfy's own
+    CLI does; one it only watched goes on. Either way, say what becomes of it and how to check.
+    """
+    from airflow_provider_kling.exceptions import KlingError
+    from airflow_provider_kling.states import CancelOutcome
+
+    rid = stop.request_id
+    print(file=sys.stderr)
+    if rid is None:
+        print(
+            "Interrupted during the submit: a request may have been created and billed; check your RunComfy "
+            "request history before submitting again.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    check = f"Check on it with `kling status {rid}`; fetch the video with `kling download {rid} FILE`."
+    if not stop.submitted_here:
+        print(
+            f"Stopped waiting for Kling request {rid}; it goes on. `kling cancel {rid}` cancels it while it is queued.",
+            file=sys.stderr,
+        )
+        print(check, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    try:
+        outcome = hook.cancel(rid).outcome
+    except (KlingError, KeyboardInterrupt) as err:
+        why = "interrupted again" if isinstance(err, KeyboardInterrupt) else str(err)
+        print(
+            f"Interrupted: could not cancel Kling request {rid} ({why}); it may still run and be billed.",
+            file=sys.stderr,
+        )
+        print(f"`kling cancel {rid}` tries again. {check}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if outcome is CancelOutcome.CANCELLED:
+        print(
+            f"Interrupted: cancelled Kling request {rid} while it was still queued; it will not be billed.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    print(
+        f"Interrupted: Kling request {rid} is already running (not_cancellable): it goes on and will be billed.",
+        file=sys.stderr,
     )
+    print(check, file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 COMMANDS = {"submit": _submit, "status": _status, "result": _result, "cancel": _cancel, "download": _download}

@@ -1,22 +1,27 @@
 """
 Everything the provider raises, rooted at :class:`KlingError`.
 
-HTTP failures (:class:`KlingAPIError` and its subclasses, :class:`KlingConnectionError`) are kept
-apart from generation outcomes (:class:`KlingRequestFailed`, :class:`KlingRequestCancelled`,
-:class:`KlingRequestTimeout`), so callers branch on types, never on message text.
+Talking to RunComfy failed (:class:`KlingAPIError` and its subclasses, :class:`KlingConnectionError`,
+:class:`KlingHTTPTimeoutError`), or a generation ended without a video
+(:class:`KlingGenerationError`: :class:`KlingRequestFailed`, :class:`KlingRequestCancelled`,
+:class:`KlingWaitTimeout`): callers branch on these types, never on message text.
 
 Every error carries its details as plain data (``fields``), so it crosses a trigger event or a
-pickle and comes back as the same type with the same details.
+pickle and comes back as the same type with the same details. This module imports nothing else of
+the provider's: which answer becomes which error is decided where answers are read
+(:mod:`airflow_provider_kling.hooks.responses`).
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
-from airflow_provider_kling.constants import BODY_EXCERPT_CHARS
+#: Characters of a server answer quoted in an error message.
+BODY_EXCERPT_CHARS = 300
 
 
 def excerpt(text: str, limit: int = BODY_EXCERPT_CHARS) -> str:
@@ -46,7 +51,9 @@ class KlingError(AirflowException):
     @staticmethod
     def from_event(data: dict[str, Any]) -> KlingError:
         """Rebuild an error sent by :meth:`to_event`; an unknown type comes back as :class:`KlingError`."""
-        cls = getattr(sys.modules[__name__], str(data.get("error_type")), None)
+        name = str(data.get("error_type"))
+        # Events written before a rename name the old class: read them as the new one.
+        cls = getattr(sys.modules[__name__], _RENAMED.get(name, name), None)
         if not (isinstance(cls, type) and issubclass(cls, KlingError)):
             cls = KlingError
         raw_fields = data.get("fields")
@@ -78,8 +85,8 @@ class KlingConnectionError(KlingError):
         super().__init__(message, request_sent=request_sent)
 
 
-class KlingTimeoutError(KlingConnectionError):
-    """RunComfy did not answer within the configured timeout."""
+class KlingHTTPTimeoutError(KlingConnectionError):
+    """One HTTP call got no connection or no answer within its timeout (``connect_timeout``, ``read_timeout``)."""
 
 
 class KlingSubmitOutcomeUnknownError(KlingError, AirflowFailException):
@@ -140,31 +147,6 @@ class KlingAPIError(KlingError):
         return " | ".join(parts)
 
     @classmethod
-    def from_response(
-        cls,
-        status_code: int,
-        body: str,
-        *,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> KlingAPIError:
-        """Build the most specific error for an answer RunComfy sent instead of a success."""
-        from airflow_provider_kling.models import ErrorBody
-
-        error = ErrorBody.parse(body)
-        error_code = error.error_code if error else None
-        error_cls = _ERROR_CODE_CLASSES.get(error_code or 0) or _status_class(status_code)
-        message = (error.error_message if error else None) or error_cls.default_message()
-        return error_cls(
-            message,
-            status_code=status_code,
-            error_code=error_code,
-            request_id=request_id,
-            body=body,
-            retry_after=retry_after,
-        )
-
-    @classmethod
     def default_message(cls) -> str:
         return (cls.__doc__ or "RunComfy answered with an error.").strip().splitlines()[0]
 
@@ -218,35 +200,9 @@ class KlingMalformedResponseError(KlingAPIError):
     """RunComfy's answer could not be read (not JSON, missing fields, unknown values)."""
 
 
-_ERROR_CODE_CLASSES: dict[int, type[KlingAPIError]] = {
-    400001: KlingInvalidModelError,
-    400002: KlingInsufficientBalanceError,
-    400004: KlingAuthenticationError,
-    403001: KlingPermissionError,
-    404001: KlingNotFoundError,
-}
-
-_STATUS_CLASSES: dict[int, type[KlingAPIError]] = {
-    400: KlingBadRequestError,
-    401: KlingAuthenticationError,
-    402: KlingInsufficientBalanceError,
-    403: KlingPermissionError,
-    404: KlingNotFoundError,
-    422: KlingBadRequestError,
-    429: KlingRateLimitError,
-}
-
-
-def _status_class(status_code: int) -> type[KlingAPIError]:
-    if status_code >= 500 or 200 <= status_code < 300:
-        # A 200 carrying an error_code is a server-side failure the docs say to retry.
-        return KlingServerError
-    return _STATUS_CLASSES.get(status_code, KlingAPIError)
-
-
-class KlingRequestError(KlingError):
+class KlingGenerationError(KlingError):
     """
-    A generation request ended without a video.
+    A generation request ended without a video, or was given up on: an outcome, not a transport fault.
 
     :param request_id: the generation request.
     :param result: the result body RunComfy returned, when there is one.
@@ -258,13 +214,32 @@ class KlingRequestError(KlingError):
         super().__init__(message, request_id=request_id, result=result)
 
 
-class KlingRequestFailed(KlingRequestError):
+class KlingRequestFailed(KlingGenerationError):
     """Kling finished the request but the generation failed."""
 
 
-class KlingRequestCancelled(KlingRequestError):
+class KlingRequestCancelled(KlingGenerationError):
     """The request was cancelled before it produced a video."""
 
 
-class KlingRequestTimeout(KlingRequestError):
-    """The request did not finish before the deadline."""
+class KlingWaitTimeout(KlingGenerationError):
+    """Waiting for the request stopped at a limit (``timeout``, ``queue_timeout``) before it finished."""
+
+
+#: Names of the previous release, kept one release for code that imports them.
+_RENAMED = {
+    "KlingTimeoutError": "KlingHTTPTimeoutError",
+    "KlingRequestTimeout": "KlingWaitTimeout",
+    "KlingRequestError": "KlingGenerationError",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        warnings.warn(
+            f"{name} is deprecated and will be removed in the next release: use {_RENAMED[name]}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[_RENAMED[name]]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

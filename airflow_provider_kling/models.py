@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from enum import Enum
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -23,6 +22,12 @@ from airflow_provider_kling.exceptions import (
     KlingRequestCancelled,
     KlingRequestFailed,
 )
+from airflow_provider_kling.states import CancelOutcome as CancelOutcome
+from airflow_provider_kling.states import RequestStatus as RequestStatus
+from airflow_provider_kling.states import ResultStatus as ResultStatus
+
+if TYPE_CHECKING:
+    from typing_extensions import NotRequired
 
 PROMPT_MAX_CHARS = 2500
 DURATIONS = (5, 10)
@@ -175,37 +180,23 @@ def _describe_input_errors(model: str, input_model: type[BaseModel], err: Valida
 # --- responses -------------------------------------------------------------------------------
 
 
-class RequestStatus(str, Enum):
-    """``status`` of the status call. ``completed`` means finished, not succeeded."""
+class KlingResult(TypedDict):
+    """
+    The result of a succeeded request as tasks pass it on: the sensor's return value, the
+    operator's XCom ``result``, the success event of the trigger. JSON-able.
+    """
 
-    IN_QUEUE = "in_queue"
-    IN_PROGRESS = "in_progress"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_finished(self) -> bool:
-        """Whether the request will not change any more (its result is final)."""
-        return self in (RequestStatus.COMPLETED, RequestStatus.CANCELLED)
-
-
-class ResultStatus(str, Enum):
-    """``status`` of the result call: another set than the status call's."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    IN_QUEUE = "in_queue"
-    IN_PROGRESS = "in_progress"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (ResultStatus.SUCCEEDED, ResultStatus.FAILED, ResultStatus.CANCELLED)
-
-
-class CancelOutcome(str, Enum):
-    CANCELLED = "cancelled"
-    NOT_CANCELLABLE = "not_cancellable"
+    request_id: str
+    status: str
+    """``succeeded``."""
+    video_url: str
+    """The video to copy; RunComfy does not say how long it stays valid."""
+    output: dict[str, Any]
+    """Every media URL of the output (``video``, ``videos``, ``image``...)."""
+    created_at: str | None
+    finished_at: str | None
+    cost: NotRequired[Any]
+    """What the request cost, when asked for (``include_cost``)."""
 
 
 class ResponseBody(BaseModel):
@@ -310,7 +301,7 @@ class ResultResponse(ResponseBody):
             return str(error)
         return "no reason given by RunComfy"
 
-    def require_video(self, request_id: str) -> dict[str, Any]:
+    def require_video(self, request_id: str) -> KlingResult:
         """
         Return the JSON-able summary of a succeeded request, or raise for any other outcome.
 
@@ -338,7 +329,7 @@ class ResultResponse(ResponseBody):
                 request_id=rid,
                 body=self._raw,
             )
-        summary: dict[str, Any] = {
+        summary: KlingResult = {
             "request_id": rid,
             "status": self.status.value,
             "video_url": video_url,

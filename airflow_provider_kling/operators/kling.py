@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
@@ -17,26 +15,23 @@ from airflow_provider_kling.constants import (
     KLING_TEXT_TO_VIDEO_MODEL,
 )
 from airflow_provider_kling.links.kling import KlingVideoLink
+from airflow_provider_kling.wait_plan import WaitLimits
+from airflow_provider_kling.waiting import KlingWaitingMixin
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_kling.hooks.kling import KlingHook
-    from airflow_provider_kling.models import StatusResponse
+    from airflow_provider_kling.models import KlingResult
     from airflow_provider_kling.resume import RequestRecord
-
-#: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
-#: Airflow's timeout skips ``execute_complete`` and ``on_kill``, so the trigger must act first.
-DEFERRAL_TIMEOUT_MARGIN = 300.0
 
 
 def default_deferrable() -> bool:
     return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
-class KlingTextToVideoOperator(BaseOperator):
+class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
     """
     Submit a Kling 1.6 Pro text-to-video generation to RunComfy; return its ``request_id``.
 
@@ -62,13 +57,16 @@ class KlingTextToVideoOperator(BaseOperator):
     :param max_poll_interval: while the request is far back in the queue, checks are
         ``poll_interval`` times its queue position apart, at most this many seconds.
     :param timeout: seconds to wait for the video; past it a queued request is cancelled and
-        the task fails.
+        the task fails. When deferred, ``execution_timeout`` is enforced the same way (Airflow
+        does not enforce it while a task is deferred).
     :param queue_timeout: seconds the request may stay queued before it is cancelled (free: a
         queued request is not billed) and the task fails; ``None`` for no separate limit.
     :param resume: on a retry, resume the request an earlier try of this task submitted when it is
         queued, running or succeeded (same model and input), instead of paying for a new one.
     :param include_cost: ask RunComfy for the request's cost in the result.
-    :param cancel_on_kill: cancel a queued request when the task is stopped by a user.
+    :param cancel_on_kill: cancel a queued request when the task is stopped by a user. Whatever
+        this says, a wait that ends without a video (a timeout, or an error on the last try)
+        cancels a queued request that nobody would wait for any more.
     :param hook_params: extra keyword arguments for the hook (timeouts, retries).
     """
 
@@ -128,13 +126,22 @@ class KlingTextToVideoOperator(BaseOperator):
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = hook_params or {}
-        self._waiting_on: str | None = None
 
-    @cached_property
-    def hook(self) -> KlingHook:
-        from airflow_provider_kling.hooks.kling import KlingHook
+    @property
+    def wait_interval(self) -> float:
+        return float(self.poll_interval)
 
-        return KlingHook(self.kling_conn_id, **self.hook_params)
+    @property
+    def wait_timeout(self) -> float | None:
+        return self.timeout
+
+    def retry_waits_for_same_request(self) -> bool:
+        return self.resume
+
+    def request_id_on_resume(self, context: Context) -> str | None:
+        ti = context["ti"]
+        value = ti.xcom_pull(task_ids=ti.task_id, key="request_id", map_indexes=ti.map_index)
+        return value if isinstance(value, str) else None
 
     def build_input(self) -> dict[str, Any]:
         """The validated JSON body to submit.
@@ -159,22 +166,16 @@ class KlingTextToVideoOperator(BaseOperator):
         if not self.wait_for_completion:
             self._forget_request(context)
             return request_id
-        self._waiting_on = request_id
-        if not self.deferrable:
-            result = self.hook.wait(
-                request_id,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
-                timeout=self.timeout,
-                queue_timeout=self.queue_timeout,
-                include_cost=self.include_cost,
-            )
-            return self._finish(context, result.require_video(request_id))
-        status, finished = self.hook.poll(request_id, include_cost=self.include_cost)
-        if finished is not None:
-            return self._finish(context, finished.require_video(request_id))
-        self._defer_until_done(request_id, status, polled_at=time.time())
-        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
+        with self._every_exit_cancels(context, request_id):
+            if self.deferrable:
+                limits = self.deferral_limits(
+                    context, WaitLimits.starting(time.time(), None, self.queue_timeout).queue_deadline
+                )
+                result = self.check_then_defer(context, request_id, limits)
+            else:
+                limits = WaitLimits.starting(time.time(), self.timeout, self.queue_timeout)
+                result = self.wait_on_worker(request_id, self.wait_plan(limits))
+        return self._finish(context, result)
 
     def _submit_or_resume(self, context: Context, body: dict[str, Any]) -> str:
         """Resume the request of an earlier try when it can be, else submit (and record it at once)."""
@@ -199,7 +200,7 @@ class KlingTextToVideoOperator(BaseOperator):
     def _resumable_request(self, recorded: dict[str, Any] | None, fingerprint: str) -> str | None:
         """The request an earlier try submitted, if it is queued, running or succeeded."""
         from airflow_provider_kling.exceptions import KlingNotFoundError
-        from airflow_provider_kling.models import ResultStatus
+        from airflow_provider_kling.states import ResultStatus
 
         recorded = recorded or {}
         request_id = str(recorded.get("request_id") or "")
@@ -238,42 +239,14 @@ class KlingTextToVideoOperator(BaseOperator):
         except Exception as err:  # noqa: BLE001 - the video is done; a stale record only costs a status call
             self.log.warning("Could not drop the record of the submitted Kling request: %s", err)
 
-    def _defer_until_done(self, request_id: str, status: StatusResponse, *, polled_at: float) -> None:
-        from airflow_provider_kling.deadlines import WaitLimits
-        from airflow_provider_kling.triggers.kling import KlingRequestTrigger, hand_off
-
-        limits = WaitLimits.starting_now(self.timeout, self.queue_timeout)
-        self.defer(
-            trigger=KlingRequestTrigger(
-                request_id=request_id,
-                kling_conn_id=self.kling_conn_id,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
-                deadline=limits.deadline,
-                queue_deadline=limits.queue_deadline,
-                include_cost=self.include_cost,
-                cancel_on_kill=self.cancel_on_kill,
-                hook_params=self.hook_params,
-                **hand_off(self.log, request_id, status, polled_at),
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + DEFERRAL_TIMEOUT_MARGIN),
-        )
-
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger fired: return the ``request_id``, or raise its typed error."""
         from airflow_provider_kling.triggers.kling import result_from_event
 
-        result = result_from_event(event)
-        return self._finish(context, result)
+        return self._finish(context, result_from_event(event))
 
-    def _finish(self, context: Context, result: dict[str, Any]) -> str:
-        self._waiting_on = None
+    def _finish(self, context: Context, result: KlingResult) -> str:
         context["ti"].xcom_push(key="result", value=result)
         self._forget_request(context)
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
         return str(result["request_id"])
-
-    def on_kill(self) -> None:
-        if self.cancel_on_kill and self._waiting_on:
-            self.hook.cancel_best_effort(self._waiting_on)

@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
+from airflow_provider_kling.exceptions import (
+    KlingError,
+    KlingRequestCancelled,
+    KlingRequestFailed,
+    KlingWaitTimeout,
+)
+from airflow_provider_kling.states import RequestStatus
+from airflow_provider_kling.wait_plan import PollSettings, Seen, WaitLimits, WaitPlan
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from airflow_provider_kling.hooks.kling import KlingAsyncHook
-    from airflow_provider_kling.models import RequestStatus, StatusResponse
+    from airflow_provider_kling.models import KlingResult, ResultResponse
 
 #: ``status`` values of the events :class:`KlingRequestTrigger` yields.
 EVENT_SUCCESS = "success"
 EVENT_STATUSES = (EVENT_SUCCESS, "failed", "cancelled", "timeout", "error")
-#: Queue positions up to this one are polled through the result call (the position no longer
-#: changes the polling interval much); further back, through the status call.
-NEAR_FRONT = 5
 #: Whether this Airflow calls a trigger's ``on_kill`` when a user stops a deferred task (3.3+).
 TRIGGER_ON_KILL = "on_kill" in vars(BaseTrigger)
 
@@ -31,14 +35,15 @@ class KlingRequestTrigger(BaseTrigger):
     Poll a RunComfy request until it finishes, then fire one event with its outcome.
 
     The event is ``{"status": "success", "request_id", "message", "result"}`` with the
-    JSON-able result summary, or ``{"status": "failed" | "cancelled" | "timeout" | "error",
-    "request_id", "message", "error"}`` where ``error`` rebuilds the typed exception
-    (:meth:`~airflow_provider_kling.exceptions.KlingError.from_event`).
+    :class:`~airflow_provider_kling.models.KlingResult`, or ``{"status": "failed" | "cancelled" |
+    "timeout" | "error", "request_id", "message", "error"}`` where ``error`` rebuilds the typed
+    exception (:meth:`~airflow_provider_kling.exceptions.KlingError.from_event`). It polls as the
+    :class:`~airflow_provider_kling.wait_plan.WaitPlan` says, like every other waiter.
 
     :param request_id: the RunComfy request to wait for.
     :param kling_conn_id: the ``kling`` connection; only its id is serialized, never the token.
-    :param poll_interval: seconds between status calls.
-    :param max_poll_interval: while the request is far back in the queue, status calls are
+    :param poll_interval: seconds between polls.
+    :param max_poll_interval: while the request is far back in the queue, polls are
         ``poll_interval`` times its queue position apart, at most this many seconds.
     :param deadline: absolute time (Unix seconds) after which waiting stops: a queued request is
         cancelled and the event is ``timeout``. Absolute, so a triggerer restart does not extend it.
@@ -46,11 +51,12 @@ class KlingRequestTrigger(BaseTrigger):
         cancelled (free) and the event is ``timeout``; a running request is not bound by it.
     :param include_cost: ask the result call for the request's ``cost``.
     :param cancel_on_kill: cancel a queued request when a user marks the task failed, success
-        or clears it (Airflow 3.3+ calls ``on_kill``; a triggerer restart does not).
+        or clears it (Airflow 3.3+ calls ``on_kill``; a triggerer restart or a move to another
+        triggerer does not).
     :param hook_params: extra keyword arguments for :class:`KlingAsyncHook` (timeouts, retries).
-    :param last_status: the status the task saw just before deferring (``in_queue`` or
+    :param last_status: the state the task saw just before deferring (``in_queue`` or
         ``in_progress``); with ``last_queue_position`` and ``last_polled_at`` (Unix seconds), the
-        trigger's first poll comes when that poll says the next is due, instead of repeating it at once.
+        trigger's first poll comes when the plan says the next is due, instead of repeating it at once.
     :param last_queue_position: the queue position the task saw with ``last_status``.
     :param last_polled_at: when the task saw ``last_status``.
     """
@@ -84,6 +90,34 @@ class KlingRequestTrigger(BaseTrigger):
         self.last_queue_position = last_queue_position
         self.last_polled_at = last_polled_at
 
+    @classmethod
+    def continuing(
+        cls,
+        request_id: str,
+        plan: WaitPlan,
+        seen: Seen,
+        *,
+        kling_conn_id: str = DEFAULT_CONN_ID,
+        include_cost: bool = False,
+        cancel_on_kill: bool = True,
+        hook_params: dict[str, Any] | None = None,
+    ) -> KlingRequestTrigger:
+        """The trigger that goes on with ``plan`` from a task's last poll (``seen``): the one way tasks defer."""
+        return cls(
+            request_id=request_id,
+            kling_conn_id=kling_conn_id,
+            poll_interval=plan.settings.interval,
+            max_poll_interval=plan.settings.max_interval,
+            deadline=plan.limits.deadline,
+            queue_deadline=plan.limits.queue_deadline,
+            include_cost=include_cost,
+            cancel_on_kill=cancel_on_kill,
+            hook_params=hook_params,
+            last_status=seen.state.value,
+            last_queue_position=seen.queue_position,
+            last_polled_at=seen.at,
+        )
+
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
@@ -103,17 +137,26 @@ class KlingRequestTrigger(BaseTrigger):
             },
         )
 
+    @property
+    def plan(self) -> WaitPlan:
+        """The rules of this wait, rebuilt from the serialized arguments."""
+        return WaitPlan(
+            PollSettings(self.poll_interval, self.max_poll_interval), WaitLimits(self.deadline, self.queue_deadline)
+        )
+
+    def seen_by_task(self) -> Seen | None:
+        """What the task saw before deferring, if it saw the request still waiting."""
+        if self.last_status not in (RequestStatus.IN_QUEUE.value, RequestStatus.IN_PROGRESS.value):
+            return None
+        return Seen(RequestStatus(self.last_status), self.last_queue_position, self.last_polled_at or 0.0)
+
     def _hook(self) -> KlingAsyncHook:
         from airflow_provider_kling.hooks.kling import KlingAsyncHook
 
         return KlingAsyncHook(self.kling_conn_id, **self.hook_params)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_provider_kling.deadlines import WaitLimits, poll_seconds
-        from airflow_provider_kling.exceptions import KlingError, KlingRequestTimeout
-
         rid = self.request_id
-        limits = WaitLimits(self.deadline, self.queue_deadline)
         if self.cancel_on_kill and not TRIGGER_ON_KILL:
             self.log.info(
                 "This Airflow does not tell triggers when a user stops a deferred task (Airflow 3.3+ does): "
@@ -121,107 +164,30 @@ class KlingRequestTrigger(BaseTrigger):
                 rid,
                 rid,
             )
+        seen = self.seen_by_task()
+        # The task logged the state it handed over (on the worker, where a line is cheap).
+        progress = _ProgressLog(self, logged=seen.state if seen else None)
         try:
             async with self._hook() as hook:
-                seen = self._seen_by_task()
-                # The task logged the state it handed over (on the worker, where a line is cheap).
-                progress = _ProgressLog(self, logged=seen[0] if seen else None)
-                state, position = seen if seen else (None, None)
-                polled_at = self.last_polled_at or 0.0
-                by_result = False
-                while True:
-                    if state is not None:
-                        # Far back in the queue, the status call tells the position (and so how
-                        # long to sleep); nearer the front, the result call alone says whether it
-                        # is done. The next poll is due counted from the start of the last one, so
-                        # a slow answer does not push every later poll back.
-                        by_result = by_result or _near_front(state, position)
-                        due = polled_at + poll_seconds(state, position, self.poll_interval, self.max_poll_interval)
-                        await asyncio.sleep(limits.sleep_seconds(max(due - time.time(), 0.0)))
-                    polled_at = time.time()
-                    state, position, result = await self._poll(hook, by_result)
-                    if result is not None:
-                        # Airflow logs the event itself ("Trigger fired event"): its message says
-                        # how long the wait took, so the outcome needs no line of its own here.
-                        yield TriggerEvent(outcome_event(rid, result, waited=progress.waited()))
-                        return
-                    progress.observe(state, position)
-                    limit = limits.passed(state)
-                    if limit is not None:
-                        try:
-                            await hook.give_up(rid, limit)
-                        except KlingRequestTimeout as timeout:
-                            yield TriggerEvent(error_event(rid, "timeout", timeout))
-                            return
-                        limits = limits.without_queue_limit()
+                result = await hook.follow(
+                    rid, self.plan, seen=seen, include_cost=self.include_cost, on_progress=progress.observe
+                )
+        except KlingWaitTimeout as timeout:
+            yield TriggerEvent(error_event(rid, "timeout", timeout))
+            return
         except KlingError as err:
             self.log.error("Waiting for Kling request %s failed: %s", rid, err)
             yield TriggerEvent(error_event(rid, "error", err))
-
-    def _seen_by_task(self) -> tuple[RequestStatus, int | None] | None:
-        """What the task saw before deferring, if it saw the request still waiting."""
-        from airflow_provider_kling.models import RequestStatus
-
-        if self.last_status not in (RequestStatus.IN_QUEUE.value, RequestStatus.IN_PROGRESS.value):
-            return None
-        return RequestStatus(self.last_status), self.last_queue_position
-
-    async def _poll(self, hook: KlingAsyncHook, by_result: bool) -> tuple[RequestStatus, int | None, Any]:
-        """
-        One poll: the state, the queue position (status call only) and the final result, if any.
-
-        The result call answers ``in_queue``/``in_progress`` until the request is done, then the
-        result itself, so polling it directly saves the separate call after the last status.
-        """
-        from airflow_provider_kling.models import RequestStatus, ResultStatus
-
-        if by_result:
-            result = await hook.get_result(self.request_id, include_cost=self.include_cost)
-            if result.status is ResultStatus.CANCELLED:
-                return RequestStatus.CANCELLED, None, result
-            if result.status.is_terminal:
-                return RequestStatus.COMPLETED, None, result
-            return RequestStatus(result.status.value), None, None
-        status = await hook.get_status(self.request_id)
-        if status.status.is_finished:
-            return status.status, None, await hook.get_result(self.request_id, include_cost=self.include_cost)
-        return status.status, status.queue_position, None
+            return
+        # Airflow logs the event itself ("Trigger fired event"): its message says how long the
+        # wait took, so the outcome needs no line of its own here.
+        yield TriggerEvent(outcome_event(rid, result, waited=progress.waited()))
 
     async def on_kill(self) -> None:
         """Cancel the request when a user stops the task (not on a triggerer restart)."""
         if self.cancel_on_kill:
             async with self._hook() as hook:
                 await hook.cancel_best_effort(self.request_id)
-
-
-def hand_off(log: Any, request_id: str, status: StatusResponse, polled_at: float) -> dict[str, Any]:
-    """
-    Log, on the worker, the state a task hands to its trigger; return the trigger's ``last_*`` arguments.
-
-    :param status: the task's last status answer, made at ``polled_at`` (Unix seconds).
-    """
-    log.info(
-        "Kling request %s is %s: waiting in the triggerer",
-        request_id,
-        describe_state(status.status, status.queue_position),
-    )
-    return {
-        "last_status": status.status.value,
-        "last_queue_position": status.queue_position,
-        "last_polled_at": polled_at,
-    }
-
-
-def describe_state(state: RequestStatus, queue_position: int | None) -> str:
-    """``in_queue at queue position 3``, ``in_progress``: a state as the logs name it."""
-    return f"{state.value} at queue position {queue_position}" if queue_position is not None else state.value
-
-
-def _near_front(state: RequestStatus, position: int | None) -> bool:
-    """Whether to poll the result call: running, or queued near the front (see :data:`NEAR_FRONT`)."""
-    from airflow_provider_kling.models import RequestStatus
-
-    return state is not RequestStatus.IN_QUEUE or (position or 0) <= NEAR_FRONT
 
 
 class _ProgressLog:
@@ -237,14 +203,11 @@ class _ProgressLog:
         self._started = time.monotonic()
         self._last = logged
 
-    def observe(self, state: RequestStatus, queue_position: int | None) -> None:
-        if state is not self._last:
-            self._last = state
+    def observe(self, seen: Seen) -> None:
+        if seen.state is not self._last and not seen.state.is_finished:
+            self._last = seen.state
             self._trigger.log.info(
-                "Kling request %s is %s (%.0fs waited)",
-                self._trigger.request_id,
-                describe_state(state, queue_position),
-                self.waited(),
+                "Kling request %s is %s (%.0fs waited)", self._trigger.request_id, seen.describe(), self.waited()
             )
 
     def waited(self) -> float:
@@ -252,10 +215,8 @@ class _ProgressLog:
         return time.monotonic() - self._started
 
 
-def outcome_event(request_id: str, result: Any, *, waited: float) -> dict[str, Any]:
-    """The event for a finished request's result (a :class:`ResultResponse`), ``waited`` seconds in."""
-    from airflow_provider_kling.exceptions import KlingError, KlingRequestCancelled, KlingRequestFailed
-
+def outcome_event(request_id: str, result: ResultResponse, *, waited: float) -> dict[str, Any]:
+    """The event for a finished request's result, ``waited`` seconds in."""
     try:
         summary = result.require_video(request_id)
     except KlingRequestFailed as err:
@@ -272,26 +233,24 @@ def outcome_event(request_id: str, result: Any, *, waited: float) -> dict[str, A
     }
 
 
-def error_event(request_id: str, status: str, err: Any) -> dict[str, Any]:
+def error_event(request_id: str, status: str, err: KlingError) -> dict[str, Any]:
     return {"status": status, "request_id": request_id, "message": str(err), "error": err.to_event()}
 
 
-def result_from_event(event: Any) -> dict[str, Any]:
+def result_from_event(event: Any) -> KlingResult:
     """
     Turn a :class:`KlingRequestTrigger` event into the task's result, or raise its typed error.
 
     Anything that is not an event this trigger sends fails loudly: a cancelled or unknown
     outcome must never turn a task green.
     """
-    from airflow_provider_kling.exceptions import KlingError
-
     if not isinstance(event, dict) or event.get("status") not in EVENT_STATUSES:
         raise KlingError(f"Unexpected event from KlingRequestTrigger: {str(event)[:300]!r}")
     if event["status"] == EVENT_SUCCESS:
         result = event.get("result")
         if not isinstance(result, dict) or not result.get("video_url"):
             raise KlingError(f"KlingRequestTrigger reported success without a video: {str(event)[:300]!r}")
-        return result
+        return result  # type: ignore[return-value]  # the trigger built it from a KlingResult
     error = event.get("error")
     if isinstance(error, dict):
         raise KlingError.from_event(error)

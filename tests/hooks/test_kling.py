@@ -8,15 +8,15 @@ import pytest
 from airflow_provider_kling.exceptions import (
     KlingAuthenticationError,
     KlingConnectionError,
+    KlingHTTPTimeoutError,
     KlingInputError,
     KlingInvalidModelError,
     KlingMalformedResponseError,
     KlingNotFoundError,
     KlingRateLimitError,
-    KlingRequestTimeout,
     KlingServerError,
     KlingSubmitOutcomeUnknownError,
-    KlingTimeoutError,
+    KlingWaitTimeout,
 )
 from airflow_provider_kling.hooks.kling import KlingAsyncHook, KlingHook, api_target, shared_sessions
 from airflow_provider_kling.models import CancelOutcome, RequestStatus, ResultStatus
@@ -85,7 +85,7 @@ def test_cancel_a_running_request_is_refused(hook, sim):
 def test_wait_cancels_a_request_stuck_in_the_queue(hook, sim):
     sim.script(Scenario(queue_seconds=30))
     rid = hook.submit(PROMPT).request_id
-    with pytest.raises(KlingRequestTimeout, match=r"stayed queued past its queue limit.*will not be billed"):
+    with pytest.raises(KlingWaitTimeout, match=r"stayed queued past its queue limit.*will not be billed"):
         hook.wait(rid, poll_interval=0.05, timeout=30, queue_timeout=0.2)
     assert sim.requests[rid].cancelled_at is not None
 
@@ -93,7 +93,7 @@ def test_wait_cancels_a_request_stuck_in_the_queue(hook, sim):
 def test_wait_deadline_on_a_running_request_says_it_is_billed(hook, sim):
     sim.script(Scenario(queue_seconds=0, run_seconds=30))
     rid = hook.submit(PROMPT).request_id
-    with pytest.raises(KlingRequestTimeout, match=r"did not finish before its deadline.*will still be billed"):
+    with pytest.raises(KlingWaitTimeout, match=r"did not finish before its deadline.*will still be billed"):
         hook.wait(rid, poll_interval=0.05, timeout=0.2, queue_timeout=0.1)
 
 
@@ -193,7 +193,7 @@ def test_slow_status_is_retried_then_typed(sim):
     with KlingHook(read_timeout=0.2, **FAST_HOOK) as hook:
         rid = hook.submit(PROMPT).request_id
         sim.inject("status", *[Fault("delay", seconds=0.6)] * 3)
-        with pytest.raises(KlingTimeoutError):
+        with pytest.raises(KlingHTTPTimeoutError):
             hook.get_status(rid)
     assert sim.calls["status"] == 3
 
@@ -331,5 +331,5 @@ async def test_async_timeout_is_typed(sim):
     async with KlingAsyncHook(read_timeout=0.2, **FAST_HOOK) as hook:
         rid = (await hook.submit(PROMPT)).request_id
         sim.inject("status", *[Fault("delay", seconds=0.6)] * 3)
-        with pytest.raises(KlingTimeoutError):
+        with pytest.raises(KlingHTTPTimeoutError):
             await hook.get_status(rid)

@@ -49,22 +49,62 @@ def test_killing_a_polling_operator_cancels_its_queued_request(sim):
     assert request.cancelled_at is not None
 
 
+def _kill_after_first_poll(sim, task) -> threading.Thread:
+    """What Airflow does from another thread when a user stops the task: call on_kill mid-wait."""
+
+    def kill() -> None:
+        deadline = time.monotonic() + 10
+        while sim.calls["status"] + sim.calls["result"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        task.on_kill()
+
+    killer = threading.Thread(target=kill)
+    killer.start()
+    return killer
+
+
 def test_killing_a_poking_sensor_on_a_running_request_warns_it_is_billed(sim, caplog, capfd):
+    from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+
     sim.script(Scenario(queue_seconds=0, run_seconds=30))
     with KlingHook(**FAST_HOOK) as hook:
         rid = hook.submit({"prompt": "a kite"}).request_id
-    sensor = KlingRequestSensor(task_id="w", request_id=rid, mode="poke", hook_params=FAST_HOOK)
-    with caplog.at_level(logging.WARNING):
-        sensor.on_kill()
-    assert sim.calls["cancel"] == 1
+    sensor = KlingRequestSensor(
+        task_id="w", request_id=rid, mode="poke", poke_interval=0.05, timeout=1, hook_params=FAST_HOOK
+    )
+    killer = _kill_after_first_poll(sim, sensor)
+    with caplog.at_level(logging.WARNING), pytest.raises(AirflowSensorTimeout):
+        sensor.execute({"ti": _TaskInstance()})  # type: ignore[arg-type]
+    killer.join(10)
+    assert sim.calls["cancel"] == 0  # seen running: a cancel could not help
     assert sim.requests[rid].cancelled_at is None
-    assert "cannot be cancelled: it will still be billed" in caplog.text + capfd.readouterr().out
+    logged = caplog.text + capfd.readouterr().out
+    assert f"Kling request {rid} ended without a video" in logged
+    assert "it is already running and cannot be cancelled: it will still be billed" in logged
+    assert logged.count("will still be billed") == 1  # the stop dealt with it; the timeout after it did not again
 
 
 @pytest.mark.parametrize("cancel_on_kill", [True, False])
 def test_killing_a_poking_sensor_cancels_a_queued_request_unless_told_not_to(sim, cancel_on_kill):
+    from airflow.providers.common.compat.sdk import AirflowSensorTimeout
+
     sim.script(Scenario(queue_seconds=30))
     with KlingHook(**FAST_HOOK) as hook:
         rid = hook.submit({"prompt": "a kite"}).request_id
-    KlingRequestSensor(task_id="w", request_id=rid, cancel_on_kill=cancel_on_kill, hook_params=FAST_HOOK).on_kill()
-    assert (sim.requests[rid].cancelled_at is not None) is cancel_on_kill
+    sensor = KlingRequestSensor(
+        task_id="w",
+        request_id=rid,
+        cancel_on_kill=cancel_on_kill,
+        poke_interval=0.05,
+        timeout=1,
+        hook_params=FAST_HOOK,
+    )
+    killer = _kill_after_first_poll(sim, sensor)
+    # Cancelled: the next poke sees it so. Not cancelled: the sensor's timeout ends the wait, and
+    # that exit cancels (cancel_on_kill is about a user's stop, not about a timeout).
+    with pytest.raises((KlingRequestCancelled, AirflowSensorTimeout)) as ended:
+        sensor.execute({"ti": _TaskInstance()})  # type: ignore[arg-type]
+    killer.join(10)
+    assert isinstance(ended.value, KlingRequestCancelled) is cancel_on_kill
+    assert sim.requests[rid].cancelled_at is not None
+    assert sim.calls["cancel"] == 1

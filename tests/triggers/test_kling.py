@@ -14,7 +14,7 @@ from airflow_provider_kling.exceptions import (
     KlingMalformedResponseError,
     KlingRequestCancelled,
     KlingRequestFailed,
-    KlingRequestTimeout,
+    KlingWaitTimeout,
 )
 from airflow_provider_kling.hooks.kling import KlingHook, shared_sessions
 from airflow_provider_kling.testing import Fault, Scenario
@@ -96,14 +96,14 @@ async def test_deadline_cancels_a_queued_request(sim):
     assert event["status"] == "timeout"
     assert sim.calls["cancel"] == 1
     assert sim.requests[rid].cancelled_at is not None
-    with pytest.raises(KlingRequestTimeout, match="cancelled, so it will not be billed"):
+    with pytest.raises(KlingWaitTimeout, match="cancelled, so it will not be billed"):
         result_from_event(event)
 
 
 async def test_deadline_on_a_running_request_says_it_is_billed(sim):
     rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=30))
     event = await _first_event(_trigger(rid, deadline=time.time() + 0.1))
-    with pytest.raises(KlingRequestTimeout, match="will still be billed"):
+    with pytest.raises(KlingWaitTimeout, match="will still be billed"):
         result_from_event(event)
 
 
@@ -112,7 +112,7 @@ async def test_queue_limit_cancels_a_request_still_queued_for_free(sim):
     event = await _first_event(_trigger(rid, deadline=time.time() + 30, queue_deadline=time.time() + 0.2))
     assert event["status"] == "timeout"
     assert sim.requests[rid].cancelled_at is not None
-    with pytest.raises(KlingRequestTimeout, match="stayed queued past its queue limit; it was still queued and has"):
+    with pytest.raises(KlingWaitTimeout, match="stayed queued past its queue limit; it was still queued and has"):
         result_from_event(event)
 
 

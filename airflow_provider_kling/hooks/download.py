@@ -1,0 +1,137 @@
+"""
+Copy a video to storage, where it appears whole or not at all.
+
+The destination is a local path or any URI that Airflow's ``ObjectStoragePath`` understands. The
+video streams in chunks (constant memory, the next chunks read in a second thread while this one
+hashes and writes) to a temporary name beside the destination, is checked against the length the
+server announced, and is then moved into place; a failed copy leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from contextlib import closing
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import requests
+import urllib3
+
+from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError, KlingError, KlingInputError
+from airflow_provider_kling.streaming import read_ahead
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_kling.hooks.transport import Timeouts
+
+#: Bytes read at a time when streaming a video.
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+#: Default cap on a downloaded video.
+DEFAULT_MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024
+#: A video is compressed already: asking the server not to compress it again saves its CPU and ours.
+DOWNLOAD_HEADERS = {"Accept-Encoding": "identity"}
+
+
+@dataclass(frozen=True)
+class DownloadedVideo:
+    """A video saved by :func:`download_video`: ``size_bytes`` and ``sha256`` describe the file that landed."""
+
+    path: str
+    uri: str
+    size_bytes: int
+    sha256: str
+    content_type: str
+
+
+def storage_path(
+    destination: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None = None
+) -> Path | ObjectStoragePath:
+    """A local :class:`~pathlib.Path` for a plain path, else an ``ObjectStoragePath`` (``s3://``...)."""
+    if isinstance(destination, (str, os.PathLike)) and "://" not in os.fspath(destination):
+        return Path(destination).absolute()
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    if isinstance(destination, ObjectStoragePath) and conn_id is None:
+        return destination
+    return ObjectStoragePath(str(destination), conn_id=conn_id)
+
+
+def download_video(
+    session: requests.Session,
+    url: str,
+    destination: str | os.PathLike[str] | ObjectStoragePath,
+    timeouts: Timeouts,
+    *,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    overwrite: bool = True,
+    storage_conn_id: str | None = None,
+) -> DownloadedVideo:
+    """
+    Stream the video at ``url`` to ``destination``. The session carries no API token: a media host
+    never sees it, even behind a redirect.
+
+    A server that compresses the answer anyway (``Content-Encoding: gzip``) is read as it was
+    sent: its ``Content-Length`` is compared with the bytes that came over the wire, and the file
+    gets the original, decoded bytes.
+
+    :raises KlingInputError: the URL is not http(s), or the destination exists and ``overwrite`` is false.
+    :raises KlingError: the download failed, was cut short, or is larger than ``max_bytes``.
+    """
+    if urlsplit(url).scheme not in ("http", "https"):
+        raise KlingInputError(f"video_url: must be an http(s) URL, got {url!r}")
+    dest = storage_path(destination, storage_conn_id)
+    if not overwrite and dest.exists():
+        raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        response = session.get(url, stream=True, headers=DOWNLOAD_HEADERS, timeout=(timeouts.connect, timeouts.read))
+    except requests.RequestException as err:
+        raise KlingConnectionError(f"GET video: {type(err).__name__}", request_sent=True) from err
+    with response:
+        if response.status_code != 200:
+            raise KlingAPIError("Could not fetch the video", status_code=response.status_code, body=response.text[:300])
+        announced = int(response.headers.get("Content-Length") or 0) or None
+        encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+        if announced and not encoded and announced > max_bytes:
+            raise KlingError(f"The video is {announced} bytes, over the {max_bytes}-byte cap")
+        digest = hashlib.sha256()
+        size = 0
+        part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
+        chunks = read_ahead(partial(response.raw.read, DOWNLOAD_CHUNK_BYTES, decode_content=True))
+        try:
+            with part.open("wb") as out, closing(chunks):
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise KlingError(f"The video is over the {max_bytes}-byte cap")
+                    digest.update(chunk)
+                    out.write(chunk)
+            # Content-Length counts the bytes on the wire, which are the encoded ones when encoded.
+            on_wire = response.raw.tell()
+            if announced is not None and on_wire != announced:
+                raise KlingConnectionError(
+                    f"The video download was cut short: {on_wire} of {announced} bytes", request_sent=True
+                )
+            if isinstance(part, Path) and isinstance(dest, Path):
+                part.replace(dest)  # atomic on one file system
+            else:
+                part.rename(dest)  # type: ignore[arg-type]  # object stores: copy, then delete the part
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
+            part.unlink(missing_ok=True)
+            raise KlingConnectionError(f"The video download failed ({type(err).__name__})", request_sent=True) from err
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+    return DownloadedVideo(
+        path=str(dest),
+        uri=dest.as_uri() if isinstance(dest, Path) else str(dest),
+        size_bytes=size,
+        sha256=digest.hexdigest(),
+        content_type=response.headers.get("Content-Type", "application/octet-stream"),
+    )
