@@ -22,6 +22,15 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+    TaskDeferred,
+)
+
+from airflow_provider_kling.exceptions import KlingRequestCancelled, KlingRequestFailed, KlingWaitTimeout
 from airflow_provider_kling.wait_plan import Exit, ExitAction, PollSettings, Seen, WaitLimits, WaitPlan, on_exit
 
 if TYPE_CHECKING:
@@ -140,7 +149,7 @@ class KlingWaitingMixin(_TaskBase):
 
     def defer_until_done(self, context: Context, request_id: str, seen: Seen, limits: WaitLimits) -> None:
         """Hand the wait to the triggerer, from the task's last poll; logs the state handed over."""
-        from airflow_provider_kling.triggers.kling import KlingRequestTrigger
+        from airflow_provider_kling.triggers.kling import KlingRequestTrigger  # airflow.triggers: not parse-cheap
 
         self.log.info("Kling request %s is %s: waiting in the triggerer", request_id, seen.describe())
         trigger = KlingRequestTrigger.continuing(
@@ -229,15 +238,6 @@ class KlingWaitingMixin(_TaskBase):
 def _exit_of(err: BaseException) -> Exit | None:
     """How a wait ended, for an exception that ends it; ``None`` for one that does not or that
     :meth:`KlingWaitingMixin.on_kill` handles (a deferral, a reschedule, a user's stop)."""
-    from airflow.providers.common.compat.sdk import (
-        AirflowSensorTimeout,
-        AirflowSkipException,
-        AirflowTaskTimeout,
-        TaskDeferred,
-    )
-
-    from airflow_provider_kling.exceptions import KlingRequestCancelled, KlingRequestFailed, KlingWaitTimeout
-
     if isinstance(err, (TaskDeferred, _reschedule_exception(), KeyboardInterrupt, SystemExit, GeneratorExit)):
         return None
     if type(err).__name__ == "AirflowTaskTerminated":  # SIGTERM: Airflow calls on_kill
@@ -269,8 +269,6 @@ def _deferral_timeout() -> type[BaseException]:
 
 def _retry_follows(context: Context, err: BaseException) -> bool:
     """Whether Airflow will run this task again after ``err``."""
-    from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout
-
     if isinstance(err, (AirflowFailException, AirflowSensorTimeout)):
         return False
     ti = context.get("ti")

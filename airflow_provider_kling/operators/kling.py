@@ -14,7 +14,10 @@ from airflow_provider_kling.constants import (
     DEFAULT_TIMEOUT,
     KLING_TEXT_TO_VIDEO_MODEL,
 )
+from airflow_provider_kling.exceptions import KlingNotFoundError
 from airflow_provider_kling.links.kling import KlingVideoLink
+from airflow_provider_kling.resume import RequestRecord, input_fingerprint, request_record
+from airflow_provider_kling.states import ResultStatus
 from airflow_provider_kling.wait_plan import WaitLimits
 from airflow_provider_kling.waiting import KlingWaitingMixin
 
@@ -24,7 +27,6 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.models import KlingResult
-    from airflow_provider_kling.resume import RequestRecord
 
 
 def default_deferrable() -> bool:
@@ -128,6 +130,11 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         self.hook_params = hook_params or {}
 
     @property
+    def result_xcom_keys(self) -> tuple[str, ...]:
+        """Where the "Kling video" link finds the result: XCom ``result``, when the task waits for it."""
+        return ("result",) if self.wait_for_completion else ()
+
+    @property
     def wait_interval(self) -> float:
         return float(self.poll_interval)
 
@@ -179,8 +186,6 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
 
     def _submit_or_resume(self, context: Context, body: dict[str, Any]) -> str:
         """Resume the request of an earlier try when it can be, else submit (and record it at once)."""
-        from airflow_provider_kling.resume import input_fingerprint
-
         fingerprint = input_fingerprint(self.model, body)
         record = self._request_record(context) if self.resume else None
         resumed = self._resumable_request(record.load(), fingerprint) if record is not None else None
@@ -193,15 +198,10 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         return request_id
 
     def _request_record(self, context: Context) -> RequestRecord:
-        from airflow_provider_kling.resume import request_record
-
         return request_record(context)
 
     def _resumable_request(self, recorded: dict[str, Any] | None, fingerprint: str) -> str | None:
         """The request an earlier try submitted, if it is queued, running or succeeded."""
-        from airflow_provider_kling.exceptions import KlingNotFoundError
-        from airflow_provider_kling.states import ResultStatus
-
         recorded = recorded or {}
         request_id = str(recorded.get("request_id") or "")
         if not request_id:
@@ -241,7 +241,7 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger fired: return the ``request_id``, or raise its typed error."""
-        from airflow_provider_kling.triggers.kling import result_from_event
+        from airflow_provider_kling.triggers.kling import result_from_event  # the trigger module is not parse-cheap
 
         return self._finish(context, result_from_event(event))
 

@@ -56,6 +56,8 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
     template_fields: Sequence[str] = ("request_id", "kling_conn_id")
     ui_color = "#f0e4ff"
     operator_extra_links = (KlingVideoLink(),)
+    #: Where the "Kling video" link finds the result.
+    result_xcom_keys = ("return_value",)
 
     def __init__(
         self,
@@ -125,6 +127,6 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> KlingResult:
         """Resume after the trigger fired: return the result, or raise its typed error."""
-        from airflow_provider_kling.triggers.kling import result_from_event
+        from airflow_provider_kling.triggers.kling import result_from_event  # the trigger module is not parse-cheap
 
         return result_from_event(event)

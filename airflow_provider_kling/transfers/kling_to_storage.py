@@ -5,9 +5,10 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import BaseOperator
+from airflow.providers.common.compat.sdk import Asset, BaseOperator
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID
+from airflow_provider_kling.exceptions import KlingInputError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -75,8 +76,6 @@ class KlingVideoToStorageOperator(BaseOperator):
         return KlingHook(self.kling_conn_id, **self.hook_params)
 
     def execute(self, context: Context) -> str:
-        from airflow_provider_kling.exceptions import KlingInputError
-
         if bool(self.request_id) == bool(self.video_url):
             raise KlingInputError("Give exactly one of request_id or video_url (the video to copy)")
         if not str(self.destination or "").strip():
@@ -101,11 +100,9 @@ class KlingVideoToStorageOperator(BaseOperator):
 
     def _describe_asset_events(self, context: Context, extra: dict[str, Any]) -> None:
         """Put the copy's URI, size and digest on the events of this task's asset outlets."""
-        from airflow.providers.common.compat.sdk import Asset
-
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra.update(extra)
 
     def _current_video_url(self, request_id: str) -> str:
-        return str(self.hook.get_result(request_id).require_video(request_id)["video_url"])
+        return self.hook.get_result(request_id).require_video(request_id)["video_url"]
