@@ -246,7 +246,7 @@ def _exit_of(err: BaseException) -> Exit | None:
         return Exit.LIMIT
     if isinstance(err, (KlingRequestFailed, KlingRequestCancelled)):
         return Exit.FINISHED
-    if isinstance(err, (AirflowSensorTimeout, AirflowTaskTimeout, AirflowSkipException, _deferral_timeout())):
+    if isinstance(err, (AirflowSensorTimeout, AirflowTaskTimeout, AirflowSkipException, *_deferral_timeout())):
         return Exit.TIMEOUT
     return Exit.ERROR
 
@@ -259,12 +259,13 @@ def _reschedule_exception() -> type[BaseException]:
     return AirflowRescheduleException
 
 
-def _deferral_timeout() -> type[BaseException]:
+def _deferral_timeout() -> tuple[type[BaseException], ...]:
+    """Airflow's deferral timeout (3.x; Airflow 2 reports it as a ``TaskDeferralError``, an error here)."""
     try:
         from airflow.sdk.exceptions import TaskDeferralTimeout
     except ImportError:  # Airflow 2
-        from airflow.exceptions import TaskDeferralTimeout  # type: ignore[no-redef]
-    return TaskDeferralTimeout
+        return ()
+    return (TaskDeferralTimeout,)
 
 
 def _retry_follows(context: Context, err: BaseException) -> bool:

@@ -107,15 +107,30 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
         return PokeReturnValue(is_done=True, xcom_value=found)
 
     def _queue_deadline(self, context: Context) -> float | None:
-        """The queue limit, counted from when the task (its first reschedule included) started."""
+        """The queue limit, counted from when the task started: in reschedule mode, its first run."""
         if self.queue_timeout is None:
             return None
-        started = getattr(context.get("ti"), "start_date", None)
-        if started is not None:
-            self._first_poke = started.timestamp()
-        elif self._first_poke is None:  # Airflow 2's dag.test() leaves start_date unset
-            self._first_poke = time.time()
+        if self._first_poke is None:
+            started = self._first_run_start(context)
+            self._first_poke = started if started is not None else time.time()  # Airflow 2's dag.test(): unset
         return self._first_poke + self.queue_timeout
+
+    def _first_run_start(self, context: Context) -> float | None:
+        """When this try began, as Airflow's own sensor loop counts its ``timeout`` (Unix seconds)."""
+        ti = context.get("ti")
+        started = None
+        if self.reschedule and ti is not None:
+            if hasattr(ti, "get_first_reschedule_date"):  # Airflow 3
+                started = ti.get_first_reschedule_date(context)
+            else:  # Airflow 2 keeps it in the task reschedule table
+                from airflow.sensors.base import _orig_start_date  # type: ignore[import-not-found,unused-ignore]
+
+                first_try = (ti.max_tries or 0) - (self.retries or 0) + 1
+                started = _orig_start_date(
+                    dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index, try_number=first_try
+                )
+        started = started or getattr(ti, "start_date", None)
+        return started.timestamp() if started is not None else None
 
     def execute(self, context: Context) -> Any:
         with self._every_exit_cancels(context, self.request_id):

@@ -1,0 +1,95 @@
+"""
+Every way a wait can end without a video, in every mode, as real DAG runs against the simulator:
+a request still queued is cancelled (free) and the log says so, unless the next try resumes it.
+The table these cells fill is in docs/behaviour.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_kling.testing import Fault, Scenario
+from tests.conftest import states
+
+SENSOR_MODES = ("poke", "reschedule", "deferrable")
+OPERATOR_MODES = ("polling", "deferred")
+MODES = SENSOR_MODES + OPERATOR_MODES
+QUEUED_FOR_LONG = Scenario(queue_seconds=120, queue_position=3)
+
+
+def _waiting_task(mode: str) -> str:
+    return "wait" if mode in SENSOR_MODES else "generate"
+
+
+def _failing_polls(mode: str) -> tuple[str, list[Fault]]:
+    """Faults that make every attempt of the next poll fail, on the call that mode's next poll makes."""
+    # Near the front of the queue a wait polls the result call, but a reschedule-mode sensor forgets
+    # what it saw and asks the status first; a deferrable task's own first look is a status call too.
+    call = "status" if mode == "reschedule" else "result"
+    return call, [Fault("status", status_code=503)] * 3
+
+
+def _ran(run_dag, sim, dag_id: str):
+    from airflow.providers.common.compat.sdk import AirflowTaskTimeout
+
+    try:
+        dag_run = run_dag(dag_id, file="kling_exit_dags.py")
+    except AirflowTaskTimeout:  # Airflow 2's dag.test() lets the task's execution timeout out
+        dag_run = None
+    assert len(sim.requests) == 1, "exactly one paid submit"
+    (request,) = sim.requests.values()
+    return dag_run, request
+
+
+def _failed(dag_run, task_id: str) -> bool:
+    return dag_run is None or states(dag_run)[task_id] == "failed"
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("exit", ["timeout", "queue_timeout", "execution_timeout"])
+def test_a_limit_cancels_the_queued_request(run_dag, sim, capfd, caplog, exit, mode):
+    sim.script(QUEUED_FOR_LONG)
+    if (exit, mode) == ("execution_timeout", "reschedule"):
+        # Each run of a rescheduled sensor is short: only a poll that hangs outlasts execution_timeout.
+        sim.inject("status", Fault("delay", seconds=6))
+    dag_run, request = _ran(run_dag, sim, f"exit_{exit}_{mode}")
+    assert _failed(dag_run, _waiting_task(mode))
+    assert request.cancelled_at is not None, "the queued request was left to be billed"
+    logged = capfd.readouterr().out + caplog.text
+    assert f"Cancelled Kling request {request.request_id}: it was still queued, so it will not be billed" in logged
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_error_on_the_last_try_cancels_the_queued_request(run_dag, sim, capfd, caplog, mode):
+    sim.script(QUEUED_FOR_LONG)
+    call, faults = _failing_polls(mode)
+    sim.inject(call, *faults)
+    dag_run, request = _ran(run_dag, sim, f"exit_error_{mode}")
+    assert _failed(dag_run, _waiting_task(mode))
+    assert request.cancelled_at is not None
+    logged = capfd.readouterr().out + caplog.text
+    assert f"The wait for Kling request {request.request_id} ended without a video (KlingServerError)" in logged
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_error_with_a_retry_left_keeps_the_request_for_it(run_dag, sim, capfd, caplog, mode):
+    sim.script(Scenario(queue_seconds=1.0, run_seconds=0.3, queue_position=3))
+    call, faults = _failing_polls(mode)
+    sim.inject(call, *faults)
+    dag_run, request = _ran(run_dag, sim, f"exit_error_retried_{mode}")
+    assert set(states(dag_run).values()) == {"success"}  # the retry waited for the same request
+    assert request.cancelled_at is None
+    assert sim.calls["cancel"] == 0
+    logged = capfd.readouterr().out + caplog.text
+    assert f"Kling request {request.request_id} is left to run: the next try of this task resumes it" in logged
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_limit_on_a_running_request_says_it_is_billed(run_dag, sim, capfd, caplog, mode):
+    sim.script(Scenario(queue_seconds=0, run_seconds=120))
+    dag_run, request = _ran(run_dag, sim, f"exit_timeout_{mode}")
+    assert _failed(dag_run, _waiting_task(mode))
+    assert request.cancelled_at is None
+    logged = capfd.readouterr().out + caplog.text
+    assert request.request_id in logged
+    assert "will still be billed" in logged
