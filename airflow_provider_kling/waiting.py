@@ -119,7 +119,7 @@ class KlingWaitingMixin(_TaskBase):
     def wait_on_worker(self, request_id: str, plan: WaitPlan) -> KlingResult:
         """Wait here, holding the worker slot, until the request finishes."""
         result = self.hook.follow(
-            request_id, plan, include_cost=self.include_cost, on_progress=self._remember, sleep=time.sleep
+            request_id, plan, include_cost=self.include_cost, on_progress=self._remember, sleep=self.hook.sleep
         )
         assert not isinstance(result, Seen)  # follow() sleeps until the end when given a sleep
         return result.require_video(request_id)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from airflow_provider_kling.cli import ENV_CONN_ID, main
-from airflow_provider_kling.testing import Scenario
+from airflow_provider_kling.hooks.kling import KlingHook
+from airflow_provider_kling.testing import Fault, Scenario
 from tests.conftest import TOKEN
 
 FAST = ["--poll-interval", "0.05"]
@@ -126,3 +129,70 @@ def test_input_that_is_not_an_object_is_refused_before_any_request(env_token, ca
     assert code == 1
     assert "input: must be a mapping" in err
     assert env_token.calls["submit"] == 0
+
+
+def _interrupt_while_waiting(sim, tmp_path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``kling`` as a user does, and press Ctrl-C once it is waiting on a request."""
+    kling = str(Path(sys.executable).parent / "kling")
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home")}
+    proc = subprocess.Popen([kling, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 60
+    while not (sim.calls["status"] + sim.calls["result"]) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first poll has been answered: it is waiting
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_ctrl_c_while_waiting_cancels_the_queued_request_it_submitted(env_token, tmp_path):
+    env_token.script(Scenario(queue_seconds=120))
+    done = _interrupt_while_waiting(env_token, tmp_path, "submit", "--prompt", "a kite", "--wait", *FAST)
+    (request,) = env_token.requests.values()
+    assert done.returncode == 130
+    assert request.cancelled_at is not None
+    assert (
+        f"cancelled Kling request {request.request_id} while it was still queued; it will not be billed" in done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_on_a_running_request_says_it_is_billed_and_how_to_check(env_token, tmp_path):
+    env_token.script(Scenario(queue_seconds=0, run_seconds=120))
+    done = _interrupt_while_waiting(env_token, tmp_path, "submit", "--prompt", "a kite", "--wait", *FAST)
+    (request,) = env_token.requests.values()
+    rid = request.request_id
+    assert done.returncode == 130
+    assert request.cancelled_at is None
+    assert f"Kling request {rid} is already running (not_cancellable): it goes on and will be billed" in done.stderr
+    assert f"kling status {rid}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_while_watching_someone_elses_request_leaves_it_alone(env_token, tmp_path):
+    env_token.script(Scenario(queue_seconds=120))
+    with KlingHook() as hook:
+        rid = hook.submit({"prompt": "a kite"}).request_id
+    done = _interrupt_while_waiting(env_token, tmp_path, "result", rid, "--wait", *FAST)
+    assert done.returncode == 130
+    assert env_token.requests[rid].cancelled_at is None
+    assert env_token.calls["cancel"] == 0
+    assert f"`kling cancel {rid}` cancels it while it is queued" in done.stderr
+
+
+def test_a_gzip_encoded_video_is_downloaded_as_the_original_bytes(env_token, capsys, tmp_path):
+    env_token.script(Scenario(queue_seconds=0, run_seconds=0))
+    code, out, _ = run(capsys, "--json", "submit", "--prompt", "a kite")
+    env_token.inject("video", Fault("gzip"))
+    dest = tmp_path / "kite.mp4"
+    code, out, err = run(capsys, "--json", "download", json.loads(out)["request_id"], str(dest))
+    assert code == 0, err
+    assert dest.read_bytes() == env_token.video
+    assert json.loads(out)["size_bytes"] == len(env_token.video)
+
+
+def test_help_says_an_explicit_conn_id_wins_over_the_environment(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "ignored when" not in help_text
+    assert "without it, RUNCOMFY_API_TOKEN (and RUNCOMFY_BASE_URL) when set, else kling_default" in help_text

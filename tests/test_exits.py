@@ -93,3 +93,36 @@ def test_a_limit_on_a_running_request_says_it_is_billed(run_dag, sim, capfd, cap
     logged = capfd.readouterr().out + caplog.text
     assert request.request_id in logged
     assert "will still be billed" in logged
+
+
+class _ResumedTaskInstance:
+    """The task instance a worker resumes a deferred task with; the scheduler's timeout check is not in dag.test()."""
+
+    def __init__(self, request_id: str) -> None:
+        self.task_id, self.map_index, self.try_number, self.max_tries = "t", -1, 1, 0
+        self._request_id = request_id
+
+    def xcom_pull(self, *, task_ids: str, key: str, map_indexes: int) -> str:
+        assert (task_ids, key, map_indexes) == ("t", "request_id", -1)
+        return self._request_id
+
+
+@pytest.mark.parametrize("task", ["operator", "sensor"])
+def test_airflows_own_deferral_timeout_cancels_the_queued_request(sim, task):
+    """Airflow resumes a task whose trigger outlived its deferral timeout with ``__fail__``: an exit too."""
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
+    from airflow_provider_kling.sensors.kling import KlingRequestSensor
+    from tests.conftest import FAST_HOOK
+
+    sim.script(QUEUED_FOR_LONG)
+    with KlingHook(**FAST_HOOK) as hook:
+        rid = hook.submit({"prompt": "a heron at dawn"}).request_id
+    if task == "operator":
+        waiting = KlingTextToVideoOperator(task_id="t", prompt="x", wait_for_completion=True, hook_params=FAST_HOOK)
+    else:
+        waiting = KlingRequestSensor(task_id="t", request_id=rid, deferrable=True, hook_params=FAST_HOOK)
+    # Airflow 3 says why (a timeout); Airflow 2 raises TaskDeferralError for any failed deferral.
+    with pytest.raises(Exception, match="timeout"):
+        waiting.resume_execution("__fail__", {"error": "Trigger timeout"}, {"ti": _ResumedTaskInstance(rid)})
+    assert sim.requests[rid].cancelled_at is not None

@@ -12,10 +12,19 @@ from tests.conftest import states
 
 DEFERRED, POLLING, RETRIED = "kling_operator_deferrable", "kling_operator_polling", "kling_operator_retry_polling"
 HTML_502 = "<html><h1>502 Bad Gateway</h1></html>"
+PROXY = Fault.proxy_error()
 
 
-def case(name: str, faults: dict, scenario: Scenario | None, dag_id: str, state: str, message: str | None = None):
-    return pytest.param(faults, scenario, dag_id, state, message, id=name)
+def case(
+    name: str,
+    faults: dict,
+    scenario: Scenario | None,
+    dag_id: str,
+    state: str,
+    message: str | None = None,
+    paid: int = 1,
+):
+    return pytest.param(faults, scenario, dag_id, state, message, paid, id=name)
 
 
 FAULTS = [
@@ -34,12 +43,29 @@ FAULTS = [
     # With retries configured: the task still fails at once, since a retry could pay twice.
     case("submit creates the request, then answers 500", {"submit": [Fault("status", 500, after_create=True)]}, None,
          RETRIED, "failed", "may have created a request that will be billed"),
+    # A proxy's HTML error page: retried on polls; on the submit, the outcome is unknown, so not repeated.
+    case("proxy 502 page on status, deferred", {"status": [PROXY]}, None, DEFERRED, "success"),
+    case("proxy 502 page on result, in the triggerer", {"result": [PROXY, PROXY]}, None, DEFERRED, "success"),
+    case("proxy 502 page on status, polling", {"status": [PROXY]}, None, POLLING, "success"),
+    case("proxy 502 page on submit", {"submit": [PROXY]}, None, RETRIED, "failed", "502 Bad Gateway", paid=0),
+    # An answer cut short (announced length not sent) is a dropped connection: retried on polls.
+    case("status cut short", {"status": [Fault("truncate")]}, None, DEFERRED, "success"),
+    case("result cut short, in the triggerer", {"result": [Fault("truncate")]}, None, DEFERRED, "success"),
+    case("result cut short, polling", {"result": [Fault("truncate")]}, None, POLLING, "success"),
+    case("submit answer cut short after creating", {"submit": [Fault("truncate")]}, None, RETRIED, "failed",
+         "may have created a request that will be billed"),
+    case("HTML with 200 on status", {"status": [Fault("malformed", body=HTML_502, content_type="text/html")]}, None,
+         POLLING, "failed", "not JSON"),
+    # A poll that never answers: the read timeout ends it, and the next attempt goes through.
+    case("status never answers, polling", {"status": [Fault("hang")]}, None, POLLING, "success"),
+    case("status never answers, deferred", {"status": [Fault("hang")]}, None, DEFERRED, "success"),
+    case("result never answers, in the triggerer", {"result": [Fault("hang")]}, None, DEFERRED, "success"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("faults", "scenario", "dag_id", "state", "message"), FAULTS)
+@pytest.mark.parametrize(("faults", "scenario", "dag_id", "state", "message", "paid"), FAULTS)
 def test_fault_ends_in_success_or_a_clear_failure_with_one_paid_request(
-    run_dag, sim, capfd, caplog, faults, scenario, dag_id, state, message
+    run_dag, sim, capfd, caplog, faults, scenario, dag_id, state, message, paid
 ):
     if scenario:
         sim.script(scenario)
@@ -47,6 +73,6 @@ def test_fault_ends_in_success_or_a_clear_failure_with_one_paid_request(
         sim.inject(call, *queued)
     dag_run = run_dag(dag_id)
     assert states(dag_run) == {"generate": state}
-    assert len(sim.requests) == 1  # exactly one paid request, whatever happened
+    assert len(sim.requests) == paid  # one paid request at most, whatever happened
     if message:
         assert message in capfd.readouterr().out + caplog.text

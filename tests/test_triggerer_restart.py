@@ -41,6 +41,8 @@ with DAG("kling_triggerer_restart", schedule=None, start_date=datetime(2026, 1, 
 """
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
+pytestmark = pytest.mark.integration
+
 
 def _free_port() -> int:
     with socket.socket() as sock:

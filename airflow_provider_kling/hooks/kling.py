@@ -145,7 +145,13 @@ class KlingHook(_KlingHookBase):
     :param read_timeout: seconds to wait for an answer once a request is sent.
     :param max_attempts: attempts in all for a call that is safe to repeat.
     :param retry_delay: seconds before the first retry, doubled each time (with jitter).
+    :param sleep: how the hook waits, between retries and between polls (``time.sleep``; tests
+        pass their own to see the waits without waiting).
     """
+
+    def __init__(self, *args: Any, sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sleep = sleep
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -193,7 +199,9 @@ class KlingHook(_KlingHookBase):
         submit: bool = False,
     ) -> ResponseT:
         for attempt in Retrying(
-            **self.retry_policy.tenacity_kwargs(submit=submit), before_sleep=_log_retry(self, f"{method} {path}")
+            **self.retry_policy.tenacity_kwargs(submit=submit),
+            before_sleep=_log_retry(self, f"{method} {path}"),
+            sleep=self.sleep,
         ):
             with attempt:
                 answer = send(
@@ -307,7 +315,6 @@ class KlingHook(_KlingHookBase):
         include_cost: bool = False,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         on_progress: Callable[[Seen], object] | None = None,
-        sleep: Callable[[float], object] = time.sleep,
     ) -> ResultResponse:
         """
         Block until the request finishes and return its result (whatever its outcome).
@@ -318,14 +325,13 @@ class KlingHook(_KlingHookBase):
         :param include_cost: ask the result call for the request's ``cost``.
         :param max_poll_interval: the longest wait between polls while far back in the queue.
         :param on_progress: called with what every poll saw (a progress display, for instance).
-        :param sleep: how to wait between polls (``time.sleep``).
         :raises KlingWaitTimeout: not finished within ``timeout`` seconds, or still queued after
             ``queue_timeout``; a queued request is cancelled first, so it is not billed.
         """
         plan = WaitPlan(
             PollSettings(poll_interval, max_poll_interval), WaitLimits.starting(time.time(), timeout, queue_timeout)
         )
-        result = self.follow(request_id, plan, include_cost=include_cost, on_progress=on_progress, sleep=sleep)
+        result = self.follow(request_id, plan, include_cost=include_cost, on_progress=on_progress, sleep=self.sleep)
         assert isinstance(result, ResultResponse)  # follow() sleeps until the end when given a sleep
         return result
 

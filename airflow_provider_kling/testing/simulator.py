@@ -8,14 +8,17 @@ and serves a playable MP4 behind each video URL.
 
 Outcomes are scripted per request: :meth:`RunComfySimulator.script` sets the scenario of the next
 submits, and a prompt containing ``[sim:fail]`` or ``[sim:cancel]`` picks one from any process.
-Faults (429, 5xx, dropped connections, slow or malformed answers...) are queued per call with
-:meth:`RunComfySimulator.inject`. Control endpoints under ``/_sim/`` expose the same to other
-processes.
+Faults (429, 5xx, a proxy's HTML error page, dropped connections, answers that are slow, never
+come, are cut short or malformed, a gzip-encoded video...) are queued per call with
+:meth:`RunComfySimulator.inject`. A scenario may put its video on another host, or behind a
+redirect to one; what reached that host is recorded (:attr:`RunComfySimulator.media_requests`).
+Control endpoints under ``/_sim/`` expose the same to other processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import math
@@ -42,6 +45,13 @@ KNOWN_MODELS = (
 )
 CALLS = ("submit", "status", "result", "cancel", "video")
 Outcome = Literal["succeeded", "failed", "cancelled"]
+#: What a proxy in front of the API answers when the API is down: HTML, not JSON.
+PROXY_ERROR_PAGE = (
+    "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
+    "<hr><center>nginx</center></body></html>"
+)
+#: How long a ``hang`` fault holds its answer back (the client gives up first).
+HANG_SECONDS = 3600.0
 
 
 def sample_video() -> bytes:
@@ -71,6 +81,9 @@ class Scenario:
     :param error: the failure reason reported for ``failed``.
     :param output: ``video`` (a single URL) or ``videos`` (a list) in the result's output.
     :param expire: the request is forgotten once finished: status and result answer 404001.
+    :param video_host: where the video is served: ``api`` (the API's own host), ``other`` (another
+        host name, as a CDN would serve it) or ``redirect`` (the API host answers with a redirect
+        to the other host).
     """
 
     outcome: Outcome = "succeeded"
@@ -80,6 +93,7 @@ class Scenario:
     error: str = "Kling could not generate this video (simulated failure)"
     output: Literal["video", "videos"] = "video"
     expire: bool = False
+    video_host: Literal["api", "other", "redirect"] = "api"
 
 
 @dataclass
@@ -88,18 +102,27 @@ class Fault:
     A fault answered instead of (or after) the normal handling of one call.
 
     :param kind: ``status`` (answer ``status_code`` with ``body``), ``drop`` (close the connection
-        without answering), ``delay`` (wait ``seconds``, then answer normally), ``malformed``
-        (answer 200 with ``body`` as text), ``error_code`` (answer 200 with an ``error_code`` body),
-        ``truncate`` (for ``video``: announce the full length, send half, close the connection).
+        without answering), ``delay`` (wait ``seconds``, then answer normally), ``hang`` (never
+        answer: the client must give up), ``malformed`` (answer 200 with ``body`` as text),
+        ``error_code`` (answer 200 with an ``error_code`` body), ``truncate`` (announce the full
+        length of the normal answer, send half of it, close the connection), ``gzip`` (for
+        ``video``: send it gzip-encoded whatever the client asked for).
     :param after_create: for ``submit``: create the request first, then answer with the fault.
+    :param content_type: the ``Content-Type`` of a ``status`` or ``malformed`` answer.
     """
 
-    kind: Literal["status", "drop", "delay", "malformed", "error_code", "truncate"]
+    kind: Literal["status", "drop", "delay", "hang", "malformed", "error_code", "truncate", "gzip"]
     status_code: int = 500
     body: str = '{"error_message": "simulated server fault"}'
     headers: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
     after_create: bool = False
+    content_type: str = "application/json"
+
+    @classmethod
+    def proxy_error(cls, status_code: int = 502, *, after_create: bool = False) -> Fault:
+        """A proxy's HTML error page (``502 Bad Gateway`` by default) instead of the API's JSON."""
+        return cls("status", status_code, body=PROXY_ERROR_PAGE, content_type="text/html", after_create=after_create)
 
 
 @dataclass
@@ -167,6 +190,8 @@ class RunComfySimulator:
         self.video_size = video_size
         self.requests: dict[str, SimulatedRequest] = {}
         self.calls: Counter[str] = Counter()
+        #: Each request for a video on the other host: its path and the ``Authorization`` header it carried.
+        self.media_requests: list[tuple[str, str | None]] = []
         #: Answered status calls, and result calls, per request id.
         self.polls: Counter[str] = Counter()
         self.result_polls: Counter[str] = Counter()
@@ -183,6 +208,12 @@ class RunComfySimulator:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def media_url(self) -> str:
+        """The same server under another host name: where a scenario's video may live (``video_host``)."""
+        other = "localhost" if self.host != "localhost" else "127.0.0.1"
+        return f"http://{other}:{self.port}"
 
     def connection_json(self, token: str | None = None) -> str:
         """The ``kling`` connection pointing here, as Airflow's JSON connection format."""
@@ -210,6 +241,7 @@ class RunComfySimulator:
             self.calls.clear()
             self.polls.clear()
             self.result_polls.clear()
+            self.media_requests.clear()
             self._scenarios.clear()
             for queue in self._faults.values():
                 queue.clear()
@@ -273,6 +305,7 @@ class RunComfySimulator:
         app.router.add_get("/v1/requests/{request_id}/result", self._result)
         app.router.add_post("/v1/requests/{request_id}/cancel", self._cancel)
         app.router.add_get("/media/{request_id}/video.mp4", self._video)
+        app.router.add_get("/cdn/{request_id}/video.mp4", self._video)
         app.router.add_get("/_sim/stats", self._stats)
         app.router.add_post("/_sim/script", self._script)
         app.router.add_post("/_sim/inject/{call}", self._inject)
@@ -293,17 +326,46 @@ class RunComfySimulator:
         if fault.kind == "delay":
             await asyncio.sleep(fault.seconds)
             return None
+        if fault.kind == "hang":
+            await asyncio.sleep(HANG_SECONDS)  # cancelled when the client gives up and disconnects
+            return web.Response(status=504)
         if fault.kind == "drop":
             assert request.transport is not None
             request.transport.abort()
             return web.Response(status=500)  # never reaches the client: the socket is gone
         if fault.kind == "malformed":
-            return web.Response(status=200, text=fault.body, content_type="application/json")
+            return web.Response(status=200, text=fault.body, content_type=fault.content_type)
         if fault.kind == "error_code":
             return web.json_response({"error_code": 500001, "error_message": "simulated internal error"})
         return web.Response(
-            status=fault.status_code, text=fault.body, headers=fault.headers, content_type="application/json"
+            status=fault.status_code, text=fault.body, headers=fault.headers, content_type=fault.content_type
         )
+
+    @staticmethod
+    async def _cut_short(request: web.Request, answer: web.Response) -> web.StreamResponse:
+        """Announce ``answer``'s full length, send half of its body, and close the connection."""
+        body = answer.body if isinstance(answer.body, bytes) else b""
+        cut = web.StreamResponse(
+            status=answer.status, headers={"Content-Type": answer.content_type, "Content-Length": str(len(body))}
+        )
+        await cut.prepare(request)
+        await cut.write(body[: len(body) // 2])
+        assert request.transport is not None
+        request.transport.abort()
+        return cut
+
+    async def _answer(self, request: web.Request, fault: Fault | None, answer: web.Response) -> web.StreamResponse:
+        """The normal ``answer``, or with a ``truncate`` fault, half of it."""
+        if fault is not None and fault.kind == "truncate":
+            return await self._cut_short(request, answer)
+        return answer
+
+    async def _fault_first(self, request: web.Request, call: str) -> tuple[Fault | None, web.StreamResponse | None]:
+        """The next fault of ``call``, and its answer when it replaces the normal one."""
+        fault = self._next_fault(call)
+        if fault is None or fault.kind in ("truncate", "gzip"):
+            return fault, None
+        return fault, await self._apply_fault(request, fault)
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         auth = request.headers.get("Authorization", "")
@@ -339,7 +401,7 @@ class RunComfySimulator:
 
     async def _submit(self, request: web.Request) -> web.StreamResponse:
         fault = self._next_fault("submit")
-        if fault is not None and not fault.after_create:
+        if fault is not None and not fault.after_create and fault.kind != "truncate":
             answer = await self._apply_fault(request, fault)
             if answer is not None:
                 return answer
@@ -366,11 +428,14 @@ class RunComfySimulator:
         )
         with self._lock:
             self.requests[rid] = sim_request
+        answer = web.json_response({"request_id": rid, **self._urls(request, rid)})
+        if fault is not None and fault.kind == "truncate":
+            return await self._cut_short(request, answer)
         if fault is not None:
-            answer = await self._apply_fault(request, fault)
-            if answer is not None:
-                return answer
-        return web.json_response({"request_id": rid, **self._urls(request, rid)})
+            faulty = await self._apply_fault(request, fault)
+            if faulty is not None:
+                return faulty
+        return answer
 
     def _scenario_for(self, body: dict[str, Any]) -> Scenario:
         with self._lock:
@@ -384,8 +449,8 @@ class RunComfySimulator:
         return Scenario()
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
-        fault = self._next_fault("status")
-        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+        fault, answer = await self._fault_first(request, "status")
+        if answer is not None:
             return answer
         found = self._lookup(request)
         if isinstance(found, web.Response):
@@ -397,7 +462,7 @@ class RunComfySimulator:
             body["queue_position"] = self._queue_position(found)
         urls = self._urls(request, found.request_id)
         body.update(status_url=urls["status_url"], result_url=urls["result_url"])
-        return web.json_response(body)
+        return await self._answer(request, fault, web.json_response(body))
 
     def _queue_position(self, sim_request: SimulatedRequest) -> int:
         queue, _ = self._timeline(sim_request)
@@ -405,8 +470,8 @@ class RunComfySimulator:
         return max(1, math.ceil(sim_request.scenario.queue_position * left))
 
     async def _result(self, request: web.Request) -> web.StreamResponse:
-        fault = self._next_fault("result")
-        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+        fault, answer = await self._fault_first(request, "result")
+        if answer is not None:
             return answer
         found = self._lookup(request)
         if isinstance(found, web.Response):
@@ -420,17 +485,19 @@ class RunComfySimulator:
             end = found.cancelled_at if found.cancelled_at is not None else found.created + queue + run
             body["finished_at"] = _iso(time.time() - (time.monotonic() - end))
         if status == "succeeded":
-            url = f"{request.scheme}://{request.host}/media/{found.request_id}/video.mp4"
+            host = self.media_url if found.scenario.video_host == "other" else f"{request.scheme}://{request.host}"
+            folder = "cdn" if found.scenario.video_host == "other" else "media"
+            url = f"{host}/{folder}/{found.request_id}/video.mp4"
             body["output"] = {"video": url} if found.scenario.output == "video" else {"videos": [url]}
         elif status == "failed":
             body["error"] = {"error_message": found.scenario.error}
         if request.query.get("include_cost") == "true" and status == "succeeded":
             body["cost"] = round(0.1 * int(found.input.get("duration", 5)), 2)
-        return web.json_response(body)
+        return await self._answer(request, fault, web.json_response(body))
 
     async def _cancel(self, request: web.Request) -> web.StreamResponse:
-        fault = self._next_fault("cancel")
-        if fault is not None and (answer := await self._apply_fault(request, fault)) is not None:
+        fault, answer = await self._fault_first(request, "cancel")
+        if answer is not None:
             return answer
         found = self._lookup(request)
         if isinstance(found, web.Response):
@@ -441,21 +508,34 @@ class RunComfySimulator:
             phase, outcome = "cancelled", "cancelled"
         else:
             outcome = "cancelled" if phase == "cancelled" else "not_cancellable"
-        return web.json_response({"request_id": found.request_id, "status": phase, "outcome": outcome}, status=202)
+        body = {"request_id": found.request_id, "status": phase, "outcome": outcome}
+        return await self._answer(request, fault, web.json_response(body, status=202))
 
     async def _video(self, request: web.Request) -> web.StreamResponse:
+        rid = request.match_info["request_id"]
+        sim_request = self.requests.get(rid)
+        on_other_host = request.path.startswith("/cdn/")
+        if on_other_host:
+            with self._lock:
+                self.media_requests.append((request.path, request.headers.get("Authorization")))
+        elif sim_request is not None and sim_request.scenario.video_host == "redirect":
+            raise web.HTTPFound(f"{self.media_url}/cdn/{rid}/video.mp4")
         fault = self._next_fault("video")
-        truncate = fault is not None and fault.kind == "truncate"
-        if fault is not None and not truncate and (answer := await self._apply_fault(request, fault)) is not None:
+        special = fault is not None and fault.kind in ("truncate", "gzip")
+        if fault is not None and not special and (answer := await self._apply_fault(request, fault)) is not None:
             return answer
-        if request.match_info["request_id"] not in self.requests:
+        if sim_request is None:
             return web.Response(status=404, text="no such video")
-        chunks = [self.video] if self.video_size is None else synthetic_video_chunks(self.video_size)
+        if fault is not None and fault.kind == "gzip":
+            # Compressed whatever the client asked for (Accept-Encoding: identity included), as some
+            # CDNs do: Content-Length counts the compressed bytes.
+            body = gzip.compress(b"".join(self._video_chunks()))
+            return web.Response(body=body, headers={"Content-Type": "video/mp4", "Content-Encoding": "gzip"})
         size = len(self.video) if self.video_size is None else self.video_size
         response = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(size)})
         await response.prepare(request)
-        budget = size // 2 if truncate else size
-        for chunk in chunks:
+        budget = size // 2 if fault is not None and fault.kind == "truncate" else size
+        for chunk in self._video_chunks():
             if len(chunk) > budget:
                 await response.write(chunk[:budget])
                 assert request.transport is not None
@@ -465,6 +545,9 @@ class RunComfySimulator:
             budget -= len(chunk)
         await response.write_eof()
         return response
+
+    def _video_chunks(self) -> Iterator[bytes]:
+        return iter([self.video]) if self.video_size is None else synthetic_video_chunks(self.video_size)
 
     async def _done(self, request: web.Request) -> web.Response:
         """404 until the request is finished, then 200: what a plain ``HttpSensor`` can wait on."""

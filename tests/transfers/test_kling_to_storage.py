@@ -84,6 +84,27 @@ def finished(sim):
         yield hook, hook.get_result(rid).output.video_url
 
 
+@pytest.mark.parametrize("video_host", ["other", "redirect"])
+def test_a_video_on_another_host_is_copied_without_the_token(run_dag, sim, tmp_path, video_host):
+    sim.script(Scenario(video_host=video_host))
+    dest = tmp_path / "v.mp4"
+    dag_run = _run_copy(run_dag, dest)
+    assert states(dag_run) == {"generate": "success", "copy": "success"}
+    assert dest.read_bytes() == sim.video
+    assert [auth for _, auth in sim.media_requests] == [None]  # it reached the other host, with no token
+
+
+def test_a_gzip_encoded_video_lands_as_the_original_bytes(run_dag, sim, tmp_path):
+    sim.inject("video", Fault("gzip"))
+    dest = tmp_path / "v.mp4"
+    dag_run = _run_copy(run_dag, dest)
+    assert states(dag_run) == {"generate": "success", "copy": "success"}
+    assert dest.read_bytes() == sim.video
+    values = xcoms(dag_run)
+    assert values[("copy", "size_bytes")] == len(sim.video)  # the file that landed, not the bytes on the wire
+    assert values[("copy", "sha256")] == hashlib.sha256(sim.video).hexdigest()
+
+
 def test_a_connection_dropped_mid_stream_leaves_no_file(finished, sim, tmp_path):
     hook, url = finished
     sim.inject("video", Fault("truncate"))
