@@ -6,7 +6,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test test-airflow2 lint docs dist sync bench
+.PHONY: demo test test-airflow2 lint docs dist sync bench cluster
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -48,3 +48,9 @@ lint: sync
 bench: $(UV)
 	$(UV) sync --locked --quiet --python $(PYTHON) --group bench
 	.venv/bin/python benchmarks/bench.py
+
+## Airflow on PostgreSQL, Redis and Celery (2 workers, 2 triggerers) with faults while generations are
+## in flight; checks nothing was lost or paid twice and writes docs/cluster.md. CLUSTER_ARGS=--quick: CI's size.
+cluster: $(UV)
+	UV_PROJECT_ENVIRONMENT=.venv-cluster $(UV) sync --locked --quiet --python $(PYTHON) --group cluster
+	bash scripts/cluster.sh $(CLUSTER_ARGS)

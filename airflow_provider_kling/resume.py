@@ -7,6 +7,11 @@ submit answers: in the task state store on Airflow 3.3+ (``context["task_state_s
 ``kling_request``, the convention of Airflow's ``ResumableJobMixin``), and in an Airflow Variable
 named ``kling_request:<dag_id>:<run_id>:<task_id>:<map_index>`` where there is no task state store.
 The record is dropped when the task succeeds, so clearing a successful task generates anew.
+
+Just before the paid submit, the record says that a submit is in flight (``submitting_since``). A
+try that finds that mark without a request id knows an earlier try was stopped (a worker killed)
+while its submit was in flight: a request may exist and be billed, and the API offers no way to
+find it, so the task does not pay again blindly (``if_submit_interrupted``).
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ def input_fingerprint(model: str, body: dict[str, Any]) -> str:
 
 
 class RequestRecord(Protocol):
-    """Where a task keeps ``{"request_id", "fingerprint"}`` of the request it submitted."""
+    """Where a task keeps ``{"request_id", "fingerprint"}`` of the request it submitted (or
+    ``{"fingerprint", "submitting_since"}`` while the submit is in flight)."""
 
     def load(self) -> dict[str, Any] | None: ...
 
-    def save(self, request_id: str, fingerprint: str) -> None: ...
+    def save(self, record: dict[str, Any]) -> None: ...
 
     def forget(self) -> None: ...
 
@@ -50,8 +56,8 @@ class TaskStateRecord:
         value = self._store.get(STATE_KEY)
         return value if isinstance(value, dict) else None
 
-    def save(self, request_id: str, fingerprint: str) -> None:
-        self._store.set(STATE_KEY, {"request_id": request_id, "fingerprint": fingerprint})
+    def save(self, record: dict[str, Any]) -> None:
+        self._store.set(STATE_KEY, record)
 
     def forget(self) -> None:
         self._store.delete(STATE_KEY)
@@ -70,12 +76,12 @@ class VariableRecord:
         value = Variable.get(self.key, None, deserialize_json=True)  # default: positional on Airflow 2 and 3
         return value if isinstance(value, dict) else None
 
-    def save(self, request_id: str, fingerprint: str) -> None:
+    def save(self, record: dict[str, Any]) -> None:
         from airflow.providers.common.compat.sdk import Variable
 
         Variable.set(
             self.key,
-            {"request_id": request_id, "fingerprint": fingerprint},
+            record,
             description="Kling request submitted by this task instance; lets a retry resume it. Removed on success.",
             serialize_json=True,
         )

@@ -17,14 +17,14 @@ for, so they all follow the same rules:
 - **exits**: a wait that ends without success cancels a queued request (free), unless the next try
   of the task will resume it (:func:`on_exit`).
 
-Nothing here does I/O or reads a clock: every function takes ``now``.
+Nothing here does I/O or reads a clock: every function takes ``now``. The values are named tuples:
+immutable, and cheap to define in a module a DAG file imports at every parse.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from enum import Enum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from airflow_provider_kling.constants import DEFAULT_MAX_POLL_INTERVAL, DEFAULT_POLL_INTERVAL
 from airflow_provider_kling.states import CancelOutcome, RequestStatus
@@ -43,8 +43,7 @@ class Call(str, Enum):
     RESULT = "result"
 
 
-@dataclasses.dataclass(frozen=True)
-class Seen:
+class Seen(NamedTuple):
     """
     What one poll saw.
 
@@ -64,16 +63,14 @@ class Seen:
         return self.state.value
 
 
-@dataclasses.dataclass(frozen=True)
-class Poll:
+class Poll(NamedTuple):
     """Make ``call`` at ``at`` (Unix seconds; at once when that has passed)."""
 
     call: Call
     at: float
 
 
-@dataclasses.dataclass(frozen=True)
-class GiveUp:
+class GiveUp(NamedTuple):
     """Stop waiting at ``limit``: cancel the request first (free while it is queued)."""
 
     limit: Limit
@@ -82,8 +79,7 @@ class GiveUp:
 Step = Poll | GiveUp
 
 
-@dataclasses.dataclass(frozen=True)
-class PollSettings:
+class PollSettings(NamedTuple):
     """
     :param interval: seconds between polls.
     :param max_interval: far back in the queue, polls are ``interval`` times the queue position
@@ -108,8 +104,7 @@ class PollSettings:
         return self.interval
 
 
-@dataclasses.dataclass(frozen=True)
-class WaitLimits:
+class WaitLimits(NamedTuple):
     """
     :param deadline: Unix time after which waiting stops, whatever the request's state.
     :param queue_deadline: Unix time after which a request still ``in_queue`` is cancelled
@@ -143,11 +138,10 @@ class WaitLimits:
         return min((limit for limit in bound if limit is not None), default=None)
 
     def without_queue_limit(self) -> WaitLimits:
-        return dataclasses.replace(self, queue_deadline=None)
+        return self._replace(queue_deadline=None)
 
 
-@dataclasses.dataclass(frozen=True)
-class WaitPlan:
+class WaitPlan(NamedTuple):
     """The rules of one wait: poll settings and limits. :meth:`next_step` says what to do next."""
 
     settings: PollSettings = PollSettings()
@@ -183,8 +177,8 @@ class WaitPlan:
         billed anyway: dropping it then would waste the money, so the wait goes on to the deadline.
         """
         if step.limit == "queue" and outcome is CancelOutcome.NOT_CANCELLABLE:
-            running = dataclasses.replace(seen, state=RequestStatus.IN_PROGRESS, queue_position=None)
-            return dataclasses.replace(self, limits=self.limits.without_queue_limit()), running
+            running = seen._replace(state=RequestStatus.IN_PROGRESS, queue_position=None)
+            return self._replace(limits=self.limits.without_queue_limit()), running
         return None
 
 

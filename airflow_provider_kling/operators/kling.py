@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.providers.common.compat.sdk import BaseOperator, conf
 
@@ -14,11 +15,7 @@ from airflow_provider_kling.constants import (
     DEFAULT_TIMEOUT,
     KLING_TEXT_TO_VIDEO_MODEL,
 )
-from airflow_provider_kling.exceptions import KlingNotFoundError
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.resume import RequestRecord, input_fingerprint, request_record
-from airflow_provider_kling.states import ResultStatus
-from airflow_provider_kling.wait_plan import WaitLimits
 from airflow_provider_kling.waiting import KlingWaitingMixin
 
 if TYPE_CHECKING:
@@ -27,6 +24,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.models import KlingResult
+    from airflow_provider_kling.resume import RequestRecord
 
 
 def default_deferrable() -> bool:
@@ -65,6 +63,9 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         queued request is not billed) and the task fails; ``None`` for no separate limit.
     :param resume: on a retry, resume the request an earlier try of this task submitted when it is
         queued, running or succeeded (same model and input), instead of paying for a new one.
+    :param if_submit_interrupted: what a retry does when an earlier try was stopped (its worker
+        killed) while its submit was in flight, so that a request may exist, be billed, and cannot
+        be found: ``"fail"`` (default) fails the task saying so, ``"submit"`` pays for a new one.
     :param include_cost: ask RunComfy for the request's cost in the result.
     :param cancel_on_kill: cancel a queued request when the task is stopped by a user. Whatever
         this says, a wait that ends without a video (a timeout, or an error on the last try)
@@ -104,6 +105,7 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         timeout: float = DEFAULT_TIMEOUT,
         queue_timeout: float | None = None,
         resume: bool = True,
+        if_submit_interrupted: Literal["fail", "submit"] = "fail",
         include_cost: bool = False,
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
@@ -125,6 +127,7 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         self.timeout = timeout
         self.queue_timeout = queue_timeout
         self.resume = resume
+        self.if_submit_interrupted = if_submit_interrupted
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = hook_params or {}
@@ -173,6 +176,8 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         if not self.wait_for_completion:
             self._forget_request(context)
             return request_id
+        from airflow_provider_kling.wait_plan import WaitLimits
+
         with self._every_exit_cancels(context, request_id):
             if self.deferrable:
                 limits = self.deferral_limits(
@@ -186,25 +191,43 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
 
     def _submit_or_resume(self, context: Context, body: dict[str, Any]) -> str:
         """Resume the request of an earlier try when it can be, else submit (and record it at once)."""
+        from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
+        from airflow_provider_kling.resume import input_fingerprint  # at run time: see tests/test_parse_cost.py
+
         fingerprint = input_fingerprint(self.model, body)
         record = self._request_record(context) if self.resume else None
         resumed = self._resumable_request(record.load(), fingerprint) if record is not None else None
         if resumed is not None:
             return resumed
-        request_id = self.hook.submit(body, model=self.model).request_id
+        if record is not None:  # a worker killed from here to the save below leaves this mark
+            record.save({"fingerprint": fingerprint, "submitting_since": time.time()})
+        try:
+            request_id = self.hook.submit(body, model=self.model).request_id
+        except KlingSubmitOutcomeUnknownError:
+            raise  # the mark stays: a later run must not pay again blindly either
+        except BaseException:
+            if record is not None:
+                record.forget()  # RunComfy certainly created nothing
+            raise
         if record is not None:
-            record.save(request_id, fingerprint)
+            record.save({"request_id": request_id, "fingerprint": fingerprint})
         self.log.info("Submitted Kling request %s to %s", request_id, self.model)
         return request_id
 
     def _request_record(self, context: Context) -> RequestRecord:
+        from airflow_provider_kling.resume import request_record
+
         return request_record(context)
 
     def _resumable_request(self, recorded: dict[str, Any] | None, fingerprint: str) -> str | None:
         """The request an earlier try submitted, if it is queued, running or succeeded."""
+        from airflow_provider_kling.exceptions import KlingNotFoundError
+        from airflow_provider_kling.states import ResultStatus
+
         recorded = recorded or {}
         request_id = str(recorded.get("request_id") or "")
         if not request_id:
+            self._check_no_submit_was_interrupted(recorded, fingerprint)
             return None
         if recorded.get("fingerprint") != fingerprint:
             self.log.warning("An earlier try submitted Kling request %s for another input; submitting anew", request_id)
@@ -229,6 +252,27 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
             "Kling request %s of an earlier try ended %s; submitting anew", request_id, result.status.value
         )
         return None
+
+    def _check_no_submit_was_interrupted(self, recorded: dict[str, Any], fingerprint: str) -> None:
+        from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
+
+        since = recorded.get("submitting_since")
+        if since is None or recorded.get("fingerprint") != fingerprint:
+            return
+        when = datetime.fromtimestamp(float(since), tz=timezone.utc).isoformat(timespec="seconds")
+        if self.if_submit_interrupted == "submit":
+            self.log.warning(
+                "An earlier try was stopped while its submit was in flight (since %s): it may have created a "
+                "request that is billed; submitting anew, as if_submit_interrupted='submit' asks",
+                when,
+            )
+            return
+        raise KlingSubmitOutcomeUnknownError(
+            f"An earlier try of this task was stopped (its worker died) while its submit to {self.model} was in "
+            f"flight, since {when}: a request may exist and be billed, and RunComfy offers no way to find it. "
+            "Not submitting again, so that you do not pay twice: check your RunComfy request history, then run "
+            "the task again with if_submit_interrupted='submit' (or resume=False) to generate anew."
+        )
 
     def _forget_request(self, context: Context) -> None:
         """Drop the record once the task succeeds, so that clearing it later generates anew."""

@@ -15,7 +15,6 @@ from airflow_provider_kling.constants import (
 )
 from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.operators.kling import default_deferrable
-from airflow_provider_kling.wait_plan import Seen, WaitLimits
 from airflow_provider_kling.waiting import KlingWaitingMixin
 
 if TYPE_CHECKING:
@@ -100,6 +99,8 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
         return self.request_id
 
     def poke(self, context: Context) -> PokeReturnValue:
+        from airflow_provider_kling.wait_plan import Seen, WaitLimits
+
         # Airflow's own loop keeps the deadline (``timeout``); the plan keeps the queue limit.
         found = self.check(self.request_id, self.wait_plan(WaitLimits(queue_deadline=self._queue_deadline(context))))
         if isinstance(found, Seen):

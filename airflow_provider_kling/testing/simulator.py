@@ -190,6 +190,8 @@ class RunComfySimulator:
         self.video_size = video_size
         self.requests: dict[str, SimulatedRequest] = {}
         self.calls: Counter[str] = Counter()
+        #: Every answered call of each request, in order: ``(call, Unix time)``, the submit included.
+        self.history: dict[str, list[tuple[str, float]]] = {}
         #: Each request for a video on the other host: its path and the ``Authorization`` header it carried.
         self.media_requests: list[tuple[str, str | None]] = []
         #: Answered status calls, and result calls, per request id.
@@ -242,6 +244,7 @@ class RunComfySimulator:
             self.polls.clear()
             self.result_polls.clear()
             self.media_requests.clear()
+            self.history.clear()
             self._scenarios.clear()
             for queue in self._faults.values():
                 queue.clear()
@@ -373,7 +376,7 @@ class RunComfySimulator:
             return _error(401, 400004, "Invalid or expired API token")
         return None
 
-    def _lookup(self, request: web.Request) -> SimulatedRequest | web.Response:
+    def _lookup(self, request: web.Request, call: str) -> SimulatedRequest | web.Response:
         denied = self._unauthorized(request)
         if denied is not None:
             return denied
@@ -384,7 +387,12 @@ class RunComfySimulator:
             sim_request.scenario.expire and self._phase(sim_request) in ("completed", "cancelled")
         ):
             return _error(404, 404001, f"Request {rid} not found or expired")
+        self._record(rid, call)
         return sim_request
+
+    def _record(self, request_id: str, call: str) -> None:
+        with self._lock:
+            self.history.setdefault(request_id, []).append((call, time.time()))
 
     def _timeline(self, sim_request: SimulatedRequest) -> tuple[float, float]:
         scenario = sim_request.scenario
@@ -428,6 +436,7 @@ class RunComfySimulator:
         )
         with self._lock:
             self.requests[rid] = sim_request
+        self._record(rid, "submit")
         answer = web.json_response({"request_id": rid, **self._urls(request, rid)})
         if fault is not None and fault.kind == "truncate":
             return await self._cut_short(request, answer)
@@ -452,7 +461,7 @@ class RunComfySimulator:
         fault, answer = await self._fault_first(request, "status")
         if answer is not None:
             return answer
-        found = self._lookup(request)
+        found = self._lookup(request, "status")
         if isinstance(found, web.Response):
             return found
         self.polls[found.request_id] += 1
@@ -473,7 +482,7 @@ class RunComfySimulator:
         fault, answer = await self._fault_first(request, "result")
         if answer is not None:
             return answer
-        found = self._lookup(request)
+        found = self._lookup(request, "result")
         if isinstance(found, web.Response):
             return found
         self.result_polls[found.request_id] += 1
@@ -499,7 +508,7 @@ class RunComfySimulator:
         fault, answer = await self._fault_first(request, "cancel")
         if answer is not None:
             return answer
-        found = self._lookup(request)
+        found = self._lookup(request, "cancel")
         if isinstance(found, web.Response):
             return found
         phase = self._phase(found)
@@ -526,6 +535,7 @@ class RunComfySimulator:
             return answer
         if sim_request is None:
             return web.Response(status=404, text="no such video")
+        self._record(rid, "video")
         if fault is not None and fault.kind == "gzip":
             # Compressed whatever the client asked for (Accept-Encoding: identity included), as some
             # CDNs do: Content-Length counts the compressed bytes.

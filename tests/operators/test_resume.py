@@ -85,3 +85,73 @@ def test_an_expired_request_is_not_resumed(operator, sim):
     recorded = {"request_id": "sim-expired", "fingerprint": fingerprint}
     assert operator._resumable_request(recorded, fingerprint) is None
     assert sim.calls["status"] == 1
+
+
+class _MemoryRecord:
+    """The record as a killed worker left it: the task state store cannot be killed mid-submit in dag.test()."""
+
+    def __init__(self, value=None) -> None:
+        self.value = value
+        self.saved: list[dict] = []
+
+    def load(self):
+        return self.value
+
+    def save(self, record) -> None:
+        self.value = record
+        self.saved.append(record)
+
+    def forget(self) -> None:
+        self.value = None
+
+
+class _TaskInstance:
+    def xcom_push(self, key: str, value: object) -> None:
+        pass
+
+
+def _operator(record: _MemoryRecord, **kwargs) -> KlingTextToVideoOperator:
+    class Recorded(KlingTextToVideoOperator):
+        def _request_record(self, context):
+            return record
+
+    return Recorded(task_id="t", prompt="a paper boat", hook_params=FAST_HOOK, **kwargs)
+
+
+def _interrupted_mark() -> dict:
+    body = {"prompt": "a paper boat", "duration": 5, "aspect_ratio": "16:9", "negative_prompt": "", "cfg_scale": 0.5}
+    return {"fingerprint": input_fingerprint("kling/kling-1-6/pro/text-to-video", body), "submitting_since": 1.8e9}
+
+
+def test_a_retry_after_a_submit_cut_off_in_flight_does_not_pay_again(sim):
+    from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
+
+    record = _MemoryRecord(_interrupted_mark())
+    with pytest.raises(KlingSubmitOutcomeUnknownError, match=r"stopped .* while its submit .* was in flight"):
+        _operator(record).execute({"ti": _TaskInstance()})
+    assert sim.calls["submit"] == 0
+    assert record.value == _interrupted_mark()  # still marked: clearing the task does not pay blindly either
+
+
+def test_a_retry_after_a_submit_cut_off_pays_again_when_told_to(sim, caplog, capfd):
+    record = _MemoryRecord(_interrupted_mark())
+    rid = _operator(record, if_submit_interrupted="submit").execute({"ti": _TaskInstance()})
+    assert sim.calls["submit"] == 1
+    assert record.saved[-1]["request_id"] == rid
+    assert "it may have created a request that is billed; submitting anew" in caplog.text + capfd.readouterr().out
+
+
+def test_the_mark_is_made_before_the_submit_and_dropped_when_nothing_was_created(sim):
+    from airflow_provider_kling.exceptions import KlingAuthenticationError
+
+    record = _MemoryRecord()
+    sim.inject("submit", Fault("status", status_code=401, body='{"error_code": 400004, "error_message": "bad token"}'))
+    with pytest.raises(KlingAuthenticationError):
+        _operator(record).execute({"ti": _TaskInstance()})
+    assert record.value is None  # a refused submit created nothing: no mark is left to block the next try
+    rid = _operator(record).execute({"ti": _TaskInstance()})
+    fingerprint = _interrupted_mark()["fingerprint"]
+    marked, recorded = record.saved[-2:]
+    assert marked["fingerprint"] == fingerprint
+    assert "submitting_since" in marked  # saved before the paid call
+    assert recorded == {"request_id": rid, "fingerprint": fingerprint}  # saved the moment it answered

@@ -1,0 +1,788 @@
+"""
+``make cluster``: the provider where our users run it, with faults while generations are in flight.
+
+On one machine, from the repository's own files: PostgreSQL (metadata database) and Redis (Celery
+broker), real servers in a temporary directory; Airflow 3.3 with the CeleryExecutor: api-server,
+scheduler, dag-processor, two Celery workers and two triggerers. A RunComfy simulator with
+realistic timelines (seconds in the queue and rendering, with a long tail) serves a mapped DAG of
+generations, each waited for in the triggerer and copied to storage. While they are in flight:
+
+1. one Celery worker is SIGKILLed while some tasks are between their submit and their deferral
+   (their first status call is held back), and started again;
+2. the triggerer holding more triggers is SIGKILLed; the other must take them over;
+3. the scheduler is stopped and started again;
+4. for a while the API refuses: 429 and 503 on polls, 429 on submits.
+
+Then it checks that every generation succeeded and its video landed whole, with exactly one paid
+submit each, nothing left queued or running, no cancel sent, and the token nowhere in the
+database or the logs; prints a report and writes it to ``docs/cluster.md``. Exits non-zero when a
+check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import psycopg2
+
+from airflow_provider_kling.testing.simulator import Fault, RunComfySimulator, Scenario
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DOC = REPO / "docs" / "cluster.md"
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+GENERATION = re.compile(r"generation (\d+):")
+GENERATE, COPY = "generation.generate", "generation.copy"
+#: Task states of a generate task that is past its submit (deferred, or finished) or away.
+DONE_OR_AWAY = ("deferred", "success", "failed", "up_for_retry")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The size of a run: the full one, or the smaller one CI runs."""
+
+    generations: int
+    queue_seconds: tuple[float, float]
+    render_median: float
+    render_max: float
+    worker_concurrency: int
+    refusal_seconds: float
+    deadline_seconds: float
+
+
+FULL = Shape(200, (5, 40), 30, 150, 16, 15, 1500)
+QUICK = Shape(40, (3, 12), 12, 45, 8, 10, 900)
+
+
+# --- the simulated RunComfy -----------------------------------------------------------------
+
+
+class ClusterSimulator(RunComfySimulator):
+    """
+    The simulator with a realistic timeline per generation (fixed by its prompt, so a re-run is the
+    same), a first status call held back for every third generation while a worker is to be
+    killed, and a window in which the API refuses.
+    """
+
+    def __init__(self, shape: Shape, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.shape = shape
+        #: While set, the first status call of every third generation (up to ``max_held``) is held
+        #: back until ``released``: its task sits between its submit and its deferral.
+        self.hold_first_status = threading.Event()
+        self.released = threading.Event()
+        self.max_held = shape.worker_concurrency
+        self.holding: set[str] = set()
+        self.refusing_until = 0.0
+        self._refusals = 0
+        self.submits_by_generation: dict[int, int] = {}
+        #: Every poll that reached the server, refused or not: ``request id -> [Unix time]``.
+        self.arrivals: dict[str, list[float]] = {}
+
+    def _scenario_for(self, body: dict[str, Any]) -> Scenario:
+        match = GENERATION.search(str(body.get("prompt", "")))
+        index = int(match.group(1)) if match else 0
+        draw = random.Random(index)
+        low, high = self.shape.queue_seconds
+        # Rendering: log-normal around the median, a long tail cut at render_max.
+        render = min(self.shape.render_max, draw.lognormvariate(0, 0.5) * self.shape.render_median)
+        with self._lock:
+            self.submits_by_generation[index] = self.submits_by_generation.get(index, 0) + 1
+        return Scenario(queue_seconds=draw.uniform(low, high), run_seconds=render, queue_position=draw.randint(1, 40))
+
+    def _next_fault(self, call: str) -> Fault | None:
+        if time.time() < self.refusing_until and call in ("submit", "status", "result"):
+            with self._lock:
+                self.calls[call] += 1
+                self._refusals += 1
+                odd = self._refusals % 2
+            if call == "submit" or odd:
+                return Fault("status", 429, body='{"error_message": "rate limited"}', headers={"Retry-After": "1"})
+            return Fault.proxy_error(503)
+        return super()._next_fault(call)
+
+    def _arrived(self, request: web.Request) -> None:
+        with self._lock:
+            self.arrivals.setdefault(request.match_info["request_id"], []).append(time.time())
+
+    async def _result(self, request: web.Request) -> web.StreamResponse:
+        self._arrived(request)
+        return await super()._result(request)
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        self._arrived(request)
+        rid = request.match_info["request_id"]
+        if self.hold_first_status.is_set() and rid in self.requests and self.polls[rid] == 0:
+            index = self._index(rid)
+            if index % 3 == 0 and rid not in self.holding and len(self.holding) < self.max_held:
+                self.holding.add(rid)
+                for _ in range(1200):  # at most two minutes
+                    if self.released.is_set():
+                        break
+                    await asyncio_sleep(0.1)
+        return await super()._status(request)
+
+    def _index(self, rid: str) -> int:
+        match = GENERATION.search(str(self.requests[rid].input.get("prompt", "")))
+        return int(match.group(1)) if match else -1
+
+    def ready_at(self, rid: str, clock_offset: float) -> float:
+        """When the video of ``rid`` was ready on the server (Unix seconds)."""
+        sim_request = self.requests[rid]
+        return sim_request.created + sum(self._timeline(sim_request)) + clock_offset
+
+    def phase_of(self, rid: str) -> str:
+        return self._phase(self.requests[rid])
+
+
+async def asyncio_sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+
+
+# --- the servers and Airflow's processes ------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def as_postgres(argv: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as its own user then."""
+    return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+
+def postgres_bin() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    if not candidates:
+        raise SystemExit("PostgreSQL is not installed (scripts/cluster.sh installs it)")
+    return candidates[-1].parent
+
+
+@dataclass
+class Cluster:
+    root: Path
+    shape: Shape
+    token: str
+    sim_url: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    pg_port: int = field(default_factory=free_port)
+    redis_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
+    fernet_key: str = ""
+
+    @property
+    def pg_data(self) -> Path:
+        return self.root / "pg"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def db_url(self) -> str:
+        return f"postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/airflow"
+
+    def db(self) -> Any:
+        return psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="airflow", dbname="airflow")
+
+    def start_postgres(self) -> None:
+        pg = postgres_bin()
+        self.pg_data.mkdir()
+        sockets = self.root / "pgsock"
+        sockets.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.pg_data, "postgres")
+            shutil.chown(sockets, "postgres")
+        subprocess.run(
+            as_postgres([str(pg / "initdb"), "-D", str(self.pg_data), "-U", "airflow", "-A", "trust", "-E", "UTF8"]),
+            check=True,
+            capture_output=True,
+        )
+        options = f"-p {self.pg_port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=400"
+        start = [str(pg / "pg_ctl"), "-D", str(self.pg_data), "-o", options, "-l", str(self.pg_data / "log")]
+        subprocess.run(as_postgres([*start, "-w", "start"]), check=True, capture_output=True)
+        subprocess.run(
+            [str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow", "airflow"], check=True
+        )
+
+    def stop_postgres(self) -> None:
+        if (self.pg_data / "postmaster.pid").exists():
+            subprocess.run(
+                as_postgres([str(postgres_bin() / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate", "stop"]),
+                capture_output=True,
+            )
+
+    def start_redis(self) -> None:
+        (self.root / "redis").mkdir()
+        port, folder = str(self.redis_port), str(self.root / "redis")
+        argv = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self.spawn("redis", [*argv, "--dir", folder], airflow=False)
+        wait_for("Redis", lambda: port_open(self.redis_port), 30)
+
+    def env(self, name: str = "") -> dict[str, str]:
+        env = {
+            **os.environ,
+            "AIRFLOW_HOME": str(self.root / "airflow"),
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.root / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__FERNET_KEY": self.fernet_key,
+            "AIRFLOW__CORE__PARALLELISM": "128",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "names.hostname",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.api_port}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            # psycopg 3 is what a bare db+postgresql:// reaches for: name the driver.
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/airflow",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.shape.worker_concurrency),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.api_port),
+            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.api_port}",
+            "AIRFLOW__API__SECRET_KEY": "cluster-run-secret",
+            "AIRFLOW__API_AUTH__JWT_SECRET": "cluster-run-jwt-secret",
+            # Short heartbeats and thresholds, so that the faults play out in seconds, not minutes.
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "8",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
+            "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
+                {"conn_type": "kling", "host": self.sim_url, "password": self.token}
+            ),
+            "KLING_CLUSTER_GENERATIONS": str(self.shape.generations),
+            "KLING_CLUSTER_VIDEO_DIR": str(self.root / "videos"),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+        }
+        if name:
+            env["KLING_CLUSTER_NAME"] = name
+        return env
+
+    def airflow(self, *argv: str) -> str:
+        done = subprocess.run([AIRFLOW, *argv], env=self.env(), capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"airflow {' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
+        return done.stdout
+
+    def spawn(self, name: str, argv: list[str], *, airflow: bool = True) -> None:
+        self.logs.mkdir(exist_ok=True)
+        out = (self.logs / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [AIRFLOW, *argv] if airflow else argv,
+            env=self.env(name),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a kill takes its children too
+        )
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(60)
+
+    def stop_airflow(self) -> None:
+        """Stop every process but PostgreSQL, which the checks still read."""
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(max(deadline - time.monotonic(), 0.1))
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(what: str, check: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Observations:
+    started: float = 0.0
+    finished: float = 0.0
+    worker_killed_at: float = 0.0
+    killed_between_submit_and_deferral: list[str] = field(default_factory=list)
+    triggerer_killed_at: float = 0.0
+    killed_triggerer: str = ""
+    moved: dict[str, int] = field(default_factory=dict)  # request id -> trigger id
+    moved_over_at: float = 0.0
+    scheduler_restarted_at: float = 0.0
+    refusal: tuple[float, float] = (0.0, 0.0)
+    triggerer_cpu: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def query(cluster: Cluster, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with contextlib.closing(cluster.db()) as conn, conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
+
+
+def task_states(cluster: Cluster) -> dict[tuple[str, str], int]:
+    rows = query(
+        cluster,
+        "SELECT task_id, state, count(*) FROM task_instance WHERE dag_id = 'kling_cluster' GROUP BY task_id, state",
+    )
+    return {(task, str(state)): count for task, state, count in rows}
+
+
+def triggers_by_triggerer(cluster: Cluster) -> dict[str, list[int]]:
+    rows = query(
+        cluster,
+        "SELECT job.hostname, trigger.id FROM trigger JOIN job ON job.id = trigger.triggerer_id",
+    )
+    held: dict[str, list[int]] = {}
+    for host, trigger_id in rows:
+        held.setdefault(host, []).append(trigger_id)
+    return held
+
+
+def request_ids_of(cluster: Cluster, trigger_ids: list[int]) -> dict[str, int]:
+    rows = query(
+        cluster,
+        "SELECT ti.trigger_id, x.value FROM task_instance ti JOIN xcom x ON x.dag_id = ti.dag_id "
+        "AND x.run_id = ti.run_id AND x.task_id = ti.task_id AND x.map_index = ti.map_index "
+        "WHERE x.key = 'request_id' AND ti.trigger_id = ANY(%s)",
+        trigger_ids,
+    )
+    return {str(json_value(value)): trigger_id for trigger_id, value in rows}
+
+
+def json_value(value: Any) -> Any:
+    """An XCom value as the database gives it: decoded already (jsonb), or JSON text."""
+    if isinstance(value, (bytes, memoryview)):
+        value = bytes(value).decode()
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
+
+
+class CpuMeter(threading.Thread):
+    """Samples the CPU time of each triggerer's process tree, so a killed one keeps its last figure."""
+
+    def __init__(self, cluster: Cluster, names: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.cluster, self.names = cluster, names
+        self.cpu: dict[str, float] = {}
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.5):
+            for name in self.names:
+                proc = self.cluster.procs.get(name)
+                if proc is None or proc.poll() is not None:
+                    continue
+                with contextlib.suppress(psutil.Error):
+                    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+                    total = 0.0
+                    for part in tree:
+                        with contextlib.suppress(psutil.Error):
+                            times = part.cpu_times()
+                            total += times.user + times.system
+                    self.cpu[name] = max(self.cpu.get(name, 0.0), total)
+
+
+def run(cluster: Cluster, sim: ClusterSimulator) -> Observations:
+    shape, root = cluster.shape, cluster.root
+    seen = Observations()
+    (root / "dags").mkdir()
+    (root / "videos").mkdir()
+    shutil.copy(HERE / "kling_cluster_dag.py", root / "dags" / "kling_cluster_dag.py")
+    print("starting PostgreSQL and Redis", flush=True)
+    cluster.start_postgres()
+    cluster.start_redis()
+    print("migrating the metadata database", flush=True)
+    cluster.airflow("db", "migrate")
+    slots = str(shape.generations + 50)
+    cluster.airflow("pools", "set", "kling_generations", slots, "Kling generations in flight", "--include-deferred")
+    print("starting api-server, scheduler, dag-processor, 2 Celery workers, 2 triggerers", flush=True)
+    cluster.spawn("api-server", ["api-server", "--port", str(cluster.api_port)])
+    cluster.spawn("scheduler", ["scheduler"])
+    cluster.spawn("dag-processor", ["dag-processor"])
+    for worker in ("worker-1", "worker-2"):
+        cluster.spawn(worker, ["celery", "worker", "--celery-hostname", f"{worker}@%h", "--skip-serve-logs"])
+    for triggerer in ("triggerer-1", "triggerer-2"):
+        cluster.spawn(triggerer, ["triggerer", "--skip-serve-logs"])
+    meter = CpuMeter(cluster, ["triggerer-1", "triggerer-2"])
+    meter.start()
+    wait_for("the api-server", lambda: port_open(cluster.api_port), 120)
+    wait_for(
+        "the DAG to be parsed",
+        lambda: query(cluster, "SELECT 1 FROM serialized_dag WHERE dag_id = 'kling_cluster'"),
+        180,
+    )
+    cluster.airflow("dags", "unpause", "kling_cluster")
+    sim.hold_first_status.set()
+    cluster.airflow("dags", "trigger", "kling_cluster")
+    seen.started = time.time()
+    print(f"triggered {shape.generations} generations", flush=True)
+    try:
+        inject_faults(cluster, sim, seen)
+        wait_for_run(cluster, shape, seen)
+    finally:
+        meter.stopped.set()
+        meter.join(5)
+        seen.triggerer_cpu = dict(meter.cpu)
+        cluster.stop_airflow()
+    return seen
+
+
+def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> None:
+    n = cluster.shape.generations
+
+    # 1. A worker dies while tasks sit between their submit and their deferral (their first status
+    # call is held), and no task of it is in the middle of its submit: a submit cut off in flight is
+    # a different fault, after which a retry fails rather than pay again blindly (resume.py).
+    def only_held_tasks_run() -> bool:
+        counts = task_states(cluster)
+        started = sum(count for (task, state), count in counts.items() if task == GENERATE and state in DONE_OR_AWAY)
+        running = counts.get((GENERATE, "running"), 0)
+        return len(sim.holding) >= 3 and started + running == n and running <= len(sim.holding)
+
+    wait_for("tasks between submit and deferral, and none in its submit", only_held_tasks_run, 600)
+    running = query(
+        cluster,
+        "SELECT map_index FROM task_instance WHERE dag_id = 'kling_cluster' AND task_id = 'generation.generate' "
+        "AND state = 'running' AND hostname = 'worker-1'",
+    )
+    cluster.kill("worker-1")
+    seen.worker_killed_at = time.time()
+    sim.released.set()
+    on_worker = {index for (index,) in running}
+    held = {sim._index(rid): rid for rid in set(sim.holding)}
+    seen.killed_between_submit_and_deferral = sorted(rid for index, rid in held.items() if index in on_worker)
+    print(
+        f"SIGKILLed worker-1 with {len(on_worker)} generate tasks on it, "
+        f"{len(seen.killed_between_submit_and_deferral)} of them between submit and deferral",
+        flush=True,
+    )
+    if not seen.killed_between_submit_and_deferral:
+        seen.notes.append("no task was between submit and deferral on the killed worker")
+    sim.hold_first_status.clear()
+    time.sleep(5)
+    cluster.spawn("worker-1", ["celery", "worker", "--celery-hostname", "worker-1@%h", "--skip-serve-logs"])
+
+    # 2. The busier triggerer dies; the other must take its triggers over.
+    def both_busy() -> bool:
+        held = triggers_by_triggerer(cluster)
+        deferred = sum(len(ids) for ids in held.values())
+        return len(held) == 2 and deferred >= n // 2
+
+    wait_for("triggers on both triggerers", both_busy, 600)
+    held_now = triggers_by_triggerer(cluster)
+    seen.killed_triggerer = max(held_now, key=lambda host: len(held_now[host]))
+    seen.moved = request_ids_of(cluster, held_now[seen.killed_triggerer])
+    check_trigger_rows_hold_no_token(cluster, seen)
+    cluster.kill(seen.killed_triggerer)
+    seen.triggerer_killed_at = time.time()
+    print(f"SIGKILLed {seen.killed_triggerer} holding {len(seen.moved)} triggers", flush=True)
+    survivor = next(name for name in ("triggerer-1", "triggerer-2") if name != seen.killed_triggerer)
+
+    def taken_over() -> bool:
+        ids = list(seen.moved.values())
+        rows = query(
+            cluster,
+            "SELECT count(*) FROM trigger JOIN job ON job.id = trigger.triggerer_id "
+            "WHERE trigger.id = ANY(%s) AND job.hostname <> %s",
+            ids,
+            survivor,
+        )
+        return rows[0][0] == 0
+
+    wait_for("the survivor to take the triggers over", taken_over, 300)
+    seen.moved_over_at = time.time()
+    print(f"{survivor} took them over after {seen.moved_over_at - seen.triggerer_killed_at:.1f} s", flush=True)
+
+    # 3. The scheduler stops and starts again.
+    cluster.kill("scheduler", signal.SIGTERM)
+    time.sleep(5)
+    cluster.spawn("scheduler", ["scheduler"])
+    seen.scheduler_restarted_at = time.time()
+    print("restarted the scheduler", flush=True)
+
+    # 4. The API refuses for a while: 429 and 503 on polls, 429 on submits.
+    start = time.time()
+    sim.refusing_until = start + cluster.shape.refusal_seconds
+    seen.refusal = (start, sim.refusing_until)
+    print(f"the API refuses for {cluster.shape.refusal_seconds:.0f} s", flush=True)
+
+
+def wait_for_run(cluster: Cluster, shape: Shape, seen: Observations) -> None:
+    deadline = time.monotonic() + shape.deadline_seconds
+    last = ""
+    while time.monotonic() < deadline:
+        state = query(cluster, "SELECT state FROM dag_run WHERE dag_id = 'kling_cluster'")
+        counts = task_states(cluster)
+        line = ", ".join(f"{task} {st}: {count}" for (task, st), count in sorted(counts.items()))
+        if line != last:
+            print(f"  {time.time() - seen.started:5.0f} s  {line}", flush=True)
+            last = line
+        if state and state[0][0] in ("success", "failed"):
+            seen.finished = time.time()
+            return
+        time.sleep(2)
+    seen.finished = time.time()
+    seen.notes.append(f"the run did not finish within {shape.deadline_seconds:.0f} s")
+
+
+def check_trigger_rows_hold_no_token(cluster: Cluster, seen: Observations) -> None:
+    """Trigger kwargs are encrypted in the database: decrypt them to look for the token."""
+    from cryptography.fernet import Fernet
+
+    fernet = Fernet(cluster.fernet_key.encode())
+    rows = query(cluster, "SELECT kwargs FROM trigger")
+    for (kwargs,) in rows:
+        text = kwargs if kwargs.startswith("{") else fernet.decrypt(kwargs.encode()).decode()
+        if cluster.token in text:
+            seen.notes.append("the token is in a trigger's kwargs")
+            return
+
+
+# --- checks and report ------------------------------------------------------------------------
+
+
+def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, bool, str]]:
+    n = cluster.shape.generations
+    results: list[tuple[str, bool, str]] = []
+    counts = task_states(cluster)
+    ok_tasks = counts.get((GENERATE, "success"), 0) == n and counts.get((COPY, "success"), 0) == n
+    results.append(("every generation succeeded", ok_tasks, f"{counts}"))
+    expected = sim.video
+    digest = hashlib.sha256(expected).hexdigest()
+    landed = [cluster.root / "videos" / f"{i}.mp4" for i in range(n)]
+    whole = [p for p in landed if p.exists() and p.stat().st_size == len(expected)]
+    same = [p for p in whole if hashlib.sha256(p.read_bytes()).hexdigest() == digest]
+    results.append(("every video landed whole (size and sha256)", len(same) == n, f"{len(same)} of {n}"))
+    submits = sim.submits_by_generation
+    once = [i for i in range(n) if submits.get(i) == 1]
+    twice = {i: c for i, c in submits.items() if c != 1}
+    results.append(("exactly one paid submit per generation", len(once) == n, f"not once: {twice}" if twice else ""))
+    unfinished = [rid for rid in sim.requests if sim.phase_of(rid) in ("in_queue", "in_progress")]
+    results.append(("no request left queued or running", not unfinished, ", ".join(unfinished[:5])))
+    cancels = sim.calls["cancel"]
+    results.append(("no cancel sent (none for a request a triggerer took over)", cancels == 0, f"{cancels} cancels"))
+    leaks = token_leaks(cluster, seen)
+    results.append(
+        ("the token is nowhere in the database, the logs, XCom or trigger rows", not leaks, ", ".join(leaks))
+    )
+    for note in seen.notes:
+        results.append((note, False, ""))
+    return results
+
+
+def token_leaks(cluster: Cluster, seen: Observations) -> list[str]:
+    leaks = [note for note in seen.notes if "token" in note]
+    dump_path = cluster.root / "dump.sql"
+    server = ["-h", "127.0.0.1", "-p", str(cluster.pg_port), "-U", "airflow"]
+    subprocess.run([str(postgres_bin() / "pg_dump"), *server, "-f", str(dump_path), "airflow"], capture_output=True)
+    if not dump_path.exists():
+        leaks.append("could not dump the database to check it")
+    elif cluster.token in dump_path.read_text(errors="replace"):
+        leaks.append("database (pg_dump)")
+    for path in cluster.logs.rglob("*"):
+        if path.is_file() and cluster.token in path.read_text(errors="replace"):
+            leaks.append(str(path.relative_to(cluster.root)))
+    return leaks
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, str]]:
+    n = cluster.shape.generations
+    offset = time.time() - time.monotonic()
+    # "video in storage": the end of each copy task; "ready": when the server finished rendering.
+    ends = dict(
+        query(
+            cluster,
+            "SELECT ti.map_index, ti.end_date FROM task_instance ti WHERE ti.dag_id = 'kling_cluster' "
+            "AND ti.task_id = 'generation.copy' AND ti.state = 'success'",
+        )
+    )
+    request_of = {
+        index: str(json_value(value))
+        for index, value in query(
+            cluster,
+            "SELECT map_index, value FROM xcom WHERE dag_id = 'kling_cluster' AND task_id = 'generation.generate' "
+            "AND key = 'return_value'",
+        )
+    }
+    overhead = [
+        ends[i].timestamp() - sim.ready_at(rid, offset)
+        for i, rid in request_of.items()
+        if i in ends and rid in sim.requests
+    ]
+    takeover = []
+    killed = seen.triggerer_killed_at
+    for rid in seen.moved:
+        polls = [
+            t for call, t in sim.history.get(rid, []) if call in ("status", "result") and t > seen.triggerer_killed_at
+        ]
+        if polls:
+            takeover.append(polls[0] - seen.triggerer_killed_at)
+    calls = sum(sim.calls[c] for c in ("submit", "status", "result", "cancel", "video"))
+    slots = worker_slot_seconds(cluster)
+    triggerer_cpu = sum(seen.triggerer_cpu.values())
+    return [
+        ("generations", f"{n}"),
+        ("wall time", f"{seen.finished - seen.started:.0f} s"),
+        ("overhead beyond rendering, p50 / p99 (video ready on the server -> video in storage)",
+         f"{percentile(overhead, 0.5):.1f} s / {percentile(overhead, 0.99):.1f} s"),
+        ("surviving triggerer took over (trigger rows moved)", f"{seen.moved_over_at - killed:.1f} s"),
+        ("first poll of a moved request after the kill, p50 / max",
+         f"{percentile(takeover, 0.5):.1f} s / {max(takeover, default=float('nan')):.1f} s ({len(takeover)} requests)"),
+        ("HTTP calls per generation", f"{calls / n:.1f} ({dict(sim.calls)})"),
+        ("triggerer CPU seconds per generation", f"{triggerer_cpu / n:.3f} ({triggerer_cpu:.1f} s in all)"),
+        ("worker-slot seconds per generation", f"{sum(slots) / n:.1f} ({len(slots)} task runs, median {percentile(slots, 0.5):.1f} s)"),
+        ("tasks SIGKILLed between submit and deferral", f"{len(seen.killed_between_submit_and_deferral)}"),
+    ]  # fmt: skip
+
+
+SLOT = re.compile(r"execute_workload\[[^\]]*\] (?:succeeded|raised|failed)[^\n]*? in ([0-9.]+)s")
+
+
+def worker_slot_seconds(cluster: Cluster) -> list[float]:
+    """How long each task run held a Celery worker's slot, from the workers' own task lines."""
+    runs: list[float] = []
+    for name in ("worker-1", "worker-2"):
+        path = cluster.logs / f"{name}.log"
+        if path.exists():
+            runs += [float(m.group(1)) for m in SLOT.finditer(path.read_text(errors="replace"))]
+    return runs
+
+
+def report(
+    shape_name: str, results: list[tuple[str, bool, str]], rows: list[tuple[str, str]], seen: Observations
+) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    lines = [
+        f"Run by `make cluster` ({shape_name} scenario) on {stamp}: PostgreSQL, Redis, Airflow "
+        f"{airflow_version()} with CeleryExecutor, two Celery workers and two triggerers, one machine "
+        f"({os.cpu_count()} CPUs).",
+        "",
+        "| check | held | |",
+        "|---|---|---|",
+        *[f"| {name} | {'yes' if ok else '**NO**'} | {detail} |" for name, ok, detail in results],
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {name} | {value} |" for name, value in rows],
+        "",
+        "Faults, in order: SIGKILL of `worker-1` (tasks between submit and deferral: "
+        f"{len(seen.killed_between_submit_and_deferral)}), SIGKILL of `{seen.killed_triggerer}` "
+        f"({len(seen.moved)} triggers), scheduler stop and start, "
+        f"{seen.refusal[1] - seen.refusal[0]:.0f} s of 429/503 from the API.",
+    ]
+    return "\n".join(lines)
+
+
+def airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow")
+
+
+def write_doc(text: str) -> None:
+    start, end = "<!-- cluster results -->", "<!-- end of cluster results -->"
+    page = DOC.read_text()
+    before, _, rest = page.partition(start)
+    _, _, after = rest.partition(end)
+    DOC.write_text(f"{before}{start}\n{text}\n{end}{after}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the smaller scenario CI runs")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database dump)")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/cluster.md")
+    args = parser.parse_args()
+    shape = QUICK if args.quick else FULL
+    token = f"cluster-token-{secrets.token_hex(12)}"
+    root = Path(tempfile.mkdtemp(prefix="kling-cluster-"))
+    root.chmod(0o755)
+    print(f"working in {root}", flush=True)
+    from cryptography.fernet import Fernet
+
+    with ClusterSimulator(shape, token=token, queue_seconds=1, run_seconds=1) as sim:
+        cluster = Cluster(root, shape, token, sim.url, fernet_key=Fernet.generate_key().decode())
+        try:
+            seen = run(cluster, sim)
+            results = checks(cluster, sim, seen)
+            rows = measures(cluster, sim, seen)
+        finally:
+            cluster.stop_airflow()
+            cluster.stop_postgres()
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+    text = report("quick" if args.quick else "full", results, rows, seen)
+    print()
+    print(text)
+    if not args.no_doc:
+        write_doc(text)
+    failed = [name for name, ok, _ in results if not ok]
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("\nall checks held")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
