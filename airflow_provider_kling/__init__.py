@@ -43,6 +43,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
+        "task-decorators": [{"name": "kling", "class-name": "airflow_provider_kling.decorators.kling.kling_task"}],
         "connection-types": [
             {
                 "connection-type": "kling",

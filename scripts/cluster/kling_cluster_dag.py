@@ -40,8 +40,6 @@ with DAG(
             prompt=prompt,
             wait_for_completion=True,
             deferrable=True,
-            poll_interval=2,
-            max_poll_interval=20,
             pool="kling_generations",
             **RETRY,
         )

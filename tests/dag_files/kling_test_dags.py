@@ -116,3 +116,20 @@ with _dag("kling_other_model") as other_model:
         poll_interval=0.05,
         hook_params=FAST,
     )
+
+with _dag("kling_taskflow") as taskflow:
+    from airflow.providers.common.compat.sdk import task
+
+    @task.kling(duration=5, poll_interval=0.05, hook_params=FAST)
+    def teaser(product: str) -> str:
+        return f"A slow pan across {product} on a marble table, soft morning light"
+
+    @task.kling(poll_interval=0.05, hook_params=FAST)
+    def vertical() -> dict[str, Any]:
+        return {"prompt": "A lighthouse at dusk, waves below", "aspect_ratio": "9:16"}
+
+    @task
+    def publish(results: list[dict[str, Any]], single: dict[str, Any]) -> list[str]:
+        return [result["video_url"] for result in [*results, single]]
+
+    publish(teaser.expand(product=["a watch", "a fountain pen"]), vertical())
