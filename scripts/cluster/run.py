@@ -9,9 +9,9 @@ generations, each waited for in the triggerer and copied to storage. While they 
 
 1. one Celery worker is SIGKILLed while some tasks are between their submit and their deferral
    (their first status call is held back), and started again;
-2. the triggerer holding more triggers is SIGKILLed; the other must take them over;
-3. the scheduler is stopped and started again;
-4. for a while the API refuses: 429 and 503 on polls, 429 on submits.
+2. for a while the API refuses: 429 and 503 on polls, 429 on submits;
+3. the triggerer holding more triggers is SIGKILLed; the other must take them over;
+4. the scheduler is stopped and started again.
 
 Then it checks that every generation succeeded and its video landed whole, with exactly one paid
 submit each, nothing left queued or running, no cancel sent, and the token nowhere in the
@@ -527,7 +527,13 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     time.sleep(5)
     cluster.spawn("worker-1", ["celery", "worker", "--celery-hostname", "worker-1@%h", "--skip-serve-logs"])
 
-    # 2. The busier triggerer dies; the other must take its triggers over.
+    # 2. The API refuses for a while: 429 and 503 on polls, 429 on submits.
+    start = time.time()
+    sim.refusing_until = start + cluster.shape.refusal_seconds
+    seen.refusal = (start, sim.refusing_until)
+    print(f"the API refuses for {cluster.shape.refusal_seconds:.0f} s", flush=True)
+
+    # 3. The busier triggerer dies; the other must take its triggers over.
     def both_busy() -> bool:
         held = triggers_by_triggerer(cluster)
         deferred = sum(len(ids) for ids in held.values())
@@ -561,18 +567,12 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     seen.moved_over_at = time.time()
     print(f"{survivor} took them over after {seen.moved_over_at - seen.triggerer_killed_at:.1f} s", flush=True)
 
-    # 3. The scheduler stops and starts again.
+    # 4. The scheduler stops and starts again.
     cluster.kill("scheduler", signal.SIGTERM)
     time.sleep(5)
     cluster.spawn("scheduler", ["scheduler"])
     seen.scheduler_restarted_at = time.time()
     print("restarted the scheduler", flush=True)
-
-    # 4. The API refuses for a while: 429 and 503 on polls, 429 on submits.
-    start = time.time()
-    sim.refusing_until = start + cluster.shape.refusal_seconds
-    seen.refusal = (start, sim.refusing_until)
-    print(f"the API refuses for {cluster.shape.refusal_seconds:.0f} s", flush=True)
 
 
 def wait_for_run(cluster: Cluster, shape: Shape, seen: Observations) -> None:
@@ -790,9 +790,9 @@ def report(
         *[f"| {name} | {value} |" for name, value in rows],
         "",
         "Faults, in order: SIGKILL of `worker-1` (tasks between submit and deferral: "
-        f"{len(seen.killed_between_submit_and_deferral)}), SIGKILL of `{seen.killed_triggerer}` "
-        f"({len(seen.moved)} triggers), scheduler stop and start, "
-        f"{seen.refusal[1] - seen.refusal[0]:.0f} s of 429/503 from the API.",
+        f"{len(seen.killed_between_submit_and_deferral)}), {seen.refusal[1] - seen.refusal[0]:.0f} s of "
+        f"429/503 from the API, SIGKILL of `{seen.killed_triggerer}` ({len(seen.moved)} triggers), "
+        "scheduler stop and start.",
     ]
     return "\n".join(lines)
 
