@@ -91,11 +91,21 @@ def log_cancel_outcome(hook: BaseHook, request_id: str, answer: CancelResponse) 
     return answer.outcome
 
 
-def seen_in(answer: StatusResponse | ResultResponse, at: float) -> Seen:
-    """What a status or result answer, asked for at ``at``, says of the request's state."""
+def observed(answer: StatusResponse | ResultResponse, at: float) -> tuple[Seen, ResultResponse | None]:
+    """What a status or result answer, asked for at ``at``, says: the state, and the final result if any."""
     if isinstance(answer, StatusResponse):
-        return Seen(answer.status, answer.queue_position, at)
-    return Seen(answer.status.request_status, None, at)
+        return Seen(answer.status, answer.queue_position, at), None
+    return Seen(answer.status.request_status, None, at), answer if answer.status.is_terminal else None
+
+
+def going_on(
+    request_id: str, plan: WaitPlan, step: GiveUp, outcome: CancelOutcome | None, seen: Seen
+) -> tuple[WaitPlan, Seen]:
+    """The plan and state to go on with after cancelling at ``step``; raises when the wait stops there."""
+    after = plan.after_give_up(step, outcome, seen)
+    if after is None:
+        raise KlingWaitTimeout(give_up_message(request_id, step.limit, outcome), request_id=request_id)
+    return after
 
 
 def _log_retry(hook: BaseHook, what: str) -> Any:
@@ -256,9 +266,8 @@ class KlingHook(_KlingHookBase):
         """One poll by ``call``: what it saw, and the result once the request is finished (``None`` before)."""
         at = time.time()
         if call is Call.STATUS:
-            return seen_in(self.get_status(request_id), at), None
-        result = self.get_result(request_id, include_cost=include_cost)
-        return seen_in(result, at), result if result.status.is_terminal else None
+            return observed(self.get_status(request_id), at)
+        return observed(self.get_result(request_id, include_cost=include_cost), at)
 
     def follow(
         self,
@@ -284,7 +293,7 @@ class KlingHook(_KlingHookBase):
             step = plan.next_step(seen, time.time())
             if isinstance(step, GiveUp):
                 assert seen is not None  # a limit is acted on only after a poll
-                plan, seen = self._give_up(request_id, plan, step, seen)
+                plan, seen = going_on(request_id, plan, step, self.cancel_best_effort(request_id), seen)
                 continue
             delay = step.at - time.time()
             if delay > 0:
@@ -297,13 +306,6 @@ class KlingHook(_KlingHookBase):
                 on_progress(seen)
             if result is not None:
                 return result
-
-    def _give_up(self, request_id: str, plan: WaitPlan, step: GiveUp, seen: Seen) -> tuple[WaitPlan, Seen]:
-        outcome = self.cancel_best_effort(request_id)
-        going_on = plan.after_give_up(step, outcome, seen)
-        if going_on is None:
-            raise KlingWaitTimeout(give_up_message(request_id, step.limit, outcome), request_id=request_id)
-        return going_on
 
     def wait(
         self,
@@ -507,9 +509,8 @@ class KlingAsyncHook(_KlingHookBase):
         """Coroutine form of :meth:`KlingHook.poll`."""
         at = time.time()
         if call is Call.STATUS:
-            return seen_in(await self.get_status(request_id), at), None
-        result = await self.get_result(request_id, include_cost=include_cost)
-        return seen_in(result, at), result if result.status.is_terminal else None
+            return observed(await self.get_status(request_id), at)
+        return observed(await self.get_result(request_id, include_cost=include_cost), at)
 
     async def follow(
         self,
@@ -525,7 +526,7 @@ class KlingAsyncHook(_KlingHookBase):
             step = plan.next_step(seen, time.time())
             if isinstance(step, GiveUp):
                 assert seen is not None  # a limit is acted on only after a poll
-                plan, seen = await self._give_up(request_id, plan, step, seen)
+                plan, seen = going_on(request_id, plan, step, await self.cancel_best_effort(request_id), seen)
                 continue
             delay = step.at - time.time()
             if delay > 0:
@@ -535,10 +536,3 @@ class KlingAsyncHook(_KlingHookBase):
                 on_progress(seen)
             if result is not None:
                 return result
-
-    async def _give_up(self, request_id: str, plan: WaitPlan, step: GiveUp, seen: Seen) -> tuple[WaitPlan, Seen]:
-        outcome = await self.cancel_best_effort(request_id)
-        going_on = plan.after_give_up(step, outcome, seen)
-        if going_on is None:
-            raise KlingWaitTimeout(give_up_message(request_id, step.limit, outcome), request_id=request_id)
-        return going_on
