@@ -29,6 +29,3 @@ DEFAULT_POLL_INTERVAL = 5.0
 #: Longest wait between polls while a request is far back in the queue (adaptive polling).
 DEFAULT_MAX_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 3600.0
-
-#: Bytes of a server answer quoted in an error message.
-BODY_EXCERPT_CHARS = 300
