@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import KlingResult
+    from airflow_provider_kling.states import RequestStatus
     from airflow_provider_kling.wait_plan import Exit, ExitAction, Seen, WaitLimits, WaitPlan
 
     _TaskBase = BaseOperator
@@ -47,8 +48,8 @@ class KlingWaitingMixin(_TaskBase):
     Waiting for a RunComfy request from a task: on the worker, or deferred to the triggerer.
 
     The task sets ``kling_conn_id``, ``deferrable``, ``max_poll_interval``, ``queue_timeout``,
-    ``include_cost``, ``cancel_on_kill`` and ``hook_params``, and says its poll interval, its
-    timeout and whether a retry waits for the same request.
+    ``include_cost``, ``cancel_on_kill`` and ``hook_params``, and says its poll interval, whether
+    a retry waits for the same request, and which request it waited for once resumed.
     """
 
     kling_conn_id: str
@@ -70,11 +71,6 @@ class KlingWaitingMixin(_TaskBase):
     @property
     def wait_interval(self) -> float:
         """Seconds between polls."""
-        raise NotImplementedError
-
-    @property
-    def wait_timeout(self) -> float | None:
-        """Seconds to wait in all."""
         raise NotImplementedError
 
     def retry_waits_for_same_request(self) -> bool:
@@ -100,6 +96,10 @@ class KlingWaitingMixin(_TaskBase):
 
     def _remember(self, seen: Seen) -> None:
         self._last_seen = seen
+
+    @property
+    def _last_state(self) -> RequestStatus | None:
+        return self._last_seen.state if self._last_seen is not None else None
 
     def check(self, request_id: str, plan: WaitPlan) -> KlingResult | Seen:
         """Poll while a poll is due (a status call, then the result once finished); never sleep."""
@@ -130,22 +130,19 @@ class KlingWaitingMixin(_TaskBase):
         self.defer_until_done(context, request_id, found, limits)
         raise AssertionError("unreachable: defer() raises")  # pragma: no cover
 
-    def deferral_limits(self, context: Context, queue_deadline: float | None) -> WaitLimits:
+    def with_execution_timeout(self, context: Context, limits: WaitLimits) -> WaitLimits:
         """
-        The trigger's limits: ``timeout`` from now, and the task's ``execution_timeout``.
+        ``limits`` with the task's ``execution_timeout`` as a deadline too: the trigger's limits.
 
         Airflow does not enforce ``execution_timeout`` while a task is deferred (apache/airflow
         #61467), so the trigger does: it is the same deadline, and its queued request is cancelled.
         """
-        from airflow_provider_kling.wait_plan import WaitLimits
-
-        now = time.time()
-        deadlines = [] if self.wait_timeout is None else [now + self.wait_timeout]
-        if self.execution_timeout:
-            started = getattr(context.get("ti"), "start_date", None)
-            begun = started.timestamp() if started is not None else now
-            deadlines.append(begun + self.execution_timeout.total_seconds())
-        return WaitLimits(min(deadlines, default=None), queue_deadline)
+        if not self.execution_timeout:
+            return limits
+        started = getattr(context.get("ti"), "start_date", None)
+        begun = started.timestamp() if started is not None else time.time()
+        ends = begun + self.execution_timeout.total_seconds()
+        return limits._replace(deadline=ends if limits.deadline is None else min(limits.deadline, ends))
 
     def defer_until_done(self, context: Context, request_id: str, seen: Seen, limits: WaitLimits) -> None:
         """Hand the wait to the triggerer, from the task's last poll; logs the state handed over."""
@@ -188,10 +185,9 @@ class KlingWaitingMixin(_TaskBase):
             exit = _exit_of(err)
             if exit is not None and not self._killed:
                 rid = request_id or self.request_id_on_resume(context)
-                last_state = self._last_seen.state if self._last_seen is not None else None
                 resumes = self.retry_waits_for_same_request() and _retry_follows(context, err)
                 if rid:
-                    self._act_on_exit(rid, on_exit(exit, last_state=last_state, next_try_resumes=resumes), err)
+                    self._act_on_exit(rid, on_exit(exit, last_state=self._last_state, next_try_resumes=resumes), err)
             raise
         finally:
             self._waiting_on = None
@@ -234,8 +230,9 @@ class KlingWaitingMixin(_TaskBase):
             return
         from airflow_provider_kling.wait_plan import Exit, ExitAction, on_exit
 
-        last_state = self._last_seen.state if self._last_seen is not None else None
-        action = on_exit(Exit.KILLED, last_state=last_state, next_try_resumes=False, cancel_on_kill=self.cancel_on_kill)
+        action = on_exit(
+            Exit.KILLED, last_state=self._last_state, next_try_resumes=False, cancel_on_kill=self.cancel_on_kill
+        )
         if action is not ExitAction.NOTHING:
             self._killed = True  # once: Airflow may both raise into the wait and call on_kill
             self._act_on_exit(request_id, action, "the task was stopped")

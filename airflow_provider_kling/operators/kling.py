@@ -141,10 +141,6 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
     def wait_interval(self) -> float:
         return float(self.poll_interval)
 
-    @property
-    def wait_timeout(self) -> float | None:
-        return self.timeout
-
     def retry_waits_for_same_request(self) -> bool:
         return self.resume
 
@@ -179,13 +175,10 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         from airflow_provider_kling.wait_plan import WaitLimits
 
         with self._every_exit_cancels(context, request_id):
+            limits = WaitLimits.starting(time.time(), self.timeout, self.queue_timeout)
             if self.deferrable:
-                limits = self.deferral_limits(
-                    context, WaitLimits.starting(time.time(), None, self.queue_timeout).queue_deadline
-                )
-                result = self.check_then_defer(context, request_id, limits)
+                result = self.check_then_defer(context, request_id, self.with_execution_timeout(context, limits))
             else:
-                limits = WaitLimits.starting(time.time(), self.timeout, self.queue_timeout)
                 result = self.wait_on_worker(request_id, self.wait_plan(limits))
         return self._finish(context, result)
 

@@ -88,10 +88,6 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
     def wait_interval(self) -> float:
         return float(self.poke_interval)
 
-    @property
-    def wait_timeout(self) -> float | None:
-        return float(self.timeout)
-
     def retry_waits_for_same_request(self) -> bool:
         return True  # a retry renders the same request_id
 
@@ -137,9 +133,10 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
         with self._every_exit_cancels(context, self.request_id):
             if not self.deferrable:
                 return super().execute(context)
-            return self.check_then_defer(
-                context, self.request_id, self.deferral_limits(context, self._queue_deadline(context))
-            )
+            from airflow_provider_kling.wait_plan import WaitLimits
+
+            limits = WaitLimits(time.time() + self.timeout, self._queue_deadline(context))
+            return self.check_then_defer(context, self.request_id, self.with_execution_timeout(context, limits))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> KlingResult:
         """Resume after the trigger fired: return the result, or raise its typed error."""
