@@ -6,7 +6,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test test-airflow2 lint docs dist sync bench cluster
+.PHONY: demo test test-airflow2 lint docs dist sync bench cluster screenshots
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -19,9 +19,15 @@ sync: $(UV)
 demo: sync
 	bash scripts/demo.sh
 
-## Run the whole test suite.
+## Run the whole test suite (the UI tests drive the OS's Chromium, installed here when missing).
 test: sync
+	bash scripts/os_packages.sh chromium=chromium
 	.venv/bin/pytest
+
+## The UI tests alone, writing their screenshots into docs/img/ (the ones the docs show).
+screenshots: sync
+	bash scripts/os_packages.sh chromium=chromium
+	KLING_SCREENSHOTS=docs/img .venv/bin/pytest tests/ui
 
 ## The whole suite again on the oldest supported Airflow (2.11), in its own environment.
 test-airflow2: $(UV)

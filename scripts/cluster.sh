@@ -5,17 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-missing=()
-command -v redis-server >/dev/null || missing+=(redis-server)
-ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing+=(postgresql)
-if ((${#missing[@]})); then
-    if [[ $(id -u) -ne 0 ]]; then
-        echo "make cluster needs these OS packages: ${missing[*]} (apt-get install -y ${missing[*]})" >&2
-        exit 1
-    fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+bash scripts/os_packages.sh redis-server=redis-server "/usr/lib/postgresql/*/bin/pg_ctl=postgresql"
 # The packages start their own servers; the run starts its own, on free ports, and needs none of those.
 if [[ $(id -u) -eq 0 ]]; then
     service redis-server stop >/dev/null 2>&1 || true

@@ -6,6 +6,9 @@ import json
 import subprocess
 import sys
 
+import pytest
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
+
 #: Loaded by these imports, they would cost every DAG parse: HTTP clients, model building, retry
 #: machinery, Airflow's trigger modules. Our hooks and models pull them in, so those load lazily.
 HEAVY = ("aiohttp", "pydantic", "tenacity", "requests", "urllib3", "airflow.triggers")
@@ -27,3 +30,23 @@ def test_dag_parse_imports_no_heavy_module_beyond_airflows_own():
     heavy = [name for name in added if name.startswith(HEAVY + OURS_HEAVY)]
     assert heavy == [], f"importing the DAG-facing modules loaded {heavy}"
     assert "airflow_provider_kling.operators.kling" in added  # the probe did import them
+
+
+REVIEW_PROBE = """
+import json, sys
+from airflow.providers.common.compat.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator, XCom
+from airflow.providers.standard.operators.hitl import HITLBranchOperator
+before = set(sys.modules)
+import airflow_provider_kling.operators.review
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_1_PLUS, reason="the review operator needs Airflow 3.1+ (human-in-the-loop)")
+def test_the_review_operator_adds_nothing_heavy_to_airflows_own_hitl_operator():
+    added = json.loads(
+        subprocess.run([sys.executable, "-c", REVIEW_PROBE], capture_output=True, text=True, check=True).stdout
+    )
+    heavy = [name for name in added if name.startswith(HEAVY + OURS_HEAVY)]
+    assert heavy == [], f"importing the review operator loaded {heavy}"
+    assert "airflow_provider_kling.operators.review" in added

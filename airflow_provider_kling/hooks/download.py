@@ -26,6 +26,8 @@ from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionErro
 from airflow_provider_kling.streaming import read_ahead
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_kling.hooks.transport import Timeouts
@@ -100,38 +102,89 @@ def download_video(
         encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
         if announced and not encoded and announced > max_bytes:
             raise KlingError(f"The video is {announced} bytes, over the {max_bytes}-byte cap")
-        digest = hashlib.sha256()
-        size = 0
-        part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
         chunks = read_ahead(partial(response.raw.read, DOWNLOAD_CHUNK_BYTES, decode_content=True))
-        try:
-            with part.open("wb") as out, closing(chunks):
-                for chunk in chunks:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise KlingError(f"The video is over the {max_bytes}-byte cap")
-                    digest.update(chunk)
-                    out.write(chunk)
+
+        def check_length() -> None:
             # Content-Length counts the bytes on the wire, which are the encoded ones when encoded.
             on_wire = response.raw.tell()
             if announced is not None and on_wire != announced:
                 raise KlingConnectionError(
                     f"The video download was cut short: {on_wire} of {announced} bytes", request_sent=True
                 )
-            if isinstance(part, Path) and isinstance(dest, Path):
-                part.replace(dest)  # atomic on one file system
-            else:
-                part.rename(dest)  # type: ignore[arg-type]  # object stores: copy, then delete the part
+
+        try:
+            with closing(chunks):
+                size, sha256 = write_whole(dest, chunks, max_bytes=max_bytes, check=check_length)
         except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-            part.unlink(missing_ok=True)
             raise KlingConnectionError(f"The video download failed ({type(err).__name__})", request_sent=True) from err
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
     return DownloadedVideo(
         path=str(dest),
-        uri=dest.as_uri() if isinstance(dest, Path) else str(dest),
+        uri=uri_of(dest),
         size_bytes=size,
-        sha256=digest.hexdigest(),
+        sha256=sha256,
         content_type=response.headers.get("Content-Type", "application/octet-stream"),
     )
+
+
+def copy_video(
+    source: str | os.PathLike[str] | ObjectStoragePath,
+    destination: str | os.PathLike[str] | ObjectStoragePath,
+    *,
+    source_conn_id: str | None = None,
+    storage_conn_id: str | None = None,
+    overwrite: bool = False,
+    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+) -> DownloadedVideo:
+    """
+    Copy a stored video to another place (local or object storage), whole or not at all: to
+    publish an approved take, say. Streams in chunks; a failed copy leaves nothing behind.
+
+    :raises KlingInputError: the destination exists and ``overwrite`` is false.
+    :raises FileNotFoundError: there is no ``source``.
+    """
+    src = storage_path(source, source_conn_id)
+    dest = storage_path(destination, storage_conn_id)
+    if not overwrite and dest.exists():
+        raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with src.open("rb") as reader:
+        size, sha256 = write_whole(dest, iter(partial(reader.read, DOWNLOAD_CHUNK_BYTES), b""), max_bytes=max_bytes)
+    return DownloadedVideo(path=str(dest), uri=uri_of(dest), size_bytes=size, sha256=sha256, content_type="video/mp4")
+
+
+def write_whole(
+    dest: Path | ObjectStoragePath,
+    chunks: Iterable[bytes],
+    *,
+    max_bytes: int,
+    check: Callable[[], None] | None = None,
+) -> tuple[int, str]:
+    """
+    Write ``chunks`` to a temporary name beside ``dest``, run ``check``, then move the file into
+    place; on any failure remove the temporary file. Returns the size and the sha256 written.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
+    try:
+        with part.open("wb") as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise KlingError(f"The video is over the {max_bytes}-byte cap")
+                digest.update(chunk)
+                out.write(chunk)
+        if check is not None:
+            check()
+        if isinstance(part, Path) and isinstance(dest, Path):
+            part.replace(dest)  # atomic on one file system
+        else:
+            part.rename(dest)  # type: ignore[arg-type]  # object stores: copy, then delete the part
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return size, digest.hexdigest()
+
+
+def uri_of(path: Path | ObjectStoragePath) -> str:
+    return path.as_uri() if isinstance(path, Path) else str(path)

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_kling.testing import load_dags
 from airflow_provider_kling.testing.simulator import sample_video
@@ -84,3 +85,28 @@ def test_on_new_video_writes_a_manifest_beside_each_video(run_dag, video_dir):
 
 def _sample_path() -> Path:
     return REPO / "airflow_provider_kling" / "testing" / "data" / "kling-sample.mp4"
+
+
+@pytest.mark.skipif(AIRFLOW_V_3_1_PLUS, reason="on Airflow 3.1+ the review DAG reviews (tests/ui)")
+def test_review_dag_before_airflow_3_1_fails_saying_it_needs_3_1(run_dag, sim, video_dir, capfd, caplog):
+    dag = load_dags(REPO / "dags" / "kling_review_and_publish.py")["kling_review_and_publish"]
+    assert [task.task_id for task in dag.tasks] == ["review_needs_airflow_3_1"]
+    assert "Airflow 3.1+" in (dag.doc_md or "")
+    dag_run = _run_example(run_dag, "kling_review_and_publish")
+    assert states(dag_run) == {"review_needs_airflow_3_1": "failed"}
+    logged = capfd.readouterr().out + caplog.text
+    assert "KlingReviewOperator needs Airflow 3.1+" in logged
+    assert sim.calls["submit"] == 0  # nothing was generated (nor paid) for a review that cannot happen
+
+
+@pytest.mark.skipif(not AIRFLOW_V_3_1_PLUS, reason="human-in-the-loop operators need Airflow 3.1+")
+def test_review_dag_offers_a_revision_on_every_take_but_the_last(monkeypatch):
+    monkeypatch.setenv("KLING_REVIEW_MAX_TAKES", "2")
+    dag = load_dags(REPO / "dags" / "kling_review_and_publish.py")["kling_review_and_publish"]
+    first, last = dag.task_dict["take_1.review"], dag.task_dict["take_2.review"]
+    assert first.options == ["Approve", "Revise", "Reject"]
+    assert first.options_mapping["Revise"] == "take_2"
+    assert last.options == ["Approve", "Reject"]
+    assert "take_3.generate" not in dag.task_dict
+    assert set(dag.task_dict["publish"].upstream_task_ids) == {"take_1.approved", "take_2.approved"}
+    assert first.defaults == ["Reject"]  # nobody answers within a day: nothing is published

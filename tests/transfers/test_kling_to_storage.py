@@ -147,3 +147,47 @@ def test_operator_refuses_non_http_sources_and_ambiguous_input(sim, tmp_path):
     with pytest.raises(KlingInputError, match="exactly one of request_id or video_url"):
         both.execute(context={})  # type: ignore[arg-type]
     assert sim.calls["result"] == sim.calls["video"] == 0
+
+
+def test_publishing_a_stored_copy_lands_whole_and_refuses_to_overwrite(tmp_path):
+    from airflow_provider_kling.hooks.download import copy_video
+
+    stored = tmp_path / "takes" / "a.mp4"
+    stored.parent.mkdir()
+    stored.write_bytes(b"\x00mp4" * 300_000)  # 1.2 MB: more than one chunk
+    published = copy_video(stored.as_uri(), tmp_path / "published" / "a.mp4")
+    target = tmp_path / "published" / "a.mp4"
+    assert target.read_bytes() == stored.read_bytes()
+    assert published.uri == target.as_uri()
+    assert published.sha256 == hashlib.sha256(stored.read_bytes()).hexdigest()
+    with pytest.raises(KlingInputError, match="already exists; pass overwrite=True"):
+        copy_video(stored, target)
+
+
+def test_a_publish_cut_short_leaves_nothing_in_the_published_folder(tmp_path, mocker):
+    from airflow_provider_kling.hooks.download import copy_video
+
+    stored = tmp_path / "a.mp4"
+    stored.write_bytes(b"x" * 3_000_000)
+    reads = 0
+    real_open = type(stored).open
+
+    def failing_open(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if "r" in mode and path == stored:
+            read = handle.read
+
+            def read_then_fail(size=-1):
+                nonlocal reads
+                reads += 1
+                if reads == 2:
+                    raise OSError("the storage went away")
+                return read(size)
+
+            handle.read = read_then_fail
+        return handle
+
+    mocker.patch.object(type(stored), "open", failing_open)  # a disk error is what no server can show
+    with pytest.raises(OSError, match="the storage went away"):
+        copy_video(stored, tmp_path / "published" / "a.mp4")
+    assert list((tmp_path / "published").iterdir()) == []

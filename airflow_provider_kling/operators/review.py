@@ -1,0 +1,210 @@
+"""
+A person reviews a generated take in the Airflow UI (Required actions) before it goes out.
+
+``KlingReviewOperator`` is one of Airflow's human-in-the-loop operators (Airflow 3.1+, the standard
+provider's ``HITLBranchOperator``): it puts the prompt, a link to the video, where the copy is
+stored, its duration and cost in front of a person, who picks **Approve**, **Revise** (with a
+revised prompt for the next take) or **Reject** (with a reason). The task then follows the branch
+of the choice and returns the decision, so the run's record says who decided what, and why.
+
+On Airflow before 3.1 importing this module raises ``AirflowOptionalProviderFeatureException``,
+which says so; ``dags/kling_review_and_publish.py`` shows how a DAG file stays importable there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.compat.sdk import XCOM_RETURN_KEY, AirflowOptionalProviderFeatureException, Param
+
+try:
+    from airflow.providers.standard.operators.hitl import HITLBranchOperator
+except (ImportError, AirflowOptionalProviderFeatureException) as missing:
+    raise AirflowOptionalProviderFeatureException(
+        "KlingReviewOperator needs Airflow 3.1+ and its standard provider (human-in-the-loop operators); "
+        f"this Airflow has none ({missing})"
+    ) from missing
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.common.compat.sdk import Context
+
+#: What a reviewer can choose, as the Required actions page shows it.
+APPROVE = "Approve"
+REVISE = "Revise"
+REJECT = "Reject"
+#: The longest prompt Kling 1.6 takes (the operator validates the same bound before submitting).
+MAX_PROMPT_CHARS = 2500
+
+
+def review_form() -> dict[str, Param]:
+    """The reviewer's form: a revised prompt (for Revise) and a comment (the reason)."""
+    return {
+        "revised_prompt": Param(
+            None,
+            type=["null", "string"],  # optional: the form does not insist
+            maxLength=MAX_PROMPT_CHARS,
+            title="Revised prompt",
+            description="For Revise: the prompt of the next take. Blank: the same prompt again.",
+            source="task",  # HITL forms show only a task's own params
+        ),
+        "comment": Param(
+            None,
+            type=["null", "string"],
+            title="Comment",
+            description="Why you decided so; recorded with the decision (the reason of a rejection).",
+            source="task",
+        ),
+    }
+
+
+class KlingReviewOperator(HITLBranchOperator):
+    """
+    Wait for a person to approve, revise or reject a generated take, then branch on the choice.
+
+    The task waits in Airflow's Required actions (no worker slot, no triggerer on Airflow 3.3+).
+    Its form shows the prompt, a link to the video, the stored copy, the duration and the cost,
+    and asks for a **Revised prompt** (used by Revise; blank means the same prompt again) and a
+    **Comment** (the reason, recorded with the decision). The task returns the decision:
+    ``{"decision": "approve" | "revise" | "reject", "take", "prompt", "next_prompt", "comment",
+    "reviewer", "responded_at", "request_id", "video_url", "stored_uri"}``.
+
+    Revise is offered only when ``revise_task_id`` is given: leave it out on the last take.
+
+    :param prompt: the prompt this take was generated from. Templated.
+    :param result: the take's result (a :class:`~airflow_provider_kling.models.KlingResult`, as
+        ``@task.kling`` or the sensor returns it; an XComArg works). Templated.
+    :param approve_task_id: the task (or task group) that runs when the take is approved.
+    :param reject_task_id: the task (or task group) that runs when it is rejected.
+    :param revise_task_id: the task (or task group) that makes the next take; ``None``: no Revise.
+    :param stored_uri: where the copy of the video is stored (shown; the link is ``video_url``
+        unless ``video_link`` is given). Templated.
+    :param video_link: the link the reviewer opens; default: the result's ``video_url``. Templated.
+    :param duration: the length in seconds, shown to the reviewer. Templated.
+    :param take: which take this is (1, 2...), shown and recorded.
+    :param max_takes: how many takes the DAG allows, shown to the reviewer.
+    :param subject: the headline; default: ``Review take <take> of <max_takes>``. Templated.
+    :param kwargs: every other argument of ``HITLOperator`` (``response_timeout``, ``defaults``,
+        ``assigned_users``, ``notifiers``...).
+    """
+
+    template_fields: Sequence[str] = (
+        *HITLBranchOperator.template_fields,
+        "prompt",
+        "result",
+        "stored_uri",
+        "video_link",
+        "duration",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"result": "json", "body": "md"}
+    ui_color = "#fff3d6"
+
+    def __init__(
+        self,
+        *,
+        prompt: str,
+        result: Any,
+        approve_task_id: str,
+        reject_task_id: str,
+        revise_task_id: str | None = None,
+        stored_uri: str | None = None,
+        video_link: str | None = None,
+        duration: int | str | None = None,
+        take: int = 1,
+        max_takes: int = 1,
+        subject: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        options = [APPROVE, REVISE, REJECT] if revise_task_id else [APPROVE, REJECT]
+        mapping = {APPROVE: approve_task_id, REJECT: reject_task_id}
+        if revise_task_id:
+            mapping[REVISE] = revise_task_id
+        # Airflow hands every operator the DAG's params too; the HITL form keeps only the task's own.
+        given = kwargs.pop("params", None) or {}
+        get = given.get_param if hasattr(given, "get_param") else given.__getitem__
+        params = {**review_form(), **{key: get(key) for key in given}}
+        super().__init__(
+            subject=subject or f"Review take {take} of {max_takes}",
+            options=options,
+            options_mapping=mapping,
+            params=params,
+            **kwargs,
+        )
+        self.prompt = prompt
+        self.result = result
+        self.stored_uri = stored_uri
+        self.video_link = video_link
+        self.duration = duration
+        self.take = take
+        self.max_takes = max_takes
+
+    def execute(self, context: Context) -> Any:
+        if not self.body:
+            self.body = self.describe_take()
+        return super().execute(context)
+
+    def describe_take(self) -> str:
+        """The Markdown the reviewer reads: prompt, link, storage, duration, cost, and the choices."""
+        result = self.result if isinstance(self.result, dict) else {}
+        link = self.video_link or result.get("video_url") or ""
+        lines = [
+            f"**Prompt:** {self.prompt}",
+            "",
+            f"**Video:** [watch take {self.take}]({link})" if link else "**Video:** no link in the result",
+        ]
+        if self.stored_uri:
+            lines += ["", f"**Stored copy:** `{self.stored_uri}`"]
+        facts = [f"take {self.take} of {self.max_takes}"]
+        if self.duration not in (None, ""):
+            facts.append(f"{self.duration} s")
+        if result.get("cost") is not None:
+            facts.append(f"cost {result['cost']}")
+        if result.get("request_id"):
+            facts.append(f"request `{result['request_id']}`")
+        lines += ["", " · ".join(facts), ""]
+        choices = [f"**{APPROVE}** publishes this take."]
+        if REVISE in self.options:
+            choices.append(f"**{REVISE}** makes take {self.take + 1} from the revised prompt (blank: the same prompt).")
+        choices.append(f"**{REJECT}** ends here; say why in the comment.")
+        return "\n".join([*lines, " ".join(choices)])
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
+        decision = None
+        if "error" not in event:
+            self.validate_chosen_options(event["chosen_options"])
+            decision = self.decision(event)
+            self.log.info(
+                "Take %s: %s by %s%s",
+                self.take,
+                decision["decision"],
+                decision["reviewer"] or "nobody (timeout)",
+                f" ({decision['comment']})" if decision["comment"] else "",
+            )
+            # Pushed now: on Airflow 3 branching ends the method by raising (the skip), so a
+            # returned value would never reach XCom.
+            context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=decision)
+        super().execute_complete(context=context, event=event)  # records, errors, branches
+        return decision
+
+    def decision(self, event: dict[str, Any]) -> dict[str, Any]:
+        """What was decided, by whom and why: the record the task leaves in XCom."""
+        choice = event["chosen_options"][0]
+        answers = event.get("params_input") or {}
+        comment = str(answers.get("comment") or "").strip()
+        revised = str(answers.get("revised_prompt") or "").strip()
+        reviewer = event.get("responded_by_user") or {}
+        result = self.result if isinstance(self.result, dict) else {}
+        responded_at: Any = event.get("responded_at")
+        return {
+            "decision": choice.lower(),
+            "take": self.take,
+            "prompt": self.prompt,
+            "next_prompt": (revised or self.prompt) if choice == REVISE else None,
+            "comment": comment or ("no answer in time: the default was taken" if event.get("timedout") else ""),
+            "reviewer": reviewer.get("name"),
+            "responded_at": responded_at.isoformat() if hasattr(responded_at, "isoformat") else responded_at,
+            "request_id": result.get("request_id"),
+            "video_url": result.get("video_url"),
+            "stored_uri": self.stored_uri,
+        }

@@ -1,0 +1,159 @@
+"""
+``kling_review_and_publish`` end to end: generation on the simulator, the decision made by a
+person in the Airflow UI (a real browser on a real api-server), then publish or not.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from tests.conftest import states, xcoms
+from tests.ui.conftest import UI_TEST
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from playwright.sync_api import Page
+
+    from tests.ui.conftest import ApiServer
+
+pytestmark = UI_TEST
+
+DAG_ID = "kling_review_and_publish"
+FIRST_PROMPT = "A desert road at twilight, bathed in rich amber and violet hues as a lone motorcycle speeds past."
+REVISED_PROMPT = "A desert road at dawn, a lone motorcycle, mist over the dunes"
+
+
+def dag_run_of(review: dict[str, Any]) -> Any:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter_by(dag_id=DAG_ID, run_id=review["task_instance"]["dag_run_id"]).one()
+        session.expunge(run)
+        return run
+
+
+def revised_prompt(page: Page) -> Any:
+    return page.locator("#element_revised_prompt")  # Airflow's form names each field after its param
+
+
+def comment(page: Page) -> Any:
+    return page.locator("#element_comment")
+
+
+def submitted_prompts(sim: Any) -> list[str]:
+    return [request.input["prompt"] for request in sim.requests.values()]
+
+
+def test_revise_then_approve_in_the_browser_publishes_the_second_take(
+    api_server: ApiServer, start_dag, sim, page: Page, screenshots: Path, tmp_path: Path
+):
+    run = start_dag(DAG_ID)
+    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    first = next(iter(sim.requests.values()))
+
+    page.goto(api_server.page_of(review["task_instance"], "required_actions"))
+    form = page.get_by_role("button", name="Revise")
+    form.wait_for()
+    text = page.inner_text("body")
+    assert "Review take 1 of 3" in text
+    assert f"Prompt: {FIRST_PROMPT}" in text
+    assert f"request {first.request_id}" in text
+    assert "5 s" in text
+    assert "cost" in text
+    assert str(tmp_path / "videos" / "takes" / f"{first.request_id}.mp4") in text  # the stored copy
+    watch = page.get_by_role("link", name="watch take 1")
+    assert watch.get_attribute("href") == f"{sim.url}/media/{first.request_id}/video.mp4"
+    assert "Revised prompt" in text
+    assert "Comment" in text
+    assert revised_prompt(page).is_visible()
+    assert comment(page).is_visible()
+    assert [b.inner_text() for b in page.get_by_role("button", name=re.compile("^(Approve|Revise|Reject)$")).all()] == [
+        "Approve",
+        "Revise",
+        "Reject",
+    ]
+    page.screenshot(path=str(screenshots / "review-take.png"), full_page=True)
+
+    revised_prompt(page).fill(REVISED_PROMPT)
+    comment(page).fill("too dark; show the dawn")
+    page.get_by_role("button", name="Revise").click()
+    page.get_by_text("Response received").wait_for()
+
+    second_review = api_server.wait_for_review(DAG_ID, "take_2.review")
+    assert submitted_prompts(sim) == [FIRST_PROMPT, REVISED_PROMPT]  # the new take used the new prompt
+
+    page.goto(api_server.page_of(second_review["task_instance"], "required_actions"))
+    page.get_by_role("button", name="Approve").wait_for()
+    assert "Review take 2 of 3" in page.inner_text("body")
+    assert f"Prompt: {REVISED_PROMPT}" in page.inner_text("body")
+    comment(page).fill("ship it")
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("Response received").wait_for()
+    page.screenshot(path=str(screenshots / "review-answered.png"), full_page=True)
+
+    run.finish()
+    dag_run = dag_run_of(review)
+    assert str(dag_run.state) == "success"
+    task_states = states(dag_run)
+    assert task_states["take_1.approved"] == task_states["take_1.rejected"] == "skipped"
+    assert task_states["take_2.approved"] == "success"
+    assert task_states["take_2.rejected"] == "skipped"
+    assert {task_states[t] for t in task_states if t.startswith("take_3.")} == {"skipped"}
+    assert task_states["publish"] == task_states["notify"] == "success"
+    assert task_states["record_rejection"] == "skipped"
+
+    values = xcoms(dag_run)
+    first_decision = values[("take_1.review", "return_value")]
+    assert first_decision["decision"] == "revise"
+    assert first_decision["next_prompt"] == REVISED_PROMPT
+    assert first_decision["comment"] == "too dark; show the dawn"
+    assert first_decision["reviewer"]  # who answered, as the auth manager names them
+    record = values[("publish", "return_value")]
+    second = list(sim.requests.values())[1]
+    assert record["decision"] == "approve"
+    assert record["take"] == 2
+    assert record["comment"] == "ship it"
+    published = tmp_path / "videos" / "published" / f"{second.request_id}.mp4"
+    assert record["published_uri"] == published.as_uri()
+    assert published.read_bytes() == sim.video
+    assert not list(published.parent.glob(".*.part"))  # nothing half-written beside it
+    assert "Kling video published: take 2 approved by" in values[("notify", "return_value")]
+    assert sim.calls["submit"] == 2
+
+
+def test_reject_ends_the_run_cleanly_with_the_reason(api_server: ApiServer, start_dag, sim, tmp_path: Path):
+    run = start_dag(DAG_ID)
+    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    assert review["options"] == ["Approve", "Revise", "Reject"]
+    api_server.respond(review, "Reject", comment="off brand: the logo is missing", revised_prompt=None)
+
+    run.finish()
+    dag_run = dag_run_of(review)
+    assert str(dag_run.state) == "success"  # a rejection is a decision, not a failure
+    task_states = states(dag_run)
+    assert task_states["record_rejection"] == "success"
+    assert task_states["publish"] == task_states["notify"] == "skipped"
+    assert {task_states[t] for t in task_states if t.startswith(("take_2.", "take_3."))} == {"skipped"}
+    rejection = xcoms(dag_run)[("record_rejection", "return_value")]
+    assert rejection["reason"] == "off brand: the logo is missing"
+    assert rejection["take"] == 1
+    assert rejection["decision"] == "reject"
+    assert not (tmp_path / "videos" / "published").exists()
+    assert sim.calls["submit"] == 1
+
+
+def test_the_last_take_offers_no_revision_and_a_blank_reason_is_said(
+    api_server: ApiServer, start_dag, sim, tmp_path: Path
+):
+    run = start_dag(DAG_ID, KLING_REVIEW_MAX_TAKES="1")
+    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    assert review["options"] == ["Approve", "Reject"]
+    assert "Revise" not in review["body"]
+    api_server.respond(review, "Reject")
+
+    run.finish()
+    rejection = xcoms(dag_run_of(review))[("record_rejection", "return_value")]
+    assert rejection["reason"] == "no reason given"
