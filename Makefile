@@ -27,7 +27,7 @@ test: sync
 ## The UI tests alone, writing their screenshots into docs/img/ (the ones the docs show).
 screenshots: sync
 	bash scripts/os_packages.sh chromium=chromium
-	KLING_SCREENSHOTS=docs/img .venv/bin/pytest tests/ui
+	KLING_SCREENSHOTS=docs/img .venv/bin/pytest tests/ui --basetemp=/tmp/kling-ui
 
 ## The whole suite again on the oldest supported Airflow (2.11), in its own environment.
 test-airflow2: $(UV)

@@ -26,7 +26,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [
-            {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.operators.kling"]}
+            {
+                "integration-name": "Kling (RunComfy)",
+                "python-modules": ["airflow_provider_kling.operators.kling", "airflow_provider_kling.operators.review"],
+            }
         ],
         "sensors": [
             {"integration-name": "Kling (RunComfy)", "python-modules": ["airflow_provider_kling.sensors.kling"]}

@@ -87,12 +87,14 @@ def test_the_test_button_says_healthy_and_names_a_refused_token(
     page.get_by_role("row").filter(has_text="kling_healthy").get_by_role("button", name="Test Connection").click()
     healthy = page.get_by_text(f"Connected to http://127.0.0.1:{sim.port}; the token is accepted")
     healthy.wait_for()
+    page.wait_for_timeout(800)  # the toast slides in: let the picture show it whole
     page.screenshot(path=str(screenshots / "connection-test-healthy.png"))
 
     page.goto(f"{api_server.url}/connections")
     page.get_by_role("row").filter(has_text="kling_refused").get_by_role("button", name="Test Connection").click()
     refused = page.get_by_text("The API token was refused")
     refused.wait_for()
+    page.wait_for_timeout(800)
     assert "not-the-token" not in page.content()  # the message names the problem, not the secret
     page.screenshot(path=str(screenshots / "connection-test-refused.png"))
 
