@@ -11,7 +11,8 @@ Airflow's **Required actions** (``KlingReviewOperator``): the form shows the pro
 video, the stored copy, its duration and cost. **Approve** copies the take to ``published/``,
 emits the ``kling_published`` asset and sends a notice; **Revise** makes the next take from the
 revised prompt, at most ``KLING_REVIEW_MAX_TAKES`` takes (default 3; the last offers no Revise);
-**Reject** ends the run cleanly with the reason recorded. Every decision, with its reviewer and
+**Reject** ends the run cleanly with the reason recorded, and so does no answer within
+``KLING_REVIEW_TIMEOUT_SECONDS`` (default a day). Every decision, with its reviewer and
 comment, is the return value (XCom) of its ``review`` task and stays in the Required actions
 history.
 
@@ -49,6 +50,8 @@ else:
     REVIEW_UNAVAILABLE = None
 
 MAX_TAKES = int(os.environ.get("KLING_REVIEW_MAX_TAKES", "3"))
+#: How long a take waits for a person; then it is rejected (not published), and the record says so.
+REVIEW_TIMEOUT = timedelta(seconds=float(os.environ.get("KLING_REVIEW_TIMEOUT_SECONDS", str(24 * 3600))))
 POLL_SECONDS = float(os.environ.get("KLING_POLL_INTERVAL", "5"))
 VIDEO_FOLDER = os.environ.get("KLING_VIDEO_DESTINATION") or (
     Path(os.environ.get("KLING_VIDEO_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "kling-videos")
@@ -143,8 +146,8 @@ with DAG(
                     approve_task_id=f"take_{number}.approved",
                     reject_task_id=f"take_{number}.rejected",
                     revise_task_id=f"take_{number + 1}" if number < MAX_TAKES else None,
-                    response_timeout=timedelta(days=1),
-                    defaults=REJECT,  # no answer within a day: the take is not published
+                    response_timeout=REVIEW_TIMEOUT,
+                    defaults=REJECT,  # no answer in time: the take is not published
                 )
                 result >> copy >> review
                 review >> [approved(), rejected()]

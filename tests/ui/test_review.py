@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from tests.conftest import states, xcoms
-from tests.ui.conftest import UI_TEST
+from tests.conftest import TOKEN, states, xcoms
+from tests.ui.conftest import UI_TEST, wait_until
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -94,7 +94,9 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     page.get_by_text("Response received").wait_for()
     page.screenshot(path=str(screenshots / "review-answered.png"), full_page=True)
 
-    run.finish()
+    output = run.finish()
+    assert TOKEN not in output
+    assert TOKEN not in page.content()
     dag_run = dag_run_of(review)
     assert str(dag_run.state) == "success"
     task_states = states(dag_run)
@@ -157,3 +159,27 @@ def test_the_last_take_offers_no_revision_and_a_blank_reason_is_said(
     run.finish()
     rejection = xcoms(dag_run_of(review))[("record_rejection", "return_value")]
     assert rejection["reason"] == "no reason given"
+
+
+def test_no_answer_in_time_rejects_the_take_and_says_so(api_server: ApiServer, start_dag, sim, tmp_path: Path):
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    run = start_dag(DAG_ID, KLING_REVIEW_TIMEOUT_SECONDS="1")
+    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    sweep = SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts  # the scheduler's own sweep
+
+    def swept() -> bool:
+        sweep()
+        return not api_server.pending_reviews(DAG_ID)
+
+    wait_until("the scheduler's sweep to time the review out", swept, 60)
+    run.finish()
+    dag_run = dag_run_of(review)
+    task_states = states(dag_run)
+    assert task_states["record_rejection"] == "success"
+    assert task_states["publish"] == "skipped"
+    rejection = xcoms(dag_run)[("record_rejection", "return_value")]
+    assert rejection["reason"] == "no answer in time: the default was taken"
+    assert rejection["reviewer"] is None
+    assert not (tmp_path / "videos" / "published").exists()
