@@ -6,6 +6,8 @@ DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 DEFAULT_CONN_ID = "kling_default"
 CONN_TYPE = "kling"
 KLING_TEXT_TO_VIDEO_MODEL = "kling/kling-1-6/pro/text-to-video"
+#: The longest prompt (and negative prompt) Kling 1.6 takes, in characters.
+PROMPT_MAX_CHARS = 2500
 
 #: The connection form: the fields a ``kling`` connection does not use, and what the others mean.
 #: Newer Airflow 3 reads it from the provider info, older Airflow from the hook's method.

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
-from airflow_provider_kling.constants import KLING_TEXT_TO_VIDEO_MODEL
+from airflow_provider_kling.constants import KLING_TEXT_TO_VIDEO_MODEL, PROMPT_MAX_CHARS
 from airflow_provider_kling.exceptions import (
     KlingInputError,
     KlingMalformedResponseError,
@@ -29,7 +29,6 @@ from airflow_provider_kling.states import ResultStatus as ResultStatus
 if TYPE_CHECKING:
     from typing_extensions import NotRequired
 
-PROMPT_MAX_CHARS = 2500
 DURATIONS = (5, 10)
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 

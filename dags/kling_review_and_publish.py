@@ -7,14 +7,19 @@ take 1: generate -> copy -> review --Approve--> publish -> notify
 
 Each take generates with ``@task.kling`` (waiting in the triggerer), copies the video to
 ``KLING_VIDEO_DESTINATION`` (or ``KLING_VIDEO_DIR``) under ``takes/``, and waits for a person in
-Airflow's **Required actions** (``KlingReviewOperator``): the form shows the prompt, a link to the
-video, the stored copy, its duration and cost. **Approve** copies the take to ``published/``,
-emits the ``kling_published`` asset and sends a notice; **Revise** makes the next take from the
-revised prompt, at most ``KLING_REVIEW_MAX_TAKES`` takes (default 3; the last offers no Revise);
-**Reject** ends the run cleanly with the reason recorded, and so does no answer within
-``KLING_REVIEW_TIMEOUT_SECONDS`` (default a day). Every decision, with its reviewer and
-comment, is the return value (XCom) of its ``review`` task and stays in the Required actions
-history.
+Airflow's **Required actions** (``KlingReviewOperator``). The form shows the prompt, a link to the
+video (to the stored copy when ``KLING_VIDEO_FOLDER_URL`` says where browsers reach the folder,
+else RunComfy's URL), the stored copy's location, its duration and cost.
+
+- **Approve** copies the take to ``published/``, emits the ``file:///kling-published`` asset and
+  sends a notice.
+- **Revise** makes the next take from the revised prompt, at most ``KLING_REVIEW_MAX_TAKES`` takes
+  (default 3; the last offers no Revise).
+- **Reject** ends the run cleanly with the reason recorded; so does no answer within
+  ``KLING_REVIEW_TIMEOUT_SECONDS`` (default a day).
+
+Every decision, with its reviewer and comment, is the return value (XCom) of its ``review`` task
+and stays in the task's Required actions tab.
 
 Airflow has no loops in a DAG, so the takes are unrolled: ``take_2`` runs only when ``take_1``'s
 reviewer asked for a revision, and is skipped otherwise.
@@ -59,6 +64,9 @@ VIDEO_FOLDER = os.environ.get("KLING_VIDEO_DESTINATION") or (
     .as_uri()
 )
 STORAGE_CONN_ID = os.environ.get("KLING_STORAGE_CONN_ID")
+#: Where people's browsers reach the video folder (a CDN or a bucket's web address), if anywhere:
+#: then the reviewer's link opens the stored copy; else it opens RunComfy's own URL of the take.
+VIDEO_FOLDER_URL = os.environ.get("KLING_VIDEO_FOLDER_URL", "").rstrip("/")
 log = logging.getLogger(__name__)
 KLING_PUBLISHED = Asset(uri="file:///kling-published")
 
@@ -140,6 +148,7 @@ with DAG(
                     prompt=prompt_of(number),
                     result=result,
                     stored_uri=copy.output,
+                    video_link=f"{VIDEO_FOLDER_URL}/takes/{request_id}.mp4" if VIDEO_FOLDER_URL else None,
                     duration="{{ params.duration }}",
                     take=number,
                     max_takes=MAX_TAKES,

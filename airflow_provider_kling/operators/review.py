@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import XCOM_RETURN_KEY, AirflowOptionalProviderFeatureException, Param
 
+from airflow_provider_kling.constants import PROMPT_MAX_CHARS
+
 try:
     from airflow.providers.standard.operators.hitl import HITLBranchOperator
 except (ImportError, AirflowOptionalProviderFeatureException) as missing:
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 APPROVE = "Approve"
 REVISE = "Revise"
 REJECT = "Reject"
-#: The longest prompt Kling 1.6 takes (the operator validates the same bound before submitting).
-MAX_PROMPT_CHARS = 2500
 
 
 def review_form() -> dict[str, Param]:
@@ -44,7 +44,7 @@ def review_form() -> dict[str, Param]:
         "revised_prompt": Param(
             None,
             type=["null", "string"],  # optional: the form does not insist
-            maxLength=MAX_PROMPT_CHARS,
+            maxLength=PROMPT_MAX_CHARS,
             title="Revised prompt",
             description="For Revise: the prompt of the next take. Blank: the same prompt again.",
             source="task",  # HITL forms show only a task's own params

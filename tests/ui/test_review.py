@@ -127,9 +127,12 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
 
 
 def test_reject_ends_the_run_cleanly_with_the_reason(api_server: ApiServer, start_dag, sim, tmp_path: Path):
-    run = start_dag(DAG_ID)
+    run = start_dag(DAG_ID, KLING_VIDEO_FOLDER_URL="https://videos.example.com/kling/")
     review = api_server.wait_for_review(DAG_ID, "take_1.review")
     assert review["options"] == ["Approve", "Revise", "Reject"]
+    (request,) = sim.requests.values()
+    # Where browsers reach the video folder is known: the reviewer opens the stored copy.
+    assert f"[watch take 1](https://videos.example.com/kling/takes/{request.request_id}.mp4)" in review["body"]
     api_server.respond(review, "Reject", comment="off brand: the logo is missing", revised_prompt=None)
 
     run.finish()
