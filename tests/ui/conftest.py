@@ -37,6 +37,7 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 #: Every UI test carries these: real processes, and Airflow 3's UI (the review needs 3.1+).
 UI_TEST = [
     pytest.mark.integration,
+    pytest.mark.timeout(600),  # the first one starts the api-server too, on a machine that may be slow
     pytest.mark.skipif(
         not AIRFLOW_V_3_1_PLUS, reason="the UI tests drive Airflow 3.1+'s UI; `make test` runs them on Airflow 3.3"
     ),
