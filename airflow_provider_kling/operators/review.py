@@ -142,6 +142,11 @@ class KlingReviewOperator(HITLBranchOperator):
     def execute(self, context: Context) -> Any:
         if not self.body:
             self.body = self.describe_take()
+        try:
+            page = self.generate_link_to_ui(task_instance=context["task_instance"])
+        except ValueError:  # no [api] base_url: Airflow cannot say its own address
+            page = "Required actions in the Airflow UI"
+        self.log.info("Take %s waits for a person: %s", self.take, page)
         return super().execute(context)
 
     def describe_take(self) -> str:

@@ -135,7 +135,10 @@ def test_reject_ends_the_run_cleanly_with_the_reason(api_server: ApiServer, star
     assert f"[watch take 1](https://videos.example.com/kling/takes/{request.request_id}.mp4)" in review["body"]
     api_server.respond(review, "Reject", comment="off brand: the logo is missing", revised_prompt=None)
 
-    run.finish()
+    output = run.finish()
+    run_id = review["task_instance"]["dag_run_id"]
+    page = f"{api_server.url}/dags/{DAG_ID}/runs/{run_id}/tasks/take_1.review/required_actions?map_index=-1"
+    assert f"Take 1 waits for a person: {page}" in output  # the log says where to answer
     dag_run = dag_run_of(review)
     assert str(dag_run.state) == "success"  # a rejection is a decision, not a failure
     task_states = states(dag_run)
