@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -94,11 +95,21 @@ class ApiServer:
         details = self.get("/dags/~/dagRuns/~/hitlDetails", dag_id=dag_id, response_received=False)["hitl_details"]
         return [d for d in details if d["task_instance"]["dag_id"] == dag_id]
 
-    def wait_for_review(self, dag_id: str, task_id: str, timeout: float = 90.0) -> dict[str, Any]:
-        def find() -> dict[str, Any] | None:
-            return next((d for d in self.pending_reviews(dag_id) if d["task_instance"]["task_id"] == task_id), None)
+    def wait_for_review(self, run: DagTestRun, task_id: str, timeout: float = 90.0) -> dict[str, Any]:
+        """The review ``task_id`` of ``run`` once it waits for a person (not one a stopped run left)."""
 
-        found: dict[str, Any] = wait_until(f"{task_id} of {dag_id} to wait for a person", find, timeout)
+        def find() -> dict[str, Any] | None:
+            return next(
+                (
+                    d
+                    for d in self.pending_reviews(run.dag_id)
+                    if d["task_instance"]["task_id"] == task_id
+                    and datetime.fromisoformat(d["created_at"].replace("Z", "+00:00")) >= run.started
+                ),
+                None,
+            )
+
+        found: dict[str, Any] = wait_until(f"{task_id} of {run.dag_id} to wait for a person", find, timeout)
         return found
 
     def respond(self, review: dict[str, Any], option: str, **params_input: Any) -> dict[str, Any]:
@@ -223,6 +234,7 @@ class DagTestRun:
     dag_id: str
     process: subprocess.Popen[bytes]
     log: Path
+    started: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     def finish(self, timeout: float = 120.0) -> str:
         """Wait for the run to end; its output. Fails if the run did not succeed."""
@@ -258,6 +270,7 @@ def start_dag(
 
     def start(dag_id: str, conf: dict[str, Any] | None = None, **env: str) -> DagTestRun:
         log = tmp_path / f"{dag_id}.log"
+        started = datetime.now(timezone.utc)
         command = [AIRFLOW, "dags", "test", dag_id]
         if conf:
             command += ["--conf", json.dumps(conf)]
@@ -269,7 +282,7 @@ def start_dag(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        runs.append(DagTestRun(dag_id, process, log))
+        runs.append(DagTestRun(dag_id, process, log, started))
         return runs[-1]
 
     yield start

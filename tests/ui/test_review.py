@@ -51,7 +51,7 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     api_server: ApiServer, start_dag, sim, page: Page, screenshots: Path, tmp_path: Path
 ):
     run = start_dag(DAG_ID)
-    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    review = api_server.wait_for_review(run, "take_1.review")
     first = next(iter(sim.requests.values()))
 
     page.goto(api_server.page_of(review["task_instance"], "required_actions"))
@@ -82,7 +82,7 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     page.get_by_role("button", name="Revise").click()
     page.get_by_text("Response received").wait_for()
 
-    second_review = api_server.wait_for_review(DAG_ID, "take_2.review")
+    second_review = api_server.wait_for_review(run, "take_2.review")
     assert submitted_prompts(sim) == [FIRST_PROMPT, REVISED_PROMPT]  # the new take used the new prompt
 
     page.goto(api_server.page_of(second_review["task_instance"], "required_actions"))
@@ -128,7 +128,7 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
 
 def test_reject_ends_the_run_cleanly_with_the_reason(api_server: ApiServer, start_dag, sim, tmp_path: Path):
     run = start_dag(DAG_ID, KLING_VIDEO_FOLDER_URL="https://videos.example.com/kling/")
-    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    review = api_server.wait_for_review(run, "take_1.review")
     assert review["options"] == ["Approve", "Revise", "Reject"]
     (request,) = sim.requests.values()
     # Where browsers reach the video folder is known: the reviewer opens the stored copy.
@@ -157,7 +157,7 @@ def test_the_last_take_offers_no_revision_and_a_blank_reason_is_said(
     api_server: ApiServer, start_dag, sim, tmp_path: Path
 ):
     run = start_dag(DAG_ID, KLING_REVIEW_MAX_TAKES="1")
-    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    review = api_server.wait_for_review(run, "take_1.review")
     assert review["options"] == ["Approve", "Reject"]
     assert "Revise" not in review["body"]
     api_server.respond(review, "Reject")
@@ -172,12 +172,13 @@ def test_no_answer_in_time_rejects_the_take_and_says_so(api_server: ApiServer, s
     from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
 
     run = start_dag(DAG_ID, KLING_REVIEW_TIMEOUT_SECONDS="1")
-    review = api_server.wait_for_review(DAG_ID, "take_1.review")
+    review = api_server.wait_for_review(run, "take_1.review")
     sweep = SchedulerJobRunner(job=Job()).check_awaiting_input_timeouts  # the scheduler's own sweep
 
     def swept() -> bool:
         sweep()
-        return not api_server.pending_reviews(DAG_ID)
+        this_run = review["task_instance"]["dag_run_id"]
+        return all(d["task_instance"]["dag_run_id"] != this_run for d in api_server.pending_reviews(DAG_ID))
 
     wait_until("the scheduler's sweep to time the review out", swept, 60)
     run.finish()
