@@ -7,9 +7,11 @@ that runs a DAG file with ``dag.test()`` (deferral included).
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,9 +27,13 @@ os.environ.pop("AIRFLOW_CONN_KLING_DEFAULT", None)
 from airflow_provider_kling.testing.pytest_plugin import SIMULATOR_TOKEN  # noqa: E402
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from airflow_provider_kling.testing import RunComfySimulator
 
 REPO = Path(__file__).resolve().parent.parent
+#: The ``airflow`` command of this environment, for tests that run Airflow's own processes.
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
 TEST_DAGS = Path(__file__).parent / "dag_files"
 TOKEN = SIMULATOR_TOKEN
 #: Fast retries for tests; the policy itself is the same as in production.
@@ -44,7 +50,7 @@ def sim(kling_simulator: RunComfySimulator) -> RunComfySimulator:
 def airflow_db() -> Path:
     """A migrated metadata database in the isolated Airflow home (once per session)."""
     subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        [AIRFLOW, "db", "migrate"],
         check=True,
         capture_output=True,
         env=os.environ.copy(),
@@ -95,3 +101,35 @@ def xcoms(dag_run: Any) -> dict[tuple[str, str], Any]:
 
 def states(dag_run: Any) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(
+    what: str,
+    check: Callable[[], Any],
+    timeout: float,
+    *,
+    processes: Mapping[str, subprocess.Popen[bytes]] | None = None,
+    log: Path | None = None,
+) -> Any:
+    """
+    Poll ``check`` until it returns something truthy, and return that. Fail naming ``what`` (with
+    ``log``'s tail) on timeout, or at once when one of ``processes`` has exited.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        for name, process in (processes or {}).items():
+            assert process.poll() is None, f"{name} exited early with {process.returncode}"
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            pytest.fail(f"Timed out after {timeout:.0f} s waiting for {what}\n{tail}")
+        time.sleep(0.25)

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,6 +19,7 @@ import pytest
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
 from airflow_provider_kling.testing import Scenario
+from tests.conftest import AIRFLOW, free_port, wait_until
 
 DAG_FILE = """
 from datetime import datetime
@@ -39,26 +37,8 @@ with DAG("kling_triggerer_restart", schedule=None, start_date=datetime(2026, 1, 
         poll_interval=0.5,
     )
 """
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for(what: str, check, timeout: float, procs: dict[str, subprocess.Popen]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        for name, proc in procs.items():
-            assert proc.poll() is None, f"airflow {name} exited early with {proc.returncode}"
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.timeout(400)
@@ -66,7 +46,7 @@ def test_triggerer_restart_keeps_waiting_on_the_same_request(kling_simulator, tm
     home, dags = tmp_path / "home", tmp_path / "dags"
     dags.mkdir()
     (dags / "restart_dag.py").write_text(DAG_FILE)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
@@ -126,10 +106,10 @@ def test_triggerer_restart_keeps_waiting_on_the_same_request(kling_simulator, tm
             start("dag-processor", "dag-processor")
         start("scheduler", "scheduler")
         start("triggerer", "triggerer")
-        _wait_for("the DAG to be parsed", lambda: query("select count(*) from dag")[0][0] > 0, 120, procs)
+        wait_until("the DAG to be parsed", lambda: query("select count(*) from dag")[0][0] > 0, 120, processes=procs)
         trigger = [AIRFLOW, "dags", "trigger", "kling_triggerer_restart"]
         subprocess.run(trigger, env=env, check=True, capture_output=True)
-        _wait_for("the task to defer", lambda: ti_state() == "deferred", 120, procs)
+        wait_until("the task to defer", lambda: ti_state() == "deferred", 120, processes=procs)
         assert kling_simulator.calls["submit"] == 1
 
         triggerer = procs.pop("triggerer")
@@ -146,7 +126,7 @@ def test_triggerer_restart_keeps_waiting_on_the_same_request(kling_simulator, tm
             rows = query("select state from dag_run where dag_id = 'kling_triggerer_restart'")
             return rows[0][0] if rows else None
 
-        _wait_for("the DAG run to finish", lambda: run_state() in ("success", "failed"), 180, procs)
+        wait_until("the DAG run to finish", lambda: run_state() in ("success", "failed"), 180, processes=procs)
         log_tail = "".join((logs / f).read_text(errors="replace")[-3000:] for f in ("triggerer.log", "scheduler.log"))
         assert run_state() == "success", log_tail
     assert kling_simulator.calls["submit"] == 1

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 
@@ -21,7 +20,7 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.hooks.kling import KlingAsyncHook, KlingHook, api_target, shared_sessions
 from airflow_provider_kling.models import CancelOutcome, RequestStatus, ResultStatus
 from airflow_provider_kling.testing import Fault, Scenario
-from tests.conftest import FAST_HOOK, TOKEN
+from tests.conftest import FAST_HOOK, TOKEN, free_port
 
 PROMPT = {"prompt": "a lighthouse in a storm"}
 
@@ -198,16 +197,10 @@ def test_slow_status_is_retried_then_typed(sim):
     assert sim.calls["status"] == 3
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_host_is_a_connection_error_marked_not_sent(monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_KLING_DEFAULT",
-        f'{{"conn_type": "kling", "host": "http://127.0.0.1:{_closed_port()}", "password": "t"}}',
+        f'{{"conn_type": "kling", "host": "http://127.0.0.1:{free_port()}", "password": "t"}}',
     )
     with KlingHook(**FAST_HOOK) as hook, pytest.raises(KlingConnectionError) as caught:
         hook.submit(PROMPT)

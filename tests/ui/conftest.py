@@ -13,10 +13,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +23,7 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.conftest import REPO
+from tests.conftest import AIRFLOW, REPO, free_port, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -43,7 +40,6 @@ UI_TEST = [
         not AIRFLOW_V_3_1_PLUS, reason="the UI tests drive Airflow 3.1+'s UI; `make test` runs them on Airflow 3.3"
     ),
 ]
-AIRFLOW = str(Path(sys.executable).parent / "airflow")
 #: Chromium as the probe of this workplace starts it: headless, as root, no calls home.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -55,25 +51,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 STARTUP_SECONDS = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float, *, log: Path | None = None) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` (and the log's tail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            pytest.fail(f"Timed out after {timeout:.0f} s waiting for {what}\n{tail}")
-        time.sleep(0.25)
 
 
 @dataclass
@@ -160,15 +137,13 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     server = ApiServer(url, process, log)
 
     def healthy() -> bool:
-        if process.poll() is not None:
-            pytest.fail(f"The api-server exited with {process.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         try:
             return server.http.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200
         except requests.ConnectionError:
             return False
 
     try:
-        wait_until("the api-server to answer", healthy, STARTUP_SECONDS, log=log)
+        wait_until("the api-server to answer", healthy, STARTUP_SECONDS, processes={"the api-server": process}, log=log)
         yield server
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from tests.conftest import TOKEN, states, xcoms
-from tests.ui.conftest import UI_TEST, wait_until
+from tests.conftest import TOKEN, states, wait_until, xcoms
+from tests.ui.conftest import UI_TEST
 
 if TYPE_CHECKING:
     from pathlib import Path
