@@ -64,6 +64,17 @@ def storage_path(
     return ObjectStoragePath(str(destination), conn_id=conn_id)
 
 
+def destination_path(
+    destination: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None, *, overwrite: bool
+) -> Path | ObjectStoragePath:
+    """Where a video will land, its folder made; refused if it exists and ``overwrite`` is false."""
+    dest = storage_path(destination, conn_id)
+    if not overwrite and dest.exists():
+        raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
 def download_video(
     session: requests.Session,
     url: str,
@@ -87,10 +98,7 @@ def download_video(
     """
     if urlsplit(url).scheme not in ("http", "https"):
         raise KlingInputError(f"video_url: must be an http(s) URL, got {url!r}")
-    dest = storage_path(destination, storage_conn_id)
-    if not overwrite and dest.exists():
-        raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = destination_path(destination, storage_conn_id, overwrite=overwrite)
     try:
         response = session.get(url, stream=True, headers=DOWNLOAD_HEADERS, timeout=(timeouts.connect, timeouts.read))
     except requests.RequestException as err:
@@ -142,12 +150,8 @@ def copy_video(
     :raises KlingInputError: the destination exists and ``overwrite`` is false.
     :raises FileNotFoundError: there is no ``source``.
     """
-    src = storage_path(source, source_conn_id)
-    dest = storage_path(destination, storage_conn_id)
-    if not overwrite and dest.exists():
-        raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with src.open("rb") as reader:
+    dest = destination_path(destination, storage_conn_id, overwrite=overwrite)
+    with storage_path(source, source_conn_id).open("rb") as reader:
         size, sha256 = write_whole(dest, iter(partial(reader.read, DOWNLOAD_CHUNK_BYTES), b""), max_bytes=max_bytes)
     return DownloadedVideo(path=str(dest), uri=uri_of(dest), size_bytes=size, sha256=sha256, content_type="video/mp4")
 
