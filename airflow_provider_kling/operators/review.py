@@ -139,6 +139,11 @@ class KlingReviewOperator(HITLBranchOperator):
         self.take = take
         self.max_takes = max_takes
 
+    @property
+    def take_result(self) -> dict[str, Any]:
+        """The rendered result of the take, or nothing when none was given."""
+        return self.result if isinstance(self.result, dict) else {}
+
     def execute(self, context: Context) -> Any:
         if not self.body:
             self.body = self.describe_take()
@@ -151,7 +156,7 @@ class KlingReviewOperator(HITLBranchOperator):
 
     def describe_take(self) -> str:
         """The Markdown the reviewer reads: prompt, link, storage, duration, cost, and the choices."""
-        result = self.result if isinstance(self.result, dict) else {}
+        result = self.take_result
         link = self.video_link or result.get("video_url") or ""
         lines = [
             f"**Prompt:** {self.prompt}",
@@ -199,7 +204,7 @@ class KlingReviewOperator(HITLBranchOperator):
         comment = str(answers.get("comment") or "").strip()
         revised = str(answers.get("revised_prompt") or "").strip()
         reviewer = event.get("responded_by_user") or {}
-        result = self.result if isinstance(self.result, dict) else {}
+        result = self.take_result
         responded_at: Any = event.get("responded_at")
         return {
             "decision": choice.lower(),
