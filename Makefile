@@ -6,7 +6,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test test-airflow2 lint docs dist sync bench cluster screenshots
+.PHONY: demo test test-airflow2 lint docs dist sync bench cluster screenshots chromium
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -19,14 +19,16 @@ sync: $(UV)
 demo: sync
 	bash scripts/demo.sh
 
-## Run the whole test suite (the UI tests drive the OS's Chromium, installed here when missing).
-test: sync
+## The OS's Chromium, which the UI tests drive (Debian's package, installed when missing).
+chromium:
 	bash scripts/os_packages.sh chromium=chromium
+
+## Run the whole test suite (the UI tests drive the OS's Chromium, installed here when missing).
+test: sync chromium
 	.venv/bin/pytest
 
 ## The UI tests alone, writing their screenshots into docs/img/ (the ones the docs show).
-screenshots: sync
-	bash scripts/os_packages.sh chromium=chromium
+screenshots: sync chromium
 	KLING_SCREENSHOTS=docs/img .venv/bin/pytest tests/ui --basetemp=/tmp/kling-ui
 
 ## The whole suite again on the oldest supported Airflow (2.11), in its own environment.
