@@ -164,9 +164,13 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """The OS's headless Chromium, driven by Playwright (which downloads nothing here)."""
+    """
+    The OS's headless Chromium, driven by Playwright (which downloads nothing here). Per module:
+    Playwright's sync API keeps an event loop running in this thread, and a later ``dag.test()``
+    in this process (``asyncio.run``) must not find one.
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
