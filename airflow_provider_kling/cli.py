@@ -205,7 +205,7 @@ def _submit(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
     print(f"Submitted {args.model}: request {submitted.request_id} (billed once it runs)", file=sys.stderr)
     if not args.wait:
         return {"request_id": submitted.request_id, "status": "in_queue"}
-    return _finished(hook, submitted.request_id, args, submitted_here=True).as_dict()
+    return _checked(_finished(hook, submitted.request_id, args, submitted_here=True), submitted.request_id)
 
 
 def _status(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
@@ -214,8 +214,17 @@ def _status(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
 
 def _result(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
     if args.wait:
-        return _finished(hook, args.request_id, args, include_cost=args.cost).as_dict()
-    return hook.get_result(args.request_id, include_cost=args.cost).as_dict()
+        return _checked(_finished(hook, args.request_id, args, include_cost=args.cost), args.request_id)
+    return _checked(hook.get_result(args.request_id, include_cost=args.cost), args.request_id)
+
+
+def _checked(result: ResultResponse, request_id: str) -> dict[str, Any]:
+    """The result to print; a success whose video is not an http(s) URL is an error, as in a task."""
+    from airflow_provider_kling.states import ResultStatus
+
+    if result.status is ResultStatus.SUCCEEDED:
+        result.require_video(request_id)
+    return result.as_dict()
 
 
 def _cancel(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
@@ -303,6 +312,9 @@ COMMANDS = {"submit": _submit, "status": _status, "result": _result, "cancel": _
 
 
 def _print(answer: dict[str, Any], *, as_json: bool) -> None:
+    from airflow_provider_kling.untrusted import redact_data
+
+    answer = redact_data(answer)  # an answer that quotes the token never prints it
     if as_json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return

@@ -7,8 +7,10 @@ Talking to RunComfy failed (:class:`KlingAPIError` and its subclasses, :class:`K
 :class:`KlingWaitTimeout`): callers branch on these types, never on message text.
 
 Every error carries its details as plain data (``fields``), so it crosses a trigger event or a
-pickle and comes back as the same type with the same details. This module imports nothing else of
-the provider's: which answer becomes which error is decided where answers are read
+pickle and comes back as the same type with the same details. Messages and details pass through
+:func:`~airflow_provider_kling.untrusted.redact` here, once for every error: no API token is ever
+part of an error's text. This module imports nothing else of the provider's but that leaf module:
+which answer becomes which error is decided where answers are read
 (:mod:`airflow_provider_kling.hooks.responses`).
 """
 
@@ -20,13 +22,15 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
+from airflow_provider_kling.untrusted import redact, redact_data
+
 #: Characters of a server answer quoted in an error message.
 BODY_EXCERPT_CHARS = 300
 
 
 def excerpt(text: str, limit: int = BODY_EXCERPT_CHARS) -> str:
-    """Return ``text`` on one line, cut to ``limit`` characters."""
-    flat = " ".join(text.split())
+    """Return ``text`` on one line without any token in it, cut to ``limit`` characters."""
+    flat = redact(" ".join(text.split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -34,8 +38,8 @@ class KlingError(AirflowException):
     """Base class of every error raised by airflow-provider-kling."""
 
     def __init__(self, message: str, **fields: Any) -> None:
-        self.message = message
-        self.fields = fields
+        self.message = redact(message)
+        self.fields = redact_data(fields)
         super().__init__(self._describe())
 
     def _describe(self) -> str:
@@ -200,6 +204,22 @@ class KlingMalformedResponseError(KlingAPIError):
     """RunComfy's answer could not be read (not JSON, missing fields, unknown values)."""
 
 
+class KlingUnusableVideoError(KlingMalformedResponseError, AirflowFailException):
+    """
+    A request succeeded, but its result names no usable video: the URL is missing or is not an
+    ``http(s)`` URL (``javascript:``, ``data:``, ``file:``...). The message names the scheme. Never
+    retried: asking again returns the same result.
+    """
+
+
+class KlingStaleReviewError(KlingError, AirflowFailException):
+    """
+    A review's form would show another take than the one it decides on: Airflow 3.1 to 3.3 keep
+    the form of a human-in-the-loop task's first try when the task is cleared or retried. Raised
+    before anybody is asked, and never retried (a retry keeps the same form).
+    """
+
+
 class KlingGenerationError(KlingError):
     """
     A generation request ended without a video, or was given up on: an outcome, not a transport fault.
@@ -210,8 +230,8 @@ class KlingGenerationError(KlingError):
 
     def __init__(self, message: str, *, request_id: str, result: dict[str, Any] | None = None) -> None:
         self.request_id = request_id
-        self.result = result
-        super().__init__(message, request_id=request_id, result=result)
+        self.result = redact_data(result)
+        super().__init__(message, request_id=request_id, result=self.result)
 
 
 class KlingRequestFailed(KlingGenerationError):

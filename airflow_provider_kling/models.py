@@ -21,10 +21,12 @@ from airflow_provider_kling.exceptions import (
     KlingMalformedResponseError,
     KlingRequestCancelled,
     KlingRequestFailed,
+    KlingUnusableVideoError,
 )
 from airflow_provider_kling.states import CancelOutcome as CancelOutcome
 from airflow_provider_kling.states import RequestStatus as RequestStatus
 from airflow_provider_kling.states import ResultStatus as ResultStatus
+from airflow_provider_kling.untrusted import video_url_problem
 
 if TYPE_CHECKING:
     from typing_extensions import NotRequired
@@ -306,7 +308,9 @@ class ResultResponse(ResponseBody):
 
         :raises KlingRequestFailed: the generation failed (with the server's reason).
         :raises KlingRequestCancelled: the request was cancelled.
-        :raises KlingMalformedResponseError: it succeeded but names no video, or is unfinished.
+        :raises KlingUnusableVideoError: it succeeded but names no video, or one that is not an
+            ``http(s)`` URL (the message names the scheme).
+        :raises KlingMalformedResponseError: it is unfinished.
         """
         rid = self.request_id or request_id
         if self.status is ResultStatus.FAILED:
@@ -319,11 +323,18 @@ class ResultResponse(ResponseBody):
                 request_id=rid,
                 result=self.as_dict(),
             )
-        video_url = self.output.video_url if self.output else None
-        if self.status is not ResultStatus.SUCCEEDED or not video_url:
-            problem = "names no video" if self.status is ResultStatus.SUCCEEDED else f"is still {self.status.value}"
+        if self.status is not ResultStatus.SUCCEEDED:
             raise KlingMalformedResponseError(
-                f"Result of finished request {rid} {problem}",
+                f"Result of finished request {rid} is still {self.status.value}",
+                status_code=self._http_status,
+                request_id=rid,
+                body=self._raw,
+            )
+        video_url = self.output.video_url if self.output else None
+        problem = video_url_problem(video_url)
+        if problem is not None or video_url is None:
+            raise KlingUnusableVideoError(
+                f"Kling request {rid} succeeded but names no usable video: {problem}",
                 status_code=self._http_status,
                 request_id=rid,
                 body=self._raw,

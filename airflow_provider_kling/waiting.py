@@ -249,7 +249,12 @@ def _exit_of(err: BaseException) -> Exit | None:
         TaskDeferred,
     )
 
-    from airflow_provider_kling.exceptions import KlingRequestCancelled, KlingRequestFailed, KlingWaitTimeout
+    from airflow_provider_kling.exceptions import (
+        KlingRequestCancelled,
+        KlingRequestFailed,
+        KlingUnusableVideoError,
+        KlingWaitTimeout,
+    )
     from airflow_provider_kling.wait_plan import Exit
 
     if isinstance(err, (TaskDeferred, _reschedule_exception(), KeyboardInterrupt, SystemExit, GeneratorExit)):
@@ -258,8 +263,8 @@ def _exit_of(err: BaseException) -> Exit | None:
         return None
     if isinstance(err, KlingWaitTimeout):
         return Exit.LIMIT
-    if isinstance(err, (KlingRequestFailed, KlingRequestCancelled)):
-        return Exit.FINISHED
+    if isinstance(err, (KlingRequestFailed, KlingRequestCancelled, KlingUnusableVideoError)):
+        return Exit.FINISHED  # a finished request's outcome: nothing left to cancel
     if isinstance(err, (AirflowSensorTimeout, AirflowTaskTimeout, AirflowSkipException, *_deferral_timeout())):
         return Exit.TIMEOUT
     return Exit.ERROR

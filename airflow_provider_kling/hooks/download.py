@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 import requests
 import urllib3
 
 from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError, KlingError, KlingInputError
 from airflow_provider_kling.streaming import read_ahead
+from airflow_provider_kling.untrusted import video_url_problem
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -96,8 +96,9 @@ def download_video(
     :raises KlingInputError: the URL is not http(s), or the destination exists and ``overwrite`` is false.
     :raises KlingError: the download failed, was cut short, or is larger than ``max_bytes``.
     """
-    if urlsplit(url).scheme not in ("http", "https"):
-        raise KlingInputError(f"video_url: must be an http(s) URL, got {url!r}")
+    problem = video_url_problem(url)
+    if problem is not None:
+        raise KlingInputError(f"video_url: must be an http(s) URL with a host ({problem})")
     dest = destination_path(destination, storage_conn_id, overwrite=overwrite)
     try:
         response = session.get(url, stream=True, headers=DOWNLOAD_HEADERS, timeout=(timeouts.connect, timeouts.read))

@@ -407,7 +407,7 @@ class KlingAsyncHook(_KlingHookBase):
         return self._target
 
     async def _read_target(self) -> ApiTarget:
-        conn = await get_async_connection(self.kling_conn_id, hook=self)
+        conn = await get_async_connection(self.kling_conn_id)
         return api_target(conn, self.kling_conn_id)
 
     async def __aenter__(self) -> KlingAsyncHook:

@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 from airflow_provider_kling import __version__
 from airflow_provider_kling.constants import DEFAULT_BASE_URL
 from airflow_provider_kling.exceptions import KlingAuthenticationError, KlingInputError
+from airflow_provider_kling.untrusted import register_secret
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
@@ -37,6 +38,7 @@ def api_target(conn: Connection, conn_id: str) -> ApiTarget:
     and the connection's ``port`` when it has one, so the URI form ``kling://:TOKEN@HOST:PORT`` works.
     """
     token = (conn.password or "").strip()
+    register_secret(token)  # from here on no error, excerpt or printed answer can quote it
     if not token:
         raise KlingAuthenticationError(
             f"Connection {conn_id!r} has no API token: put your RunComfy token in its password field"

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
+from airflow_provider_kling.untrusted import is_video_url
+
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, TaskInstanceKey
 
@@ -18,7 +20,8 @@ class KlingVideoLink(BaseOperatorLink):
     """
     Opens the generated video: the ``video_url`` of the task's :class:`~airflow_provider_kling.models.KlingResult`.
 
-    It reads only the XCom its task pushes the result to (``result_xcom_keys``), and only once the
+    It offers only an ``http(s)`` URL (never a ``javascript:``, ``data:`` or ``file:`` one), and
+    it reads only the XCom its task pushes the result to (``result_xcom_keys``), and only once the
     task succeeded: Airflow 3 computes links at the end of every run (a deferral too), and each
     lookup of a missing XCom writes an error line into a healthy task's log.
     """
@@ -37,6 +40,6 @@ class KlingVideoLink(BaseOperatorLink):
 
 
 def video_url_of(value: Any) -> str:
-    """The ``video_url`` of a result read back from XCom, or ``""``."""
+    """The ``video_url`` of a result read back from XCom when it is an ``http(s)`` URL, else ``""``."""
     url = value.get("video_url") if isinstance(value, dict) else None
-    return url if isinstance(url, str) else ""
+    return url if isinstance(url, str) and is_video_url(url) else ""

@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, cast
 
 from airflow.providers.common.compat.sdk import BaseNotifier
 
+from airflow_provider_kling.untrusted import html_text, slack_text
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
 log = logging.getLogger(__name__)
+#: The longest text of one Slack section block.
+SLACK_TEXT_MAX_CHARS = 3000
 
 
 class KlingLogNotifier(BaseNotifier):
@@ -48,6 +52,10 @@ def video_notifier(
     """
     The notifier for ``message``: Slack when its provider and connection exist, else email when an
     SMTP connection and a recipient exist, else :class:`KlingLogNotifier`. Call at task run time.
+
+    ``message`` is plain text, and shows literally everywhere: it quotes prompts and values from
+    RunComfy, so a link, a mention, HTML or emphasis in them never becomes markup (Slack gets it
+    as a plain-text block with an escaped fallback, email as escaped HTML).
     """
     if connection_exists(slack_conn_id):
         try:
@@ -57,9 +65,14 @@ def video_notifier(
         except ImportError:
             log.info("Connection %s exists but the Slack provider is not installed", slack_conn_id)
         else:
-            return cast("BaseNotifier", SlackNotifier(slack_conn_id=slack_conn_id, text=message))
+            plain = [{"type": "section", "text": {"type": "plain_text", "text": message[:SLACK_TEXT_MAX_CHARS]}}]
+            return cast(
+                "BaseNotifier", SlackNotifier(slack_conn_id=slack_conn_id, text=slack_text(message), blocks=plain)
+            )
     if to and connection_exists(smtp_conn_id):
         from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
-        return SmtpNotifier(to=to, subject="Kling video ready", html_content=message, smtp_conn_id=smtp_conn_id)
+        return SmtpNotifier(
+            to=to, subject="Kling video ready", html_content=html_text(message), smtp_conn_id=smtp_conn_id
+        )
     return KlingLogNotifier(message)

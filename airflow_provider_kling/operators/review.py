@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.providers.common.compat.sdk import XCOM_RETURN_KEY, AirflowOptionalProviderFeatureException, Param
 
 from airflow_provider_kling.constants import PROMPT_MAX_CHARS
+from airflow_provider_kling.untrusted import markdown_block, markdown_code, markdown_link, markdown_text
 
 try:
     from airflow.providers.standard.operators.hitl import HITLBranchOperator
@@ -147,6 +148,7 @@ class KlingReviewOperator(HITLBranchOperator):
     def execute(self, context: Context) -> Any:
         if not self.body:
             self.body = self.describe_take()
+        self.refuse_a_stale_form(context)
         try:
             page = self.generate_link_to_ui(task_instance=context["task_instance"])
         except ValueError:  # no [api] base_url: Airflow cannot say its own address
@@ -154,24 +156,70 @@ class KlingReviewOperator(HITLBranchOperator):
         self.log.info("Take %s waits for a person: %s", self.take, page)
         return super().execute(context)
 
+    def refuse_a_stale_form(self, context: Context) -> None:
+        """
+        Write this take's form, and refuse when Airflow keeps an earlier one instead.
+
+        Airflow 3.1 to 3.3 keep the form (subject, body, params) of a review task's first try when
+        the task is cleared or retried: a take generated again would be approved from the text and
+        link of the one before. The form is written here as ``HITLOperator.execute`` writes it,
+        and what Airflow answers is what the reviewer would see.
+
+        :raises KlingStaleReviewError: the stored form shows another take; nobody was asked.
+        """
+        from airflow.sdk.api.datamodels._generated import HITLUser
+        from airflow.sdk.execution_time.comms import CreateHITLDetailPayload
+        from airflow.sdk.execution_time.task_runner import SUPERVISOR_COMMS
+
+        from airflow_provider_kling.exceptions import KlingStaleReviewError
+
+        stored = SUPERVISOR_COMMS.send(
+            CreateHITLDetailPayload(
+                ti_id=context["task_instance"].id,
+                options=self.options,
+                subject=self.subject,
+                body=self.body,
+                defaults=self.defaults,
+                params=self.serialized_params,
+                multiple=self.multiple,
+                assigned_users=[HITLUser(id=user["id"], name=user["name"]) for user in self.assigned_users or []],
+            )
+        )
+        shown = getattr(stored, "body", self.body)
+        if shown == self.body:
+            return
+        raise KlingStaleReviewError(
+            f"The review form of take {self.take} still shows an earlier take: Airflow 3.1 to 3.3 keep the "
+            "form of a review task's first try when it is cleared (fixed in Airflow 3.4), and this take "
+            f"(request {self.take_result.get('request_id') or 'unknown'}) is not the one that form shows. "
+            "Nobody was asked to decide on it. Trigger a new run of the DAG to review this take."
+        )
+
     def describe_take(self) -> str:
-        """The Markdown the reviewer reads: prompt, link, storage, duration, cost, and the choices."""
+        """
+        The Markdown the reviewer reads: prompt, link, storage, duration, cost, and the choices.
+
+        Every value in it comes from data or from RunComfy, so each shows literally: the prompt as a
+        code block, the rest escaped; the link is offered only to an ``http(s)`` URL.
+        """
         result = self.take_result
-        link = self.video_link or result.get("video_url") or ""
+        link = markdown_link(f"watch take {self.take}", self.video_link or result.get("video_url"))
         lines = [
-            f"**Prompt:** {self.prompt}",
+            "**Prompt:**",
             "",
-            f"**Video:** [watch take {self.take}]({link})" if link else "**Video:** no link in the result",
+            markdown_block(self.prompt),
+            "",
+            f"**Video:** {link}" if link else "**Video:** no http(s) link to the video in the result",
         ]
         if self.stored_uri:
-            lines += ["", f"**Stored copy:** `{self.stored_uri}`"]
+            lines += ["", f"**Stored copy:** {markdown_code(self.stored_uri)}"]
         facts = [f"take {self.take} of {self.max_takes}"]
         if self.duration not in (None, ""):
-            facts.append(f"{self.duration} s")
+            facts.append(f"{markdown_text(self.duration)} s")
         if result.get("cost") is not None:
-            facts.append(f"cost {result['cost']}")
+            facts.append(f"cost {markdown_text(result['cost'])}")
         if result.get("request_id"):
-            facts.append(f"request `{result['request_id']}`")
+            facts.append(f"request {markdown_code(result['request_id'])}")
         lines += ["", " · ".join(facts), ""]
         choices = [f"**{APPROVE}** publishes this take."]
         if REVISE in self.options:

@@ -84,6 +84,8 @@ class Scenario:
     :param video_host: where the video is served: ``api`` (the API's own host), ``other`` (another
         host name, as a CDN would serve it) or ``redirect`` (the API host answers with a redirect
         to the other host).
+    :param video_url: the result names this as the video instead (``javascript:...``,
+        ``file:///etc/passwd``...), to test what a client does with a URL that is not a video's.
     """
 
     outcome: Outcome = "succeeded"
@@ -94,6 +96,7 @@ class Scenario:
     output: Literal["video", "videos"] = "video"
     expire: bool = False
     video_host: Literal["api", "other", "redirect"] = "api"
+    video_url: str | None = None
 
 
 @dataclass
@@ -106,12 +109,14 @@ class Fault:
         answer: the client must give up), ``malformed`` (answer 200 with ``body`` as text),
         ``error_code`` (answer 200 with an ``error_code`` body), ``truncate`` (announce the full
         length of the normal answer, send half of it, close the connection), ``gzip`` (for
-        ``video``: send it gzip-encoded whatever the client asked for).
+        ``video``: send it gzip-encoded whatever the client asked for), ``echo`` (answer
+        ``status_code`` with an HTML page that quotes the request's line and headers, the
+        ``Authorization`` header included, as some gateways' error pages do).
     :param after_create: for ``submit``: create the request first, then answer with the fault.
     :param content_type: the ``Content-Type`` of a ``status`` or ``malformed`` answer.
     """
 
-    kind: Literal["status", "drop", "delay", "hang", "malformed", "error_code", "truncate", "gzip"]
+    kind: Literal["status", "drop", "delay", "hang", "malformed", "error_code", "truncate", "gzip", "echo"]
     status_code: int = 500
     body: str = '{"error_message": "simulated server fault"}'
     headers: dict[str, str] = field(default_factory=dict)
@@ -123,6 +128,11 @@ class Fault:
     def proxy_error(cls, status_code: int = 502, *, after_create: bool = False) -> Fault:
         """A proxy's HTML error page (``502 Bad Gateway`` by default) instead of the API's JSON."""
         return cls("status", status_code, body=PROXY_ERROR_PAGE, content_type="text/html", after_create=after_create)
+
+    @classmethod
+    def echo_request(cls, status_code: int = 400) -> Fault:
+        """A gateway's error page that echoes the request back, its ``Authorization`` header included."""
+        return cls("echo", status_code, content_type="text/html")
 
 
 @dataclass
@@ -340,6 +350,10 @@ class RunComfySimulator:
             return web.Response(status=200, text=fault.body, content_type=fault.content_type)
         if fault.kind == "error_code":
             return web.json_response({"error_code": 500001, "error_message": "simulated internal error"})
+        if fault.kind == "echo":
+            headers = "".join(f"<li>{name}: {value}</li>" for name, value in sorted(request.headers.items()))
+            page = f"<html><body><h1>Bad Request</h1><ul>{headers}</ul><p>{request.method} {request.path_qs}</p>"
+            return web.Response(status=fault.status_code, text=page, content_type="text/html")
         return web.Response(
             status=fault.status_code, text=fault.body, headers=fault.headers, content_type=fault.content_type
         )
@@ -496,7 +510,7 @@ class RunComfySimulator:
         if status == "succeeded":
             host = self.media_url if found.scenario.video_host == "other" else f"{request.scheme}://{request.host}"
             folder = "cdn" if found.scenario.video_host == "other" else "media"
-            url = f"{host}/{folder}/{found.request_id}/video.mp4"
+            url = found.scenario.video_url or f"{host}/{folder}/{found.request_id}/video.mp4"
             body["output"] = {"video": url} if found.scenario.output == "video" else {"videos": [url]}
         elif status == "failed":
             body["error"] = {"error_message": found.scenario.error}

@@ -12,9 +12,11 @@ from airflow_provider_kling.exceptions import (
     KlingError,
     KlingRequestCancelled,
     KlingRequestFailed,
+    KlingUnusableVideoError,
     KlingWaitTimeout,
 )
 from airflow_provider_kling.states import RequestStatus
+from airflow_provider_kling.untrusted import video_url_problem
 from airflow_provider_kling.wait_plan import PollSettings, Seen, WaitLimits, WaitPlan
 
 if TYPE_CHECKING:
@@ -248,8 +250,13 @@ def result_from_event(event: Any) -> KlingResult:
         raise KlingError(f"Unexpected event from KlingRequestTrigger: {str(event)[:300]!r}")
     if event["status"] == EVENT_SUCCESS:
         result = event.get("result")
-        if not isinstance(result, dict) or not result.get("video_url"):
-            raise KlingError(f"KlingRequestTrigger reported success without a video: {str(event)[:300]!r}")
+        problem = video_url_problem(result.get("video_url")) if isinstance(result, dict) else "there is no result"
+        if problem is not None:
+            raise KlingUnusableVideoError(
+                f"KlingRequestTrigger reported success without a usable video ({problem})",
+                request_id=str(event.get("request_id") or ""),
+                body=str(event),
+            )
         return result  # type: ignore[return-value]  # the trigger built it from a KlingResult
     error = event.get("error")
     if isinstance(error, dict):
