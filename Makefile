@@ -6,7 +6,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: demo test test-airflow2 lint docs dist sync bench cluster screenshots chromium
+.PHONY: demo test test-airflow2 compat lint docs dist sync bench cluster screenshots chromium
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -36,6 +36,11 @@ test-airflow2: $(UV)
 	UV_PROJECT_ENVIRONMENT=.venv-airflow2 $(UV) sync --locked --quiet --python $(PYTHON) \
 		--no-default-groups --group dev --group airflow2
 	.venv-airflow2/bin/pytest
+
+## The declared versions, tested: the suite at the lowest direct dependencies (Airflow 2.11.0, 3.0.2),
+## a smoke run on Airflow 3.0, 3.1, 3.2 as of their release days (constraints/*.txt, into .venv-compat/).
+compat: $(UV)
+	bash scripts/compat.sh $(UV) $(PYTHON)
 
 ## The documentation site, built in strict mode (any warning fails), into .docs-site/.
 docs: $(UV)

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The versions we declare, tested: our whole suite at the lowest versions pyproject.toml allows for
+# our direct dependencies, on the oldest Airflow of each line we support; and a smoke run (a deferred
+# generation, a copy, the `kling` command) on each Airflow minor line between, resolved as of that
+# release's day (what Airflow's constraints file of the time would give; `--exclude-newer`).
+#
+#   scripts/compat.sh UV PYTHON            run every profile from constraints/*.txt (no resolution)
+#   scripts/compat.sh UV PYTHON PROFILE..  run these profiles
+#   scripts/compat.sh UV PYTHON --lock     re-resolve constraints/*.txt (reads the package registries)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UV=$1 PYTHON=$2
+shift 2
+
+# profile | Airflow | resolution | resolved as of | run
+PROFILES=(
+  "lowest-airflow-2.11|apache-airflow==2.11.0|lowest-direct|2025-05-21|suite"
+  "lowest-airflow-3.0|apache-airflow==3.0.2|lowest-direct|2025-06-11|suite"
+  "airflow-3.0|apache-airflow==3.0.6|highest|2025-08-30|smoke"
+  "airflow-3.1|apache-airflow==3.1.8|highest|2026-03-12|smoke"
+  "airflow-3.2|apache-airflow==3.2.2|highest|2026-05-30|smoke"
+)
+# Our floor of common-compat (1.14.1) came out after some of these Airflow releases: a user of those
+# upgrades it, so it is resolved as of its own day there. The test tools are those of uv.lock.
+COMPAT_FLOOR_DAY=2026-03-14
+TEST_TOOLS=(pytest==9.2.0 pytest-asyncio==1.5.0 pytest-mock==3.17.0 pytest-timeout==2.4.0)
+SMOKE=(
+  "tests/dags/test_example_dags.py::test_main_example_generates_copies_and_notifies"
+  "tests/transfers"
+  "tests/test_cli.py"
+)
+
+field() { cut -d'|' -f"$2" <<<"$1"; }
+later() { [[ "$1" > "$2" ]] && echo "$1" || echo "$2"; }
+
+lock() {
+  local profile=$1 name airflow resolution day
+  name=$(field "$profile" 1) airflow=$(field "$profile" 2) resolution=$(field "$profile" 3) day=$(field "$profile" 4)
+  local input
+  input=$(mktemp)
+  printf '%s\n' "$airflow" "${TEST_TOOLS[@]}" >"$input"
+  local newer=(--exclude-newer "$day" --exclude-newer-package "apache-airflow-providers-common-compat=$(later "$day" $COMPAT_FLOOR_DAY)")
+  for tool in "${TEST_TOOLS[@]}"; do newer+=(--exclude-newer-package "${tool%%==*}=2026-12-01"); done
+  "$UV" pip compile --quiet --python "$PYTHON" --resolution "$resolution" "${newer[@]}" \
+    --no-header --output-file "constraints/$name.txt" pyproject.toml "$input"
+  rm -f "$input"
+  echo "constraints/$name.txt: $(grep -E '^apache-airflow(-providers-common-compat)?==' "constraints/$name.txt" | tr '\n' ' ')"
+}
+
+run() {
+  local profile=$1 name what venv
+  name=$(field "$profile" 1) what=$(field "$profile" 5) venv=".venv-compat/$name"
+  echo "== $name: $(grep -E '^apache-airflow==' "constraints/$name.txt") ($what)"
+  "$UV" venv --quiet --allow-existing --python "$PYTHON" "$venv"
+  VIRTUAL_ENV=$venv "$UV" pip sync --quiet "constraints/$name.txt"
+  VIRTUAL_ENV=$venv "$UV" pip install --quiet --no-deps -e .
+  # Deprecations are errors in `make test`; here older libraries' own ones (Flask's, say) are not ours.
+  local quiet=(-q -W default::DeprecationWarning -W default::PendingDeprecationWarning)
+  if [[ $what == suite ]]; then
+    "$venv/bin/pytest" "${quiet[@]}"
+  else
+    "$venv/bin/pytest" "${quiet[@]}" "${SMOKE[@]}"
+  fi
+}
+
+selected=()
+if [[ ${1:-} == --lock ]]; then
+  for profile in "${PROFILES[@]}"; do lock "$profile"; done
+  exit 0
+fi
+for profile in "${PROFILES[@]}"; do
+  if [[ $# -eq 0 ]] || [[ " $* " == *" $(field "$profile" 1) "* ]]; then selected+=("$profile"); fi
+done
+for profile in "${selected[@]}"; do run "$profile"; done
