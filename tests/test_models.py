@@ -158,7 +158,7 @@ def test_cancelled_result_raises_cancelled():
 
 
 def test_succeeded_without_a_video_is_a_malformed_answer():
-    with pytest.raises(KlingMalformedResponseError, match="names no video"):
+    with pytest.raises(KlingMalformedResponseError, match="names no usable video: there is no video URL"):
         _result(status="succeeded", output={"image": "https://i/1.png"}).require_video("r1")
 
 

@@ -253,3 +253,30 @@ def test_the_cli_never_prints_an_echoed_token(env_token, capsys, command):
     assert code == 1
     assert "Bearer ***" in err
     assert TOKEN not in out + err
+
+
+# --- a review shows the take it decides on -------------------------------------------------
+
+
+@pytest.mark.timeout(120)  # without the check, the retry would wait for a person for ever
+@pytest.mark.skipif(
+    not __import__("airflow.providers.common.compat.version_compat", fromlist=["x"]).AIRFLOW_V_3_1_PLUS,
+    reason="the review operator needs Airflow 3.1+",
+)
+def test_a_retried_review_refuses_rather_than_show_the_take_before(run_dag, capfd, caplog):
+    from airflow.models.hitl import HITLDetail
+    from airflow.utils.session import create_session
+
+    dag_run = run_dag("kling_review_retried", file="kling_review_dags.py")
+    assert states(dag_run)["review"] == "failed"
+    logged = capfd.readouterr().out + caplog.text
+    assert "the notifier is down" in logged  # try 1 wrote its form (take req-1), then failed
+    assert "KlingStaleReviewError" in logged  # try 2 refused...
+    assert "(request req-2) is not the one that form shows" in logged  # ...naming its take
+    assert "Trigger a new run of the DAG to review this take" in logged
+    with create_session() as session:
+        ti = next(t for t in dag_run.get_task_instances(session=session) if t.task_id == "review")
+        form = session.get(HITLDetail, ti.id)
+        # What the refusal protects from: Airflow kept try 1's form, take req-1, for try 2.
+        assert form is not None and "req-1" in (form.body or "") and "req-2" not in (form.body or "")
+        assert form.responded_at is None  # nobody decided on it

@@ -145,7 +145,7 @@ async def test_success_without_video_is_an_error_not_green(sim):
     rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=0))
     sim.inject("result", Fault("malformed", body='{"status": "succeeded", "output": {}}'))
     event = await _first_event(_trigger(rid))
-    with pytest.raises(KlingMalformedResponseError, match="names no video"):
+    with pytest.raises(KlingMalformedResponseError, match="names no usable video: there is no video URL"):
         result_from_event(event)
 
 

@@ -59,7 +59,7 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     form.wait_for()
     text = page.inner_text("body")
     assert "Review take 1 of 3" in text
-    assert f"Prompt: {FIRST_PROMPT}" in text
+    assert "Prompt:" in text and FIRST_PROMPT in text
     assert f"request {first.request_id}" in text
     assert "5 s" in text
     assert "cost" in text
@@ -88,7 +88,7 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     page.goto(api_server.page_of(second_review["task_instance"], "required_actions"))
     page.get_by_role("button", name="Approve").wait_for()
     assert "Review take 2 of 3" in page.inner_text("body")
-    assert f"Prompt: {REVISED_PROMPT}" in page.inner_text("body")
+    assert REVISED_PROMPT in page.inner_text("body")
     comment(page).fill("ship it")
     page.get_by_role("button", name="Approve").click()
     page.get_by_text("Response received").wait_for()
@@ -132,7 +132,7 @@ def test_reject_ends_the_run_cleanly_with_the_reason(api_server: ApiServer, star
     assert review["options"] == ["Approve", "Revise", "Reject"]
     (request,) = sim.requests.values()
     # Where browsers reach the video folder is known: the reviewer opens the stored copy.
-    assert f"[watch take 1](https://videos.example.com/kling/takes/{request.request_id}.mp4)" in review["body"]
+    assert f"[watch take 1](<https://videos.example.com/kling/takes/{request.request_id}.mp4>)" in review["body"]
     api_server.respond(review, "Reject", comment="off brand: the logo is missing", revised_prompt=None)
 
     output = run.finish()
@@ -190,3 +190,4 @@ def test_no_answer_in_time_rejects_the_take_and_says_so(api_server: ApiServer, s
     assert rejection["reason"] == "no answer in time: the default was taken"
     assert rejection["reviewer"] is None
     assert not (tmp_path / "videos" / "published").exists()
+
