@@ -137,16 +137,25 @@ def _rendered(markdown: str) -> str:
 
 def test_markdown_helpers_show_hostile_text_literally():
     html = _rendered(f"**Prompt:** {markdown_text(HOSTILE_PROMPT)}")
-    assert "<a " not in html and "<img" not in html and "<b>" not in html and "<strong>bold" not in html
-    assert "<h1>" not in html and "<li>" not in html and "<em>" not in html
+    assert "<a " not in html
+    assert "<img" not in html
+    assert "<b>" not in html
+    assert "<strong>bold" not in html
+    assert "<h1>" not in html
+    assert "<li>" not in html
+    assert "<em>" not in html
     assert "[watch take 1](https://evil.example/login)" in html  # the characters, as typed
     block = _rendered(markdown_block(HOSTILE_PROMPT))
-    assert block.count("<pre>") == 1 and "<a " not in block and "<img" not in block
-    assert "# not a heading" in block and "&lt;img src=x onerror=alert(1)&gt;" in block
+    assert block.count("<pre>") == 1
+    assert "<a " not in block
+    assert "<img" not in block
+    assert "# not a heading" in block
+    assert "&lt;img src=x onerror=alert(1)&gt;" in block
     code = _rendered(markdown_code("a `tick` and ``two``"))
     assert "<code>a `tick` and ``two``</code>" in code
     link = _rendered(markdown_link("watch [take] 1", "https://cdn.example/a)b<c>.mp4") or "")
-    assert link.count("<a ") == 1 and 'href="https://cdn.example/a)b%3Cc%3E.mp4"' in link
+    assert link.count("<a ") == 1
+    assert 'href="https://cdn.example/a)b%3Cc%3E.mp4"' in link
     assert markdown_link("watch", HOSTILE_URLS["javascript"]) is None
 
 
@@ -170,7 +179,9 @@ def test_the_review_form_shows_a_hostile_prompt_literally_and_links_only_an_http
 
     html = form("https://cdn.example/v.mp4")
     assert re.findall(r'<a href="([^"]*)"', html) == ["https://cdn.example/v.mp4"]  # our link, and only ours
-    assert "<img" not in html and "<b>" not in html and "<h1>" not in html
+    assert "<img" not in html
+    assert "<b>" not in html
+    assert "<h1>" not in html
     assert "[watch take 1](https://evil.example/login)" in html  # the reviewer reads what was typed
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
     for url in HOSTILE_URLS.values():
@@ -184,8 +195,10 @@ def test_an_email_notification_shows_the_prompt_as_text(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_SLACK_API_DEFAULT", "")
     notifier = video_notifier(f"ready: {HOSTILE_PROMPT}", to="team@example.com")
     html = notifier.html_content  # type: ignore[attr-defined]
-    assert "<img" not in html and "<b>" not in html
-    assert "&lt;img src=x onerror=alert(1)&gt;" in html and html == html_text(f"ready: {HOSTILE_PROMPT}")
+    assert "<img" not in html
+    assert "<b>" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert html == html_text(f"ready: {HOSTILE_PROMPT}")
 
 
 # --- the token is never quoted ---------------------------------------------------------------
@@ -202,7 +215,9 @@ def test_redact_removes_the_token_in_every_form_a_page_may_quote_it():
         "bearer other-credential-xyz"
     )
     cleaned = redact(page)
-    assert secret not in cleaned and "dXNlcjpwYXNz" not in cleaned and "other-credential-xyz" not in cleaned
+    assert secret not in cleaned
+    assert "dXNlcjpwYXNz" not in cleaned
+    assert "other-credential-xyz" not in cleaned
     assert cleaned.count("***") >= 4
     assert redact("no secrets here: bearing north") == "no secrets here: bearing north"
 
@@ -278,5 +293,7 @@ def test_a_retried_review_refuses_rather_than_show_the_take_before(run_dag, capf
         ti = next(t for t in dag_run.get_task_instances(session=session) if t.task_id == "review")
         form = session.get(HITLDetail, ti.id)
         # What the refusal protects from: Airflow kept try 1's form, take req-1, for try 2.
-        assert form is not None and "req-1" in (form.body or "") and "req-2" not in (form.body or "")
+        assert form is not None
+        assert "req-1" in (form.body or "")
+        assert "req-2" not in (form.body or "")
         assert form.responded_at is None  # nobody decided on it

@@ -59,7 +59,8 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     form.wait_for()
     text = page.inner_text("body")
     assert "Review take 1 of 3" in text
-    assert "Prompt:" in text and FIRST_PROMPT in text
+    assert "Prompt:" in text
+    assert FIRST_PROMPT in text
     assert f"request {first.request_id}" in text
     assert "5 s" in text
     assert "cost" in text
@@ -190,4 +191,3 @@ def test_no_answer_in_time_rejects_the_take_and_says_so(api_server: ApiServer, s
     assert rejection["reason"] == "no answer in time: the default was taken"
     assert rejection["reviewer"] is None
     assert not (tmp_path / "videos" / "published").exists()
-
