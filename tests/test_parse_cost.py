@@ -50,3 +50,25 @@ def test_the_review_operator_adds_nothing_heavy_to_airflows_own_hitl_operator():
     heavy = [name for name in added if name.startswith(HEAVY + OURS_HEAVY)]
     assert heavy == [], f"importing the review operator loaded {heavy}"
     assert "airflow_provider_kling.operators.review" in added
+
+
+PLUGIN_PROBE = """
+import json, sys
+before = set(sys.modules)
+import airflow_provider_kling.testing.pytest_plugin
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_pytest_plugin_loads_no_server_until_a_test_asks_for_the_simulator():
+    """Every pytest run of every user who installs the provider loads the plugin."""
+    added = json.loads(
+        subprocess.run([sys.executable, "-c", PLUGIN_PROBE], capture_output=True, text=True, check=True).stdout
+    )
+    assert "airflow_provider_kling.testing.pytest_plugin" in added
+    heavy = [
+        name
+        for name in added
+        if name == "airflow" or name.startswith(("aiohttp", "airflow.", "airflow_provider_kling.testing.simulator"))
+    ]
+    assert heavy == [], f"importing the pytest plugin loaded {heavy}"

@@ -9,7 +9,8 @@ Installed with the package, so in a user's test suite::
         assert kling_simulator.calls["submit"] == 1
 
 ``kling_simulator`` is the simulator, reset for each test, with the ``kling_default`` connection
-(``AIRFLOW_CONN_KLING_DEFAULT``) pointing at it; requests queue and run for 0.2 s each.
+(``AIRFLOW_CONN_KLING_DEFAULT``) pointing at it; requests queue and run for 0.2 s each. Loading
+the plugin loads nothing heavy: the simulator's server starts with the first test that asks for it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_kling.testing.simulator import RunComfySimulator
-
 if TYPE_CHECKING:
     from collections.abc import Iterator
+
+    from airflow_provider_kling.testing.simulator import RunComfySimulator
 
 #: The token the test simulator accepts; distinctive, so tests can scan output for it.
 SIMULATOR_TOKEN = "sim-token-kling-tests-not-a-real-secret-9f1c"
@@ -32,6 +33,8 @@ TEST_PHASE_SECONDS = 0.2
 @pytest.fixture(scope="session")
 def kling_simulator_server() -> Iterator[RunComfySimulator]:
     """One simulator on 127.0.0.1 for the whole test session."""
+    from airflow_provider_kling.testing.simulator import RunComfySimulator  # aiohttp.web: only when used
+
     with RunComfySimulator(
         token=SIMULATOR_TOKEN, queue_seconds=TEST_PHASE_SECONDS, run_seconds=TEST_PHASE_SECONDS
     ) as server:
