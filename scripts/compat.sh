@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The versions we declare, tested: our whole suite at the lowest versions pyproject.toml allows for
-# our direct dependencies, on the oldest Airflow of each line we support; and a smoke run (a deferred
-# generation, a copy, the `kling` command) on each Airflow minor line between, resolved as of that
-# release's day (what Airflow's constraints file of the time would give; `--exclude-newer`).
+# our direct dependencies, on the oldest Airflow of each line we support (2.11.0, 3.0.6), resolved as
+# of that release's day; and a smoke run (a deferred generation, a copy, the `kling` command) on each
+# Airflow minor line between (3.1, 3.2), resolved as of its release's day (what Airflow's constraints
+# file of the time would give; `--exclude-newer`).
 #
 #   scripts/compat.sh UV PYTHON            run every profile from constraints/*.txt (no resolution)
 #   scripts/compat.sh UV PYTHON PROFILE..  run these profiles
@@ -15,8 +16,7 @@ shift 2
 # profile | Airflow | resolution | resolved as of | run
 PROFILES=(
   "lowest-airflow-2.11|apache-airflow==2.11.0|lowest-direct|2025-05-21|suite"
-  "lowest-airflow-3.0|apache-airflow==3.0.2|lowest-direct|2025-06-11|suite"
-  "airflow-3.0|apache-airflow==3.0.6|highest|2025-08-30|smoke"
+  "lowest-airflow-3.0|apache-airflow==3.0.6|lowest-direct|2025-08-30|suite"
   "airflow-3.1|apache-airflow==3.1.8|highest|2026-03-12|smoke"
   "airflow-3.2|apache-airflow==3.2.2|highest|2026-05-30|smoke"
 )
