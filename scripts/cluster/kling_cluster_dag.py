@@ -19,7 +19,14 @@ from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorag
 
 GENERATIONS = int(os.environ.get("KLING_CLUSTER_GENERATIONS", "200"))
 VIDEO_DIR = os.environ.get("KLING_CLUSTER_VIDEO_DIR", "/tmp/kling-cluster-videos")
-RETRY = {"retries": 3, "retry_delay": timedelta(seconds=2)}
+# Tries that span minutes of an outage (the API, the database, the broker): each retry resumes the same
+# request, so a retry costs a worker run, never a second paid submit.
+RETRY = {
+    "retries": 8,
+    "retry_delay": timedelta(seconds=5),
+    "retry_exponential_backoff": 2,
+    "max_retry_delay": timedelta(seconds=60),
+}
 
 with DAG(
     "kling_cluster",

@@ -70,10 +70,13 @@ class Shape:
     worker_concurrency: int
     refusal_seconds: float
     deadline_seconds: float
+    #: How long PostgreSQL is down (a failover), and how long the API refuses connections.
+    database_down_seconds: float
+    api_down_seconds: float
 
 
-FULL = Shape(220, (60, 180), 90, 300, 8, 15, 1800)
-QUICK = Shape(40, (3, 12), 12, 45, 6, 10, 900)
+FULL = Shape(220, (60, 180), 90, 300, 8, 15, 2400, 20, 120)
+QUICK = Shape(40, (20, 60), 30, 90, 6, 10, 1200, 20, 60)
 
 
 # --- the simulated RunComfy -----------------------------------------------------------------
@@ -97,6 +100,8 @@ class ClusterSimulator(RunComfySimulator):
         self.holding: set[str] = set()
         self.refusing_until = 0.0
         self._refusals = 0
+        #: Calls that found nothing listening while the API was down (counted by the clients' errors).
+        self.down: tuple[float, float] = (0.0, 0.0)
         self.submits_by_generation: dict[int, int] = {}
 
     @property
@@ -137,6 +142,12 @@ class ClusterSimulator(RunComfySimulator):
                         break
                     await asyncio.sleep(0.1)
         return await super()._status(request)
+
+    def go_down(self, seconds: float) -> None:
+        """Stop listening for ``seconds`` (every call finds its connection refused), then serve again."""
+        self.stop()
+        time.sleep(seconds)
+        self.start()  # the same port; requests and their timelines carried on meanwhile
 
     def _index(self, rid: str) -> int:
         match = GENERATION.search(str(self.requests[rid].input.get("prompt", "")))
@@ -182,6 +193,9 @@ class Cluster:
     token: str
     sim_url: str
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: How each Airflow process was started, to start it again; those this run killed on purpose.
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
     pg_port: int = field(default_factory=free_port)
     redis_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
@@ -229,8 +243,43 @@ class Cluster:
                 capture_output=True,
             )
 
+    def pause_postgres(self, seconds: float) -> None:
+        """Stop PostgreSQL as a failover does (at once, connections cut), and start it again after ``seconds``."""
+        pg = postgres_bin()
+        subprocess.run(
+            as_postgres([str(pg / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate", "stop"]),
+            check=True,
+            capture_output=True,
+        )
+        time.sleep(seconds)
+        sockets = self.root / "pgsock"
+        options = f"-p {self.pg_port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=400"
+        start = [str(pg / "pg_ctl"), "-D", str(self.pg_data), "-o", options, "-l", str(self.pg_data / "log")]
+        subprocess.run(as_postgres([*start, "-w", "start"]), check=True, capture_output=True)
+
+    def restart_redis(self) -> None:
+        """Restart the broker as an upgrade or a crash does: it comes back empty (no persistence)."""
+        self.kill("redis", signal.SIGTERM)
+        self.procs.pop("redis")
+        self.start_redis()
+
+    def supervise(self, seconds: float) -> list[str]:
+        """
+        For ``seconds``, start again every Airflow process that exits (not one this run killed on
+        purpose), as systemd or Kubernetes would in production; returns the names restarted, in order.
+        """
+        restarted: list[str] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for name, command in self.commands.items():
+                if name not in self.killed and self.procs[name].poll() is not None:
+                    restarted.append(name)
+                    self.spawn(name, command)
+            time.sleep(1)
+        return restarted
+
     def start_redis(self) -> None:
-        (self.root / "redis").mkdir()
+        (self.root / "redis").mkdir(exist_ok=True)
         port, folder = str(self.redis_port), str(self.root / "redis")
         argv = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         self.spawn("redis", [*argv, "--dir", folder], airflow=False)
@@ -288,6 +337,9 @@ class Cluster:
     def spawn(self, name: str, argv: list[str], *, airflow: bool = True) -> None:
         self.logs.mkdir(exist_ok=True)
         out = (self.logs / f"{name}.log").open("ab")
+        if airflow:
+            self.commands[name] = argv
+        self.killed.discard(name)
         self.procs[name] = subprocess.Popen(
             [AIRFLOW, *argv] if airflow else argv,
             env=self.env(name),
@@ -297,6 +349,7 @@ class Cluster:
         )
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        self.killed.add(name)
         proc = self.procs[name]
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
@@ -347,7 +400,15 @@ class Observations:
     killed_triggerer: str = ""
     moved: dict[str, int] = field(default_factory=dict)  # request id -> trigger id
     moved_over_at: float = 0.0
+    #: Each triggerer's job id when one was killed (a restart later gives it a new one).
+    triggerer_jobs: dict[str, int] = field(default_factory=dict)
     refusal: tuple[float, float] = (0.0, 0.0)
+    #: The three failures of the infrastructure: when each began and ended, and what it did.
+    database_down: tuple[float, float] = (0.0, 0.0)
+    broker_restarted_at: float = 0.0
+    api_down: tuple[float, float] = (0.0, 0.0)
+    restarted_after: dict[str, list[str]] = field(default_factory=dict)
+    failed_tries_after: dict[str, int] = field(default_factory=dict)
     triggerer_cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -539,6 +600,9 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     seen.killed_triggerer = max(held_now, key=lambda host: len(held_now[host]))
     seen.moved = request_ids_of(cluster, held_now[seen.killed_triggerer])
     check_trigger_rows_hold_no_token(cluster, seen)
+    seen.triggerer_jobs = dict(
+        query(cluster, "SELECT hostname, max(id) FROM job WHERE job_type = 'TriggererJob' GROUP BY hostname")
+    )
     cluster.kill(seen.killed_triggerer)
     seen.triggerer_killed_at = time.time()
     print(f"SIGKILLed {seen.killed_triggerer} holding {len(seen.moved)} triggers", flush=True)
@@ -564,6 +628,44 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     time.sleep(5)
     cluster.spawn("scheduler", ["scheduler"])
     print("restarted the scheduler", flush=True)
+
+    # 5. The API is down: every call finds its connection refused, for minutes.
+    def deferred() -> int:
+        return len(query(cluster, "SELECT 1 FROM task_instance WHERE dag_id = 'kling_cluster' AND state = 'deferred'"))
+
+    wait_for("generations waiting in the triggerers", lambda: deferred() > 0 or run_is_over(cluster), 300)
+    if run_is_over(cluster):
+        seen.notes.append("the run ended before the API went down: no generation met the outage")
+        return
+    in_flight = deferred()
+    start = time.time()
+    print(f"the API is down for {cluster.shape.api_down_seconds:.0f} s ({in_flight} generations deferred)", flush=True)
+    sim.go_down(cluster.shape.api_down_seconds)
+    seen.api_down = (start, time.time())
+    seen.restarted_after["the API"] = cluster.supervise(5)
+
+    # 6. PostgreSQL, the metadata database, goes away (a failover: connections cut at once) and
+    # comes back; meanwhile the run's supervisor starts again whatever Airflow process exits, as
+    # systemd or Kubernetes would. It is timed when no paid submit is in flight: one cut off by
+    # the database (its record not written) is the in-flight fault above, a failed generation
+    # that is never paid twice.
+    wait_for(
+        "every generation to have submitted",
+        lambda: len(sim.submits_by_generation) >= n or run_is_over(cluster),
+        600,
+    )
+    start = time.time()
+    print(f"PostgreSQL stops for {cluster.shape.database_down_seconds:.0f} s", flush=True)
+    cluster.pause_postgres(cluster.shape.database_down_seconds)
+    seen.database_down = (start, time.time())
+    seen.restarted_after["PostgreSQL"] = cluster.supervise(30)
+    print(f"PostgreSQL is back; restarted: {seen.restarted_after['PostgreSQL'] or 'nothing'}", flush=True)
+
+    # 7. Redis, the Celery broker, restarts: it comes back empty.
+    cluster.restart_redis()
+    seen.broker_restarted_at = time.time()
+    seen.restarted_after["Redis"] = cluster.supervise(15)
+    print(f"Redis restarted; restarted: {seen.restarted_after['Redis'] or 'nothing'}", flush=True)
 
 
 def wait_for_run(cluster: Cluster, shape: Shape, seen: Observations) -> None:
@@ -706,7 +808,35 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
         ("worker-slot seconds per generation",
          f"{sum(slots) / n:.1f} ({len(slots)} task runs, median {percentile(slots, 0.5):.1f} s)"),
         ("tasks SIGKILLed between submit and deferral", f"{len(seen.killed_between_submit_and_deferral)}"),
+        *fault_rows(cluster, seen),
     ]  # fmt: skip
+
+
+def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
+    """What each failure of the infrastructure did: tries that failed in its wake, processes restarted."""
+    faults = [
+        ("the API down (connections refused)", "the API", seen.api_down),
+        ("PostgreSQL down (a failover)", "PostgreSQL", seen.database_down),
+        ("Redis restarted (empty)", "Redis", (seen.broker_restarted_at, seen.broker_restarted_at)),
+    ]
+    rows = []
+    for label, key, (begin, end) in faults:
+        if not begin:
+            continue
+        # A try fails within a minute of the fault's end at the latest (its polls' retries, a heartbeat).
+        failed = query(
+            cluster,
+            "SELECT task_id, count(*) FROM task_instance_history WHERE dag_id = 'kling_cluster' "
+            "AND state IN ('failed', 'up_for_retry') AND end_date BETWEEN to_timestamp(%s) AND to_timestamp(%s) "
+            "GROUP BY task_id ORDER BY task_id",
+            begin,
+            end + 60,
+        )
+        tries = ", ".join(f"{count} {task.split('.')[-1]}" for task, count in failed) or "none"
+        restarted = ", ".join(seen.restarted_after.get(key, [])) or "none"
+        effect = f"tries failed in its wake: {tries}; processes restarted: {restarted}"
+        rows.append((f"{label}: {end - begin:.0f} s", effect))
+    return rows
 
 
 SLOT = re.compile(r"execute_workload\[[^\]]*\] (?:succeeded|raised|failed)[^\n]*? in ([0-9.]+)s")
@@ -741,7 +871,7 @@ def peak_in_flight(sim: ClusterSimulator, offset: float) -> int:
 
 def survivor_trigger_starts(cluster: Cluster, seen: Observations) -> list[float]:
     """When the survivor started each trigger it took over, from the trigger logs Airflow writes per triggerer."""
-    jobs = dict(query(cluster, "SELECT hostname, max(id) FROM job WHERE job_type = 'TriggererJob' GROUP BY hostname"))
+    jobs = seen.triggerer_jobs
     killed_id = jobs.get(seen.killed_triggerer)
     survivor_id = next((job for host, job in jobs.items() if host != seen.killed_triggerer), None)
     starts = []
@@ -783,7 +913,9 @@ def report(
         "Faults, in order: SIGKILL of `worker-1` (tasks between submit and deferral: "
         f"{len(seen.killed_between_submit_and_deferral)}), {seen.refusal[1] - seen.refusal[0]:.0f} s of "
         f"429/503 from the API, SIGKILL of `{seen.killed_triggerer}` ({len(seen.moved)} triggers), "
-        "scheduler stop and start.",
+        "scheduler stop and start, the API down (connections refused) for "
+        f"{seen.api_down[1] - seen.api_down[0]:.0f} s, PostgreSQL stopped for "
+        f"{seen.database_down[1] - seen.database_down[0]:.0f} s, Redis restarted.",
     ]
     return "\n".join(lines)
 
