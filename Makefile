@@ -37,7 +37,7 @@ test-airflow2: $(UV)
 		--no-default-groups --group dev --group airflow2
 	.venv-airflow2/bin/pytest
 
-## The declared versions, tested: the suite at the lowest direct dependencies (Airflow 2.11.0, 3.0.6),
+## The declared versions, tested: the suite at the lowest direct dependencies (Airflow 2.11.0, 3.3.0),
 ## a smoke run on Airflow 3.1 and 3.2 as of their release days (constraints/*.txt, into .venv-compat/).
 compat: $(UV)
 	bash scripts/compat.sh $(UV) $(PYTHON)

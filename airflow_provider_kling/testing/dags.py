@@ -22,21 +22,4 @@ def load_dags(path: str | Path) -> dict[str, Any]:
 
     bag = DagBag(dag_folder=str(path))
     assert not bag.import_errors, f"DAG import errors: {bag.import_errors}"
-    _register_on_airflow_3_0(bag)
     return dict(bag.dags)
-
-
-def _register_on_airflow_3_0(bag: Any) -> None:
-    """
-    Airflow 3.0's ``dag.test()`` runs a DAG it never wrote to the database, so its assets stay
-    inactive and a task with an asset outlet fails before it starts; 3.1 writes the DAG first.
-    Do what 3.1 does, on 3.0 only.
-    """
-    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS
-
-    if not AIRFLOW_V_3_0_PLUS or AIRFLOW_V_3_1_PLUS:
-        return
-    from airflow.dag_processing.bundles.manager import DagBundlesManager  # type: ignore[import-not-found,unused-ignore]
-
-    DagBundlesManager().sync_bundles_to_db()
-    bag.sync_to_db("dags-folder", None)
