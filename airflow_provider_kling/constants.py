@@ -15,6 +15,9 @@ CONNECTION_HIDDEN_FIELDS = ["schema", "login", "port", "extra"]
 CONNECTION_RELABELING = {"host": "API base URL", "password": "API token"}
 CONNECTION_PLACEHOLDERS = {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"}
 
+#: The cap on a downloaded or copied video: far above what Kling produces, low enough to stop a runaway.
+MAX_VIDEO_BYTES = 500 * 1024 * 1024
+
 #: Seconds to open a TCP connection, and to wait for an answer once the request is sent.
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 30.0

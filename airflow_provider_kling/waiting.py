@@ -38,6 +38,14 @@ if TYPE_CHECKING:
 else:
     _TaskBase = object
 
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``: whether a task of this provider waits in the triggerer unless told."""
+    from airflow.providers.common.compat.sdk import conf
+
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
+
+
 #: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
 #: Airflow's timeout skips ``execute_complete``, so the trigger should act first.
 DEFERRAL_TIMEOUT_MARGIN = 300.0

@@ -72,3 +72,19 @@ def test_the_pytest_plugin_loads_no_server_until_a_test_asks_for_the_simulator()
         if name == "airflow" or name.startswith(("aiohttp", "airflow.", "airflow_provider_kling.testing.simulator"))
     ]
     assert heavy == [], f"importing the pytest plugin loaded {heavy}"
+
+
+SENSOR_PROBE = """
+import json, sys
+import airflow_provider_kling.sensors.kling
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_sensor_does_not_import_the_operator_module():
+    """A DAG of sensors alone pays for the sensor, not for the operator (and its link and resume code)."""
+    loaded = json.loads(
+        subprocess.run([sys.executable, "-c", SENSOR_PROBE], capture_output=True, text=True, check=True).stdout
+    )
+    assert "airflow_provider_kling.sensors.kling" in loaded
+    assert "airflow_provider_kling.operators.kling" not in loaded

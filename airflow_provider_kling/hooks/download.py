@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import requests
 import urllib3
 
+from airflow_provider_kling.constants import MAX_VIDEO_BYTES
 from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError, KlingError, KlingInputError
 from airflow_provider_kling.streaming import read_ahead
 from airflow_provider_kling.untrusted import video_url_problem
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
 
 #: Bytes read at a time when streaming a video.
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
-#: Default cap on a downloaded video.
-DEFAULT_MAX_DOWNLOAD_BYTES = 500 * 1024 * 1024
 #: A video is compressed already: asking the server not to compress it again saves its CPU and ours.
 DOWNLOAD_HEADERS = {"Accept-Encoding": "identity"}
 
@@ -81,7 +80,7 @@ def download_video(
     destination: str | os.PathLike[str] | ObjectStoragePath,
     timeouts: Timeouts,
     *,
-    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    max_bytes: int = MAX_VIDEO_BYTES,
     overwrite: bool = True,
     storage_conn_id: str | None = None,
 ) -> DownloadedVideo:
@@ -142,7 +141,7 @@ def copy_video(
     source_conn_id: str | None = None,
     storage_conn_id: str | None = None,
     overwrite: bool = False,
-    max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+    max_bytes: int = MAX_VIDEO_BYTES,
 ) -> DownloadedVideo:
     """
     Copy a stored video to another place (local or object storage), whole or not at all: to

@@ -38,6 +38,7 @@ from airflow_provider_kling.constants import (
     INITIAL_RETRY_DELAY,
     KLING_TEXT_TO_VIDEO_MODEL,
     MAX_ATTEMPTS,
+    MAX_VIDEO_BYTES,
     READ_TIMEOUT,
 )
 from airflow_provider_kling.exceptions import (
@@ -47,7 +48,7 @@ from airflow_provider_kling.exceptions import (
     KlingNotFoundError,
     KlingWaitTimeout,
 )
-from airflow_provider_kling.hooks.download import DEFAULT_MAX_DOWNLOAD_BYTES, DownloadedVideo, download_video
+from airflow_provider_kling.hooks.download import DownloadedVideo, download_video
 from airflow_provider_kling.hooks.responses import read_answer, submit_failure
 from airflow_provider_kling.hooks.session_pool import shared_sessions
 from airflow_provider_kling.hooks.target import USER_AGENT, ApiTarget, api_target, model_path, request_path
@@ -342,7 +343,7 @@ class KlingHook(_KlingHookBase):
         url: str,
         destination: str | os.PathLike[str] | ObjectStoragePath,
         *,
-        max_bytes: int = DEFAULT_MAX_DOWNLOAD_BYTES,
+        max_bytes: int = MAX_VIDEO_BYTES,
         overwrite: bool = True,
         storage_conn_id: str | None = None,
     ) -> DownloadedVideo:

@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from airflow.providers.common.compat.sdk import BaseOperator, conf
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_kling.constants import (
     DEFAULT_CONN_ID,
@@ -16,7 +16,7 @@ from airflow_provider_kling.constants import (
     KLING_TEXT_TO_VIDEO_MODEL,
 )
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.waiting import KlingWaitingMixin
+from airflow_provider_kling.waiting import KlingWaitingMixin, default_deferrable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.models import KlingResult
     from airflow_provider_kling.resume import RequestRecord
-
-
-def default_deferrable() -> bool:
-    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
 class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):

@@ -14,8 +14,7 @@ from airflow_provider_kling.constants import (
     DEFAULT_TIMEOUT,
 )
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.operators.kling import default_deferrable
-from airflow_provider_kling.waiting import KlingWaitingMixin
+from airflow_provider_kling.waiting import KlingWaitingMixin, default_deferrable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

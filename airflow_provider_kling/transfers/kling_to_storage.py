@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import Asset, BaseOperator
 
-from airflow_provider_kling.constants import DEFAULT_CONN_ID
+from airflow_provider_kling.constants import DEFAULT_CONN_ID, MAX_VIDEO_BYTES
 from airflow_provider_kling.exceptions import KlingInputError
 
 if TYPE_CHECKING:
@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
-
-#: Default cap on a copied video: far above what Kling 1.6 produces, low enough to stop a runaway.
-DEFAULT_MAX_BYTES = 500 * 1024 * 1024
 
 
 class KlingVideoToStorageOperator(BaseOperator):
@@ -54,7 +51,7 @@ class KlingVideoToStorageOperator(BaseOperator):
         video_url: str | None = None,
         storage_conn_id: str | None = None,
         overwrite: bool = False,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_bytes: int = MAX_VIDEO_BYTES,
         kling_conn_id: str = DEFAULT_CONN_ID,
         hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
