@@ -843,11 +843,14 @@ SLOT = re.compile(r"execute_workload\[[^\]]*\] (?:succeeded|raised|failed)[^\n]*
 
 
 def trigger_events(cluster: Cluster) -> dict[str, float]:
-    """When each request's trigger fired its event (the last time, if a moved trigger fired twice)."""
+    """
+    When each request's trigger fired its success event (the last time, if a moved trigger fired
+    twice). Error events (the API down) are left out: they come before the video is ready.
+    """
     fired: dict[str, float] = {}
     for log in (cluster.logs / "tasks").rglob("*.trigger.*.log"):
         for line in log.read_text(errors="replace").splitlines():
-            if '"Trigger fired event"' not in line:
+            if '"Trigger fired event"' not in line or "'status': 'success'" not in line:
                 continue
             record = json.loads(line)
             match = re.search(r"'request_id': '([^']+)'", str(record.get("result", "")))
