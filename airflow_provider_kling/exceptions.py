@@ -230,8 +230,8 @@ class KlingGenerationError(KlingError):
 
     def __init__(self, message: str, *, request_id: str, result: dict[str, Any] | None = None) -> None:
         self.request_id = request_id
-        self.result = redact_data(result)
-        super().__init__(message, request_id=request_id, result=self.result)
+        super().__init__(message, request_id=request_id, result=result)
+        self.result: dict[str, Any] | None = self.fields["result"]  # redacted, as every field is
 
 
 class KlingRequestFailed(KlingGenerationError):

@@ -141,9 +141,8 @@ def redact(text: str) -> str:
     credential of any ``Bearer ...`` or ``Authorization: ...`` it quotes.
     """
     for secret in _SECRETS:
-        if secret in text or html.escape(secret) in text or quote(secret, safe="") in text:
-            text = text.replace(secret, REDACTED)
-            text = text.replace(html.escape(secret), REDACTED).replace(quote(secret, safe=""), REDACTED)
+        for form in (secret, html.escape(secret), quote(secret, safe="")):
+            text = text.replace(form, REDACTED)
     return _CREDENTIAL.sub(lambda match: match.group(1) + REDACTED, text)
 
 

@@ -12,21 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_kling.cli import ENV_CONN_ID, main
+from airflow_provider_kling.cli import main
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.testing import Fault, Scenario
 from tests.conftest import TOKEN
 
 FAST = ["--poll-interval", "0.05"]
-
-
-@pytest.fixture
-def env_token(sim, monkeypatch):
-    """The token and base URL in the environment, as a user outside Airflow would set them."""
-    monkeypatch.setenv("RUNCOMFY_API_TOKEN", TOKEN)
-    monkeypatch.setenv("RUNCOMFY_BASE_URL", sim.url)
-    monkeypatch.setenv(f"AIRFLOW_CONN_{ENV_CONN_ID.upper()}", "")  # restored (removed) after the test
-    return sim
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

@@ -10,9 +10,10 @@ import logging
 import re
 
 import pytest
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 from markdown_it import MarkdownIt
 
-from airflow_provider_kling.cli import ENV_CONN_ID, main
+from airflow_provider_kling.cli import main
 from airflow_provider_kling.exceptions import KlingAPIError, KlingError, KlingUnusableVideoError
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import video_url_of
@@ -28,6 +29,7 @@ from airflow_provider_kling.untrusted import (
 )
 from tests.conftest import FAST_HOOK, TOKEN, states, xcoms
 
+NEEDS_HITL = pytest.mark.skipif(not AIRFLOW_V_3_1_PLUS, reason="the review operator needs Airflow 3.1+")
 HOSTILE_URLS = {
     "javascript": "javascript:alert(document.cookie)",
     "data": "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
@@ -106,14 +108,6 @@ def test_the_button_and_the_hook_refuse_a_url_that_is_not_http(sim):
     assert "/etc/passwd" in caught.value.body_excerpt  # the excerpt shows what the server sent
 
 
-@pytest.fixture
-def env_token(sim, monkeypatch):
-    monkeypatch.setenv("RUNCOMFY_API_TOKEN", TOKEN)
-    monkeypatch.setenv("RUNCOMFY_BASE_URL", sim.url)
-    monkeypatch.setenv(f"AIRFLOW_CONN_{ENV_CONN_ID.upper()}", "")
-    return sim
-
-
 @pytest.mark.parametrize("command", ["result", "download"])
 def test_the_cli_refuses_a_video_that_is_not_http(env_token, capsys, tmp_path, command):
     env_token.script(Scenario(queue_seconds=0, run_seconds=0, video_url=HOSTILE_URLS["javascript"]))
@@ -159,10 +153,7 @@ def test_markdown_helpers_show_hostile_text_literally():
     assert markdown_link("watch", HOSTILE_URLS["javascript"]) is None
 
 
-@pytest.mark.skipif(
-    not __import__("airflow.providers.common.compat.version_compat", fromlist=["x"]).AIRFLOW_V_3_1_PLUS,
-    reason="the review operator needs Airflow 3.1+",
-)
+@NEEDS_HITL
 def test_the_review_form_shows_a_hostile_prompt_literally_and_links_only_an_http_video():
     from airflow_provider_kling.operators.review import KlingReviewOperator
 
@@ -274,10 +265,7 @@ def test_the_cli_never_prints_an_echoed_token(env_token, capsys, command):
 
 
 @pytest.mark.timeout(120)  # without the check, the retry would wait for a person for ever
-@pytest.mark.skipif(
-    not __import__("airflow.providers.common.compat.version_compat", fromlist=["x"]).AIRFLOW_V_3_1_PLUS,
-    reason="the review operator needs Airflow 3.1+",
-)
+@NEEDS_HITL
 def test_a_retried_review_refuses_rather_than_show_the_take_before(run_dag, capfd, caplog):
     from airflow.models.hitl import HITLDetail
     from airflow.utils.session import create_session
