@@ -229,33 +229,30 @@ class Cluster:
             check=True,
             capture_output=True,
         )
-        options = f"-p {self.pg_port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=400"
-        start = [str(pg / "pg_ctl"), "-D", str(self.pg_data), "-o", options, "-l", str(self.pg_data / "log")]
-        subprocess.run(as_postgres([*start, "-w", "start"]), check=True, capture_output=True)
+        self.run_postgres()
         subprocess.run(
             [str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow", "airflow"], check=True
         )
 
+    def pg_ctl(self, *argv: str, check: bool = True) -> None:
+        pg_ctl = [str(postgres_bin() / "pg_ctl"), "-D", str(self.pg_data), *argv]
+        subprocess.run(as_postgres(pg_ctl), check=check, capture_output=True)
+
+    def run_postgres(self) -> None:
+        """Start the server on the run's port and socket folder; returns once it accepts connections."""
+        sockets = self.root / "pgsock"
+        options = f"-p {self.pg_port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=400"
+        self.pg_ctl("-o", options, "-l", str(self.pg_data / "log"), "-w", "start")
+
     def stop_postgres(self) -> None:
         if (self.pg_data / "postmaster.pid").exists():
-            subprocess.run(
-                as_postgres([str(postgres_bin() / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate", "stop"]),
-                capture_output=True,
-            )
+            self.pg_ctl("-m", "immediate", "stop", check=False)
 
     def pause_postgres(self, seconds: float) -> None:
         """Stop PostgreSQL as a failover does (at once, connections cut), and start it again after ``seconds``."""
-        pg = postgres_bin()
-        subprocess.run(
-            as_postgres([str(pg / "pg_ctl"), "-D", str(self.pg_data), "-m", "immediate", "stop"]),
-            check=True,
-            capture_output=True,
-        )
+        self.pg_ctl("-m", "immediate", "stop")
         time.sleep(seconds)
-        sockets = self.root / "pgsock"
-        options = f"-p {self.pg_port} -k {sockets} -c listen_addresses=127.0.0.1 -c max_connections=400"
-        start = [str(pg / "pg_ctl"), "-D", str(self.pg_data), "-o", options, "-l", str(self.pg_data / "log")]
-        subprocess.run(as_postgres([*start, "-w", "start"]), check=True, capture_output=True)
+        self.run_postgres()
 
     def restart_redis(self) -> None:
         """Restart the broker as an upgrade or a crash does: it comes back empty (no persistence)."""
