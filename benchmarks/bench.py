@@ -345,6 +345,36 @@ def copy_child(url: str, size: int, rounds: int = 3) -> dict[str, Any]:
     }
 
 
+def timed_process(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one process, read from its own resource usage."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{argv} exited {proc.returncode}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def cli_rows(url: str, runs: int) -> dict[str, float]:
+    """``kling status`` configured by the environment beside the same call by curl, alternating; medians."""
+    rid = asyncio.run(submit_many(url, 1))[0]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    env |= {"RUNCOMFY_API_TOKEN": TOKEN, "RUNCOMFY_BASE_URL": url}
+    kling = [str(Path(PY).parent / "kling"), "status", rid]
+    curl = ["curl", "-sS", "-H", f"Authorization: Bearer {TOKEN}", f"{url}/v1/requests/{rid}/status"]
+    ours, peer = [], []
+    for _ in range(runs):
+        ours.append(timed_process(kling, env))
+        peer.append(timed_process(curl, env))  # its RSS is the forking parent's: not a figure of curl's
+    return {
+        "wall_s": statistics.median(wall for wall, _ in ours),
+        "rss_mb": statistics.median(rss for _, rss in ours),
+        "curl_wall_s": statistics.median(wall for wall, _ in peer),
+    }
+
+
 def run_child(argv: list[str]) -> None:
     what, *args = argv
     if what == "triggers":
@@ -436,6 +466,13 @@ def main() -> None:
          f"{copy['curl_mb_per_s']:.0f} curl", ">= 0.8x"),
         (f"copy {size >> 20} MB: memory growth MB", f"{copy['rss_growth_mb']:.1f}", "", "< 30"),
     ]  # fmt: skip
+
+    with simulator("--queue-seconds", "60", "--run-seconds", "60") as url:
+        cli = cli_rows(url, 3 if options.quick else 5)
+    rows += [
+        ("`kling status` (env token): wall s", f"{cli['wall_s']:.3f}", f"{cli['curl_wall_s']:.3f} curl", "<= 0.5"),
+        ("`kling status` (env token): peak RSS MB", f"{cli['rss_mb']:.0f}", "", ""),
+    ]
 
     header = ("measure", "airflow-provider-kling", "peer", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
