@@ -10,6 +10,19 @@ __version__ = "0.1.0"
 
 __all__ = ["__version__", "get_provider_info"]
 
+#: Set by :func:`standalone`: this process talks to RunComfy without Airflow.
+STANDALONE = False
+
+
+def standalone() -> None:
+    """
+    Talk to RunComfy without loading Airflow in this process (the ``kling`` command, when its token
+    comes from the environment): the errors are then plain exceptions instead of Airflow's. Takes
+    effect only before the provider's errors are first imported, and never once Airflow is loaded.
+    """
+    global STANDALONE
+    STANDALONE = True
+
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (``apache_airflow_provider`` entry point)."""

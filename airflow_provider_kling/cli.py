@@ -9,8 +9,10 @@
 
 Credentials come from ``RUNCOMFY_API_TOKEN`` (and ``RUNCOMFY_BASE_URL``, for another endpoint)
 when set, else from an Airflow connection (``--conn-id``, default ``kling_default``); an explicit
-``--conn-id`` wins. The token is never printed. Ctrl-C while ``submit --wait`` waits cancels the
-request it submitted if it is still queued (free), or says that it runs and will be billed.
+``--conn-id`` wins. With the token from the environment, the command does not load Airflow at all
+(a status answers in a fraction of a second). The token is never printed. Ctrl-C while
+``submit --wait`` waits cancels the request it submitted if it is still queued (free), or says that
+it runs and will be billed.
 Exit codes: 0 done, 1 a Kling error or an unsuccessful generation, 2 bad usage, 130 interrupted.
 """
 
@@ -36,25 +38,24 @@ from airflow_provider_kling.constants import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.hooks.client import KlingClient
     from airflow_provider_kling.models import ResultResponse
-    from airflow_provider_kling.wait_plan import Seen
+    from airflow_provider_kling.wait import RequestWait
 
 TOKEN_ENV = "RUNCOMFY_API_TOKEN"
 BASE_URL_ENV = "RUNCOMFY_BASE_URL"
-#: The connection id under which a token from the environment is used.
-ENV_CONN_ID = "kling_cli_env"
 #: The exit code of a command stopped by Ctrl-C, as shells report SIGINT.
 EXIT_INTERRUPTED = 130
 
 
 class Interrupted(Exception):
-    """Ctrl-C while a request was submitted or waited for."""
+    """Ctrl-C while a request was submitted or waited for; ``last`` is the wait as last seen."""
 
-    def __init__(self, request_id: str | None, *, submitted_here: bool) -> None:
+    def __init__(self, request_id: str | None, *, submitted_here: bool, last: RequestWait | None = None) -> None:
         super().__init__(request_id)
         self.request_id = request_id
         self.submitted_here = submitted_here
+        self.last = last
 
 
 class ProgressDisplay:
@@ -69,8 +70,14 @@ class ProgressDisplay:
         self.started = time.monotonic()
         self.interactive = stream.isatty()
         self._last = ""
+        #: The wait as last seen: what Ctrl-C's exit rule goes by.
+        self.wait: RequestWait | None = None
 
-    def __call__(self, seen: Seen) -> None:
+    def __call__(self, wait: RequestWait) -> None:
+        self.wait = wait
+        seen = wait.seen
+        if seen is None:
+            return
         state = seen.state.value
         if seen.queue_position is not None and not seen.state.is_finished:
             state += f", queue position {seen.queue_position}"
@@ -133,6 +140,10 @@ def _add_wait_options(parser: argparse.ArgumentParser, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if _token_from_environment(args.conn_id):
+        import airflow_provider_kling
+
+        airflow_provider_kling.standalone()  # before the provider's errors are imported: no Airflow here
     with _airflow_warnings_only():
         from airflow_provider_kling.exceptions import KlingError
 
@@ -168,18 +179,27 @@ def _airflow_warnings_only() -> Iterator[None]:
         airflow_log.setLevel(level)
 
 
-def _hook(conn_id: str | None) -> KlingHook:
-    token = os.environ.get(TOKEN_ENV)
-    if token and conn_id is None:
-        conn = {"conn_type": "kling", "password": token, "host": os.environ.get(BASE_URL_ENV, "")}
-        os.environ[f"AIRFLOW_CONN_{ENV_CONN_ID.upper()}"] = json.dumps(conn)
-        conn_id = ENV_CONN_ID
+def _token_from_environment(conn_id: str | None) -> bool:
+    return bool(os.environ.get(TOKEN_ENV)) and conn_id is None
+
+
+def _hook(conn_id: str | None) -> KlingClient:
+    """A client on the environment's token (no Airflow), else the hook on an Airflow connection."""
+    if _token_from_environment(conn_id):
+        from types import SimpleNamespace
+
+        from airflow_provider_kling.hooks.client import KlingClient
+        from airflow_provider_kling.hooks.target import api_target
+
+        env = os.environ
+        conn: Any = SimpleNamespace(password=env[TOKEN_ENV], host=env.get(BASE_URL_ENV, ""), schema="", port=None)
+        return KlingClient(api_target(conn, TOKEN_ENV), log=logging.getLogger("airflow_provider_kling.cli"))
     from airflow_provider_kling.hooks.kling import KlingHook
 
     return KlingHook(conn_id or DEFAULT_CONN_ID)
 
 
-def _submit(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     from airflow_provider_kling.exceptions import KlingInputError
     from airflow_provider_kling.models import input_body
 
@@ -208,11 +228,11 @@ def _submit(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
     return _checked(_finished(hook, submitted.request_id, args, submitted_here=True), submitted.request_id)
 
 
-def _status(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+def _status(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     return hook.get_status(args.request_id).model_dump(mode="json", exclude_none=True)
 
 
-def _result(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+def _result(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     if args.wait:
         return _checked(_finished(hook, args.request_id, args, include_cost=args.cost), args.request_id)
     return _checked(hook.get_result(args.request_id, include_cost=args.cost), args.request_id)
@@ -227,12 +247,12 @@ def _checked(result: ResultResponse, request_id: str) -> dict[str, Any]:
     return result.as_dict()
 
 
-def _cancel(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+def _cancel(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     answer = hook.cancel(args.request_id)
     return {"request_id": args.request_id, "outcome": answer.outcome.value}
 
 
-def _download(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
+def _download(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     result = _finished(hook, args.request_id, args) if args.wait else hook.get_result(args.request_id)
     video_url = result.require_video(args.request_id)["video_url"]
     saved = hook.download_video(video_url, args.destination, overwrite=args.overwrite)
@@ -240,32 +260,35 @@ def _download(hook: KlingHook, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finished(
-    hook: KlingHook,
+    hook: KlingClient,
     request_id: str,
     args: argparse.Namespace,
     *,
     include_cost: bool = False,
     submitted_here: bool = False,
 ) -> ResultResponse:
+    display = ProgressDisplay(sys.stderr, request_id)
     try:
         return hook.wait(
             request_id,
             poll_interval=args.poll_interval,
             timeout=args.timeout,
             include_cost=include_cost,
-            on_progress=ProgressDisplay(sys.stderr, request_id),
+            on_progress=display,
         )
     except KeyboardInterrupt:
-        raise Interrupted(request_id, submitted_here=submitted_here) from None
+        raise Interrupted(request_id, submitted_here=submitted_here, last=display.wait) from None
 
 
-def _interrupted(hook: KlingHook, stop: Interrupted) -> int:
+def _interrupted(hook: KlingClient, stop: Interrupted) -> int:
     """
-    Ctrl-C: cancel the request this command submitted while it is still queued, as RunComfy's own
-    CLI does; one it only watched goes on. Either way, say what becomes of it and how to check.
+    Ctrl-C: the exit rule for the request this command submitted (cancelled while it is still
+    queued, as RunComfy's own CLI does); one it only watched goes on. Either way, say what becomes
+    of it and how to check.
     """
-    from airflow_provider_kling.exceptions import KlingError
     from airflow_provider_kling.states import CancelOutcome
+    from airflow_provider_kling.wait import RequestWait, WaitEnd, end_wait
+    from airflow_provider_kling.wait_plan import Exit, ExitAction
 
     rid = stop.request_id
     print(file=sys.stderr)
@@ -285,11 +308,13 @@ def _interrupted(hook: KlingHook, stop: Interrupted) -> int:
         print(check, file=sys.stderr)
         return EXIT_INTERRUPTED
     try:
-        outcome = hook.cancel(rid).outcome
-    except (KlingError, KeyboardInterrupt) as err:
-        why = "interrupted again" if isinstance(err, KeyboardInterrupt) else str(err)
+        ended = end_wait(hook, stop.last or RequestWait(rid), Exit.KILLED, log=None)
+    except KeyboardInterrupt:
+        ended = WaitEnd(ExitAction.CANCEL, error="interrupted again")
+    outcome = CancelOutcome.NOT_CANCELLABLE if ended.action is ExitAction.SAY_BILLED else ended.outcome
+    if outcome is None:
         print(
-            f"Interrupted: could not cancel Kling request {rid} ({why}); it may still run and be billed.",
+            f"Interrupted: could not cancel Kling request {rid} ({ended.error}); it may still run and be billed.",
             file=sys.stderr,
         )
         print(f"`kling cancel {rid}` tries again. {check}", file=sys.stderr)

@@ -34,3 +34,10 @@ DEFAULT_POLL_INTERVAL = 5.0
 #: Longest wait between polls while a request is far back in the queue (adaptive polling).
 DEFAULT_MAX_POLL_INTERVAL = 30.0
 DEFAULT_TIMEOUT = 3600.0
+
+
+def default_deferrable() -> bool:
+    """``[operators] default_deferrable``: whether a task of this provider waits in the triggerer unless told."""
+    from airflow.providers.common.compat.sdk import conf
+
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))

@@ -12,17 +12,34 @@ pickle and comes back as the same type with the same details. Messages and detai
 part of an error's text. This module imports nothing else of the provider's but that leaf module:
 which answer becomes which error is decided where answers are read
 (:mod:`airflow_provider_kling.hooks.responses`).
+
+The errors are Airflow's exceptions (``KlingError`` is an ``AirflowException``; the ones never worth
+a retry are ``AirflowFailException``), except in the ``kling`` command run with a token from the
+environment, which imports no Airflow at all (:func:`airflow_provider_kling.standalone`): there
+they are plain exceptions with the same names, fields and messages.
 """
 
 from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-
+import airflow_provider_kling
 from airflow_provider_kling.untrusted import redact, redact_data
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+elif airflow_provider_kling.STANDALONE and "airflow" not in sys.modules:
+
+    class AirflowException(Exception):
+        """Stands in for Airflow's base exception where Airflow is not loaded (the ``kling`` command)."""
+
+    class AirflowFailException(AirflowException):
+        """Stands in for Airflow's "do not retry" exception where Airflow is not loaded."""
+
+else:
+    from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 #: Characters of a server answer quoted in an error message.
 BODY_EXCERPT_CHARS = 300
@@ -49,13 +66,13 @@ class KlingError(AirflowException):
         return (_rebuild, (type(self), self.message, self.fields))
 
     def to_event(self) -> dict[str, Any]:
-        """The error as JSON-able data for a trigger event."""
-        return {"error_type": type(self).__name__, "message": self.message, "fields": self.fields}
+        """The error as JSON-able data for a trigger event: its type is the event's ``outcome``."""
+        return {"outcome": type(self).__name__, "message": self.message, "fields": self.fields}
 
     @staticmethod
     def from_event(data: dict[str, Any]) -> KlingError:
         """Rebuild an error sent by :meth:`to_event`; an unknown type comes back as :class:`KlingError`."""
-        name = str(data.get("error_type"))
+        name = str(data.get("outcome", data.get("error_type")))  # error_type: events of the earlier release
         # Events written before a rename name the old class: read them as the new one.
         cls = getattr(sys.modules[__name__], _RENAMED.get(name, name), None)
         if not (isinstance(cls, type) and issubclass(cls, KlingError)):

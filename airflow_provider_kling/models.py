@@ -90,15 +90,30 @@ INPUT_RULES = {
 INPUT_MODELS: dict[str, type[BaseModel]] = {KLING_TEXT_TO_VIDEO_MODEL: KlingTextToVideoInput}
 
 
-def validate_input(model: str, data: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
+class ValidBody(dict[str, Any]):
+    """A body :func:`validate_input` returned for :attr:`model`: submitted as it is, not validated again."""
+
+    def __init__(self, model: str, body: Mapping[str, Any]) -> None:
+        super().__init__(body)
+        self.model = model
+
+
+def validate_input(model: str, data: Mapping[str, Any] | BaseModel) -> ValidBody:
     """
     Check a generation input and return the JSON body to submit.
 
     Inputs of known models are validated strictly; any other model's input must be a JSON object
-    and is passed through unchanged.
+    and is passed through unchanged. A body this function already returned for ``model`` is
+    returned as it is: the input is validated once, however many layers hand it on.
 
     :raises KlingInputError: naming each bad field and what it allows.
     """
+    if isinstance(data, ValidBody) and data.model == model:
+        return data
+    return ValidBody(model, _validated(model, data))
+
+
+def _validated(model: str, data: Mapping[str, Any] | BaseModel) -> dict[str, Any]:
     if not isinstance(model, str) or not model.strip("/ "):
         raise KlingInputError(f"model: must be a RunComfy model path such as {KLING_TEXT_TO_VIDEO_MODEL!r}")
     if isinstance(data, BaseModel):
@@ -121,7 +136,7 @@ def validate_input(model: str, data: Mapping[str, Any] | BaseModel) -> dict[str,
         raise KlingInputError(_describe_input_errors(model, input_model, err)) from None
 
 
-def input_body(model: str, fields: Mapping[str, Any], extra: Any = None) -> dict[str, Any]:
+def input_body(model: str, fields: Mapping[str, Any], extra: Any = None) -> ValidBody:
     """
     The validated body to submit, as the operator and the ``kling`` command build it: the Kling
     1.6 text-to-video ``fields`` (for another model only its ``prompt``), with ``extra`` merged

@@ -1,17 +1,30 @@
 """
-Remember the request a task submitted, so that a later try of the same task resumes it instead of
-paying for a new one.
+Submit once: remember the request a task submitted, so that a later try of the same task (a retry,
+or a clear) resumes it instead of paying for a new one.
 
 Airflow clears a task's XComs before each try, so the request id is kept elsewhere, the moment the
 submit answers: in the task state store on Airflow 3.3+ (``context["task_state_store"]``, under
-``kling_request``, the convention of Airflow's ``ResumableJobMixin``), and in an Airflow Variable
-named ``kling_request:<dag_id>:<run_id>:<task_id>:<map_index>`` where there is no task state store.
-The record is dropped when the task succeeds, so clearing a successful task generates anew.
+``kling_request``, the role of ``external_id_key`` in Airflow's ``ResumableJobMixin``), and in an
+Airflow Variable named ``kling_request:<dag_id>:<run_id>:<task_id>:<map_index>`` where there is no
+task state store. Both are scoped to one map index: a mapped task never sees another's request.
+
+The rule, on every try after the first (retried or cleared, whatever Airflow keeps of the store):
+
+- the request is **queued or running**: resume it; the log says so and how to get a fresh take;
+- it **succeeded** and no earlier try delivered it: use it (a retry after the video was ready);
+- it **finished** otherwise (failed, cancelled, expired, or succeeded and already delivered), or it
+  was for another input: submit anew. A task that waited for its video drops the record when it
+  succeeds; a task that only submits keeps it, marked ``delivered``, since its request goes on.
 
 Just before the paid submit, the record says that a submit is in flight (``submitting_since``). A
 try that finds that mark without a request id knows an earlier try was stopped (a worker killed)
 while its submit was in flight: a request may exist and be billed, and the API offers no way to
-find it, so the task does not pay again blindly (``if_submit_interrupted``).
+find it, so the task does not pay again blindly (``if_submit_interrupted``). Airflow's mixin
+documents this gap as a known limitation; the mark closes it.
+
+Each decision is counted as Airflow's mixin counts it (``resumable_job.fresh_submit``,
+``reconnect_attempt``, ``reconnect_success``, ``already_succeeded``, ``terminal_resubmit``, tagged
+with the operator), through Airflow's ``Stats``.
 """
 
 from __future__ import annotations
@@ -19,10 +32,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.compat.sdk import BaseOperator, Context
+
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import ValidBody
 
 STATE_KEY = "kling_request"
 
@@ -99,3 +117,140 @@ def request_record(context: Context) -> RequestRecord:
         return TaskStateRecord(store)
     log.info("No task state store in this Airflow: the submitted Kling request is remembered in a Variable")
     return VariableRecord(context["ti"])
+
+
+class SubmitOnce:
+    """
+    The paid submit of one task try: resume an earlier try's request when the rule above says so,
+    else submit and record the request the moment the submit answers.
+
+    :param record: where the task keeps its request; ``None`` when the task does not resume.
+    :param if_submit_interrupted: ``"fail"`` or ``"submit"``, when an earlier submit was cut off.
+    """
+
+    def __init__(
+        self,
+        hook: KlingHook,
+        record: RequestRecord | None,
+        model: str,
+        if_submit_interrupted: Literal["fail", "submit"],
+        *,
+        log: Any,
+        operator: BaseOperator,
+    ) -> None:
+        self.hook = hook
+        self.record = record
+        self.model = model
+        self.if_submit_interrupted = if_submit_interrupted
+        self.log = log
+        self.tags = {"operator": type(operator).__name__}
+
+    def submit_or_resume(self, body: ValidBody) -> str:
+        from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
+
+        fingerprint = input_fingerprint(self.model, body)
+        record = self.record
+        resumed = self._resumable(record.load() or {}, fingerprint) if record is not None else None
+        if resumed is not None:
+            return resumed
+        if record is not None:  # a worker killed from here to the save below leaves this mark
+            record.save({"fingerprint": fingerprint, "submitting_since": time.time()})
+        try:
+            request_id = self.hook.submit(body, model=self.model).request_id
+        except KlingSubmitOutcomeUnknownError:
+            raise  # the mark stays: a later run must not pay again blindly either
+        except BaseException:
+            if record is not None:
+                record.forget()  # RunComfy certainly created nothing
+            raise
+        if record is not None:
+            record.save({"request_id": request_id, "fingerprint": fingerprint})
+        self.log.info("Submitted Kling request %s to %s", request_id, self.model)
+        return request_id
+
+    def handed_off(self, request_id: str) -> None:
+        """The task succeeded without waiting: keep the record (its request goes on), marked delivered."""
+        if self.record is not None:
+            self._quietly(lambda record: record.save({**(record.load() or {}), "delivered": True}))
+
+    def finished(self) -> None:
+        """The task succeeded with the video: drop the record, so that clearing the task generates anew."""
+        if self.record is not None:
+            self._quietly(lambda record: record.forget())
+
+    def _quietly(self, change: Any) -> None:
+        try:
+            change(self.record)
+        except Exception as err:  # noqa: BLE001 - the task's work is done; a stale record costs a status call
+            self.log.warning("Could not update the record of the submitted Kling request: %s", err)
+
+    def _resumable(self, recorded: dict[str, Any], fingerprint: str) -> str | None:
+        """The request an earlier try submitted, if the rule says to resume or use it."""
+        from airflow_provider_kling.exceptions import KlingNotFoundError
+        from airflow_provider_kling.states import ResultStatus
+
+        request_id = str(recorded.get("request_id") or "")
+        if not request_id:
+            self._check_no_submit_was_interrupted(recorded, fingerprint)
+            self._count("fresh_submit")
+            return None
+        self._count("reconnect_attempt")
+        if recorded.get("fingerprint") != fingerprint:
+            self.log.warning("An earlier try submitted Kling request %s for another input; submitting anew", request_id)
+            self._count("terminal_resubmit")
+            return None
+        try:
+            status = self.hook.get_status(request_id)
+        except KlingNotFoundError:
+            self.log.warning("Kling request %s of an earlier try has expired; submitting anew", request_id)
+            self._count("terminal_resubmit")
+            return None
+        if not status.status.is_finished:
+            self.log.info(
+                "Resuming Kling request %s (%s) submitted by an earlier try of this task: not submitting (nor "
+                "paying) again. For a fresh take instead, cancel it first (`kling cancel %s`, free while it is "
+                "queued) or run the task with resume=False",
+                request_id,
+                status.status.value,
+                request_id,
+            )
+            self._count("reconnect_success")
+            return request_id
+        result = self.hook.get_result(request_id)
+        if result.status is ResultStatus.SUCCEEDED and not recorded.get("delivered"):
+            self.log.info("Kling request %s of an earlier try already succeeded: using it", request_id)
+            self._count("already_succeeded")
+            return request_id
+        how = "succeeded and was delivered by an earlier run" if recorded.get("delivered") else result.status.value
+        self.log.warning("Kling request %s of an earlier try %s; submitting anew", request_id, how)
+        self._count("terminal_resubmit")
+        return None
+
+    def _check_no_submit_was_interrupted(self, recorded: dict[str, Any], fingerprint: str) -> None:
+        from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
+
+        since = recorded.get("submitting_since")
+        if since is None or recorded.get("fingerprint") != fingerprint:
+            return
+        when = datetime.fromtimestamp(float(since), tz=timezone.utc).isoformat(timespec="seconds")
+        if self.if_submit_interrupted == "submit":
+            self.log.warning(
+                "An earlier try was stopped while its submit was in flight (since %s): it may have created a "
+                "request that is billed; submitting anew, as if_submit_interrupted='submit' asks",
+                when,
+            )
+            return
+        raise KlingSubmitOutcomeUnknownError(
+            f"An earlier try of this task was stopped (its worker died) while its submit to {self.model} was in "
+            f"flight, since {when}: a request may exist and be billed, and RunComfy offers no way to find it. "
+            "Not submitting again, so that you do not pay twice: check your RunComfy request history, then run "
+            "the task again with if_submit_interrupted='submit' (or resume=False) to generate anew."
+        )
+
+    def _count(self, decision: str) -> None:
+        """``resumable_job.<decision>``, as Airflow's ``ResumableJobMixin`` counts it."""
+        try:
+            from airflow.providers.common.compat.sdk import Stats
+        except ImportError:  # pragma: no cover - a common-compat without Stats
+            return
+        Stats.incr(f"resumable_job.{decision}", tags=self.tags)

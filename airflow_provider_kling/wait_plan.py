@@ -202,7 +202,8 @@ def give_up_message(request_id: str, limit: Limit, outcome: CancelOutcome | None
 class Exit(str, Enum):
     """How a wait ended without a video."""
 
-    #: Its own limit (``timeout``, ``queue_timeout``) passed: the planner already cancelled.
+    #: The plan's own limit (``timeout``, ``queue_timeout``) passed: the planner gives up, cancelling
+    #: whatever the state (a running request answers ``not_cancellable``, which the give-up reports).
     LIMIT = "limit"
     #: The request finished without a video (failed, or cancelled on the server): nothing to cancel.
     FINISHED = "finished"
@@ -231,7 +232,8 @@ def on_exit(
     exit: Exit, *, last_state: RequestStatus | None, next_try_resumes: bool, cancel_on_kill: bool = True
 ) -> ExitAction:
     """
-    What a wait that ended by ``exit`` does to its request: the one rule for every waiter.
+    What a wait that ended by ``exit`` does to its request: the decision of the exit rule
+    (:func:`airflow_provider_kling.wait.end_wait`, which acts on it).
 
     Nobody waits for a request after its wait ends, so it would be billed for nothing: it is
     cancelled (free while queued). The exceptions: a request known to be finished; one seen running
@@ -242,7 +244,9 @@ def on_exit(
     :param last_state: the request's last state seen, ``None`` when unknown.
     :param next_try_resumes: a retry of the task will follow, and will wait for this same request.
     """
-    if exit in (Exit.LIMIT, Exit.FINISHED) or (last_state is not None and last_state.is_finished):
+    if exit is Exit.LIMIT:
+        return ExitAction.CANCEL
+    if exit is Exit.FINISHED or (last_state is not None and last_state.is_finished):
         return ExitAction.NOTHING
     if exit is Exit.KILLED and not cancel_on_kill:
         return ExitAction.NOTHING

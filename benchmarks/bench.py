@@ -142,8 +142,7 @@ async def check_many(url: str, rids: list[str]) -> dict[str, dict[str, Any]]:
         async def one(rid: str) -> dict[str, Any]:
             async with semaphore, session.get(f"{url}/v1/requests/{rid}/status") as answer:
                 body = await answer.json()
-            return {"last_status": body["status"], "last_queue_position": body.get("queue_position"),
-                    "last_polled_at": time.time()}  # fmt: skip
+            return {"state": body["status"], "queue_position": body.get("queue_position"), "at": time.time()}
 
         return dict(zip(rids, await asyncio.gather(*(one(rid) for rid in rids)), strict=True))
 
@@ -198,13 +197,15 @@ async def triggers_child(kind: str, n: int, url: str, poll: float) -> dict[str, 
     from airflow.providers.http.triggers.http import HttpSensorTrigger
 
     from airflow_provider_kling.triggers.kling import KlingRequestTrigger
+    from airflow_provider_kling.wait import RequestWait
 
     fired: dict[str, float] = {}
     seen: dict[str, dict[str, Any]] = {}
 
     async def wait(rid: str) -> None:
         if kind == "kling":
-            trigger: Any = KlingRequestTrigger(request_id=rid, poll_interval=poll, **seen.get(rid, {}))
+            wait = {"request_id": rid, "poll_interval": poll, "seen": seen.get(rid)}
+            trigger: Any = KlingRequestTrigger(RequestWait.from_dict(wait))
         else:
             trigger = HttpSensorTrigger(endpoint=f"_sim/done/{rid}", http_conn_id="bench_http", poke_interval=poll)
         async for _event in trigger.run():
@@ -248,13 +249,15 @@ async def triggers_child(kind: str, n: int, url: str, poll: float) -> dict[str, 
 async def polling_child(url: str, poll: float, cap: float) -> dict[str, Any]:
     """Two triggers on the same compressed generation: fixed interval vs adaptive, side by side."""
     from airflow_provider_kling.triggers.kling import KlingRequestTrigger
+    from airflow_provider_kling.wait import RequestWait
 
     fixed, adaptive = await submit_many(url, 2, {"queue_position": 30})
     await sim_json(url, "/_sim/rebase", "POST")
     fired: dict[str, float] = {}
 
     async def wait(rid: str, max_poll: float) -> None:
-        async for _event in KlingRequestTrigger(request_id=rid, poll_interval=poll, max_poll_interval=max_poll).run():
+        wait = RequestWait.from_dict({"request_id": rid, "poll_interval": poll, "max_poll_interval": max_poll})
+        async for _event in KlingRequestTrigger(wait).run():
             fired[rid] = time.monotonic()
 
     await asyncio.gather(wait(fixed, poll), wait(adaptive, cap))

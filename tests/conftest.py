@@ -49,11 +49,8 @@ def sim(kling_simulator: RunComfySimulator) -> RunComfySimulator:
 @pytest.fixture
 def env_token(sim: RunComfySimulator, monkeypatch: pytest.MonkeyPatch) -> RunComfySimulator:
     """The token and base URL in the environment, as a user of ``kling`` outside Airflow sets them."""
-    from airflow_provider_kling.cli import ENV_CONN_ID
-
     monkeypatch.setenv("RUNCOMFY_API_TOKEN", TOKEN)
     monkeypatch.setenv("RUNCOMFY_BASE_URL", sim.url)
-    monkeypatch.setenv(f"AIRFLOW_CONN_{ENV_CONN_ID.upper()}", "")  # restored (removed) after the test
     return sim
 
 

@@ -142,7 +142,8 @@ EXITS = [
     (Exit.KILLED, QUEUED, False, True, ExitAction.CANCEL),
     (Exit.KILLED, QUEUED, False, False, ExitAction.NOTHING),
     (Exit.KILLED, RUNNING, False, True, ExitAction.SAY_BILLED),
-    (Exit.LIMIT, QUEUED, False, True, ExitAction.NOTHING),  # the planner cancelled already
+    (Exit.LIMIT, QUEUED, False, True, ExitAction.CANCEL),  # the planner gives up: cancel, whatever the state
+    (Exit.LIMIT, RUNNING, False, True, ExitAction.CANCEL),  # a running one answers not_cancellable, and is named billed
     (Exit.FINISHED, None, False, True, ExitAction.NOTHING),
     (Exit.TIMEOUT, CANCELLED, False, True, ExitAction.NOTHING),
 ]

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import requests
 from urllib3.exceptions import NewConnectionError
 
@@ -22,6 +21,8 @@ from airflow_provider_kling.hooks.responses import retry_after_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    import aiohttp
 
     from airflow_provider_kling.hooks.session_pool import LoopShare
     from airflow_provider_kling.hooks.target import ApiTarget
@@ -46,6 +47,8 @@ class Timeouts:
     @cached_property
     def aiohttp(self) -> aiohttp.ClientTimeout:
         """The same limits for aiohttp, built once (a triggerer makes thousands of calls)."""
+        import aiohttp  # here, not at the top: the sync side (the `kling` command) never loads it
+
         return aiohttp.ClientTimeout(sock_connect=self.connect, sock_read=self.read)
 
 
@@ -96,6 +99,8 @@ async def send_async(
     params: Mapping[str, str] | None = None,
 ) -> Answer:
     """One call through the event loop's shared ``aiohttp`` session, waiting for a free socket first."""
+    import aiohttp  # already loaded by the session: a lookup, not an import
+
     try:
         async with (
             share.slots,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.providers.common.compat.sdk import BaseOperator
@@ -14,20 +14,22 @@ from airflow_provider_kling.constants import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
     KLING_TEXT_TO_VIDEO_MODEL,
+    default_deferrable,
 )
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.waiting import KlingWaitingMixin, default_deferrable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_kling.models import KlingResult
-    from airflow_provider_kling.resume import RequestRecord
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.models import KlingResult, ValidBody
+    from airflow_provider_kling.resume import RequestRecord, SubmitOnce
+    from airflow_provider_kling.wait import TaskWaiter
 
 
-class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
+class KlingTextToVideoOperator(BaseOperator):
     """
     Submit a Kling 1.6 Pro text-to-video generation to RunComfy; return its ``request_id``.
 
@@ -133,19 +135,27 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         """Where the "Kling video" link finds the result: XCom ``result``, when the task waits for it."""
         return ("result",) if self.wait_for_completion else ()
 
+    @cached_property
+    def waiter(self) -> TaskWaiter:
+        """How this task waits (read when it runs, once its fields are rendered)."""
+        from airflow_provider_kling.wait import RequestWait, TaskWaiter
+        from airflow_provider_kling.wait_plan import PollSettings, WaitPlan
+
+        options = RequestWait(
+            request_id="",
+            plan=WaitPlan(PollSettings(float(self.poll_interval), float(self.max_poll_interval))),
+            kling_conn_id=self.kling_conn_id,
+            include_cost=self.include_cost,
+            cancel_on_kill=self.cancel_on_kill,
+            hook_params=self.hook_params,
+        )
+        return TaskWaiter(self, options, retry_resumes=self.resume)
+
     @property
-    def wait_interval(self) -> float:
-        return float(self.poll_interval)
+    def hook(self) -> KlingHook:
+        return self.waiter.hook
 
-    def retry_waits_for_same_request(self) -> bool:
-        return self.resume
-
-    def request_id_on_resume(self, context: Context) -> str | None:
-        ti = context["ti"]
-        value = ti.xcom_pull(task_ids=ti.task_id, key="request_id", map_indexes=ti.map_index)
-        return value if isinstance(value, str) else None
-
-    def build_input(self) -> dict[str, Any]:
+    def build_input(self) -> ValidBody:
         """The validated JSON body to submit.
 
         :raises KlingInputError: naming each bad field and what it allows.
@@ -166,111 +176,15 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
         request_id = self._submit_or_resume(context, body)
         context["ti"].xcom_push(key="request_id", value=request_id)
         if not self.wait_for_completion:
-            self._forget_request(context)
+            self._hand_off_request(context, request_id)
             return request_id
         from airflow_provider_kling.wait_plan import WaitLimits
 
-        with self._every_exit_cancels(context, request_id):
-            limits = WaitLimits.starting(time.time(), self.timeout, self.queue_timeout)
-            if self.deferrable:
-                result = self.check_then_defer(context, request_id, self.with_execution_timeout(context, limits))
-            else:
-                result = self.wait_on_worker(request_id, self.wait_plan(limits))
+        waiter = self.waiter
+        wait = waiter.start(request_id, WaitLimits.starting(time.time(), self.timeout, self.queue_timeout))
+        with waiter.exits(context, request_id):
+            result = waiter.check_then_defer(context, wait) if self.deferrable else waiter.on_worker(wait)
         return self._finish(context, result)
-
-    def _submit_or_resume(self, context: Context, body: dict[str, Any]) -> str:
-        """Resume the request of an earlier try when it can be, else submit (and record it at once)."""
-        from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
-        from airflow_provider_kling.resume import input_fingerprint  # at run time: see tests/test_parse_cost.py
-
-        fingerprint = input_fingerprint(self.model, body)
-        record = self._request_record(context) if self.resume else None
-        resumed = self._resumable_request(record.load(), fingerprint) if record is not None else None
-        if resumed is not None:
-            return resumed
-        if record is not None:  # a worker killed from here to the save below leaves this mark
-            record.save({"fingerprint": fingerprint, "submitting_since": time.time()})
-        try:
-            request_id = self.hook.submit(body, model=self.model).request_id
-        except KlingSubmitOutcomeUnknownError:
-            raise  # the mark stays: a later run must not pay again blindly either
-        except BaseException:
-            if record is not None:
-                record.forget()  # RunComfy certainly created nothing
-            raise
-        if record is not None:
-            record.save({"request_id": request_id, "fingerprint": fingerprint})
-        self.log.info("Submitted Kling request %s to %s", request_id, self.model)
-        return request_id
-
-    def _request_record(self, context: Context) -> RequestRecord:
-        from airflow_provider_kling.resume import request_record
-
-        return request_record(context)
-
-    def _resumable_request(self, recorded: dict[str, Any] | None, fingerprint: str) -> str | None:
-        """The request an earlier try submitted, if it is queued, running or succeeded."""
-        from airflow_provider_kling.exceptions import KlingNotFoundError
-        from airflow_provider_kling.states import ResultStatus
-
-        recorded = recorded or {}
-        request_id = str(recorded.get("request_id") or "")
-        if not request_id:
-            self._check_no_submit_was_interrupted(recorded, fingerprint)
-            return None
-        if recorded.get("fingerprint") != fingerprint:
-            self.log.warning("An earlier try submitted Kling request %s for another input; submitting anew", request_id)
-            return None
-        try:
-            status = self.hook.get_status(request_id)
-        except KlingNotFoundError:
-            self.log.warning("Kling request %s of an earlier try has expired; submitting anew", request_id)
-            return None
-        if not status.status.is_finished:
-            self.log.info(
-                "Resuming Kling request %s (%s) submitted by an earlier try: not submitting (nor paying) again",
-                request_id,
-                status.status.value,
-            )
-            return request_id
-        result = self.hook.get_result(request_id)
-        if result.status is ResultStatus.SUCCEEDED:
-            self.log.info("Kling request %s of an earlier try already succeeded: using it", request_id)
-            return request_id
-        self.log.warning(
-            "Kling request %s of an earlier try ended %s; submitting anew", request_id, result.status.value
-        )
-        return None
-
-    def _check_no_submit_was_interrupted(self, recorded: dict[str, Any], fingerprint: str) -> None:
-        from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
-
-        since = recorded.get("submitting_since")
-        if since is None or recorded.get("fingerprint") != fingerprint:
-            return
-        when = datetime.fromtimestamp(float(since), tz=timezone.utc).isoformat(timespec="seconds")
-        if self.if_submit_interrupted == "submit":
-            self.log.warning(
-                "An earlier try was stopped while its submit was in flight (since %s): it may have created a "
-                "request that is billed; submitting anew, as if_submit_interrupted='submit' asks",
-                when,
-            )
-            return
-        raise KlingSubmitOutcomeUnknownError(
-            f"An earlier try of this task was stopped (its worker died) while its submit to {self.model} was in "
-            f"flight, since {when}: a request may exist and be billed, and RunComfy offers no way to find it. "
-            "Not submitting again, so that you do not pay twice: check your RunComfy request history, then run "
-            "the task again with if_submit_interrupted='submit' (or resume=False) to generate anew."
-        )
-
-    def _forget_request(self, context: Context) -> None:
-        """Drop the record once the task succeeds, so that clearing it later generates anew."""
-        if not self.resume:
-            return
-        try:
-            self._request_record(context).forget()
-        except Exception as err:  # noqa: BLE001 - the video is done; a stale record only costs a status call
-            self.log.warning("Could not drop the record of the submitted Kling request: %s", err)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger fired: return the ``request_id``, or raise its typed error."""
@@ -278,8 +192,41 @@ class KlingTextToVideoOperator(KlingWaitingMixin, BaseOperator):
 
         return self._finish(context, result_from_event(event))
 
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after the trigger; an Airflow deferral timeout or a trigger failure is an exit too."""
+        with self.waiter.exits(context, lambda: self._request_id_of_this_try(context)):
+            return super().resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        """A user stopped the task (or its ``execution_timeout`` passed): the exit rule decides."""
+        self.waiter.on_kill()
+
+    def _request_id_of_this_try(self, context: Context) -> str | None:
+        ti = context["ti"]
+        value = ti.xcom_pull(task_ids=ti.task_id, key="request_id", map_indexes=ti.map_index)
+        return value if isinstance(value, str) else None
+
+    def _submit_or_resume(self, context: Context, body: ValidBody) -> str:
+        """Resume the request of an earlier try when it can be, else submit (and record it at once)."""
+        return self._submission(context).submit_or_resume(body)
+
+    def _submission(self, context: Context) -> SubmitOnce:
+        from airflow_provider_kling.resume import SubmitOnce
+
+        record = self._request_record(context) if self.resume else None
+        return SubmitOnce(self.hook, record, self.model, self.if_submit_interrupted, log=self.log, operator=self)
+
+    def _request_record(self, context: Context) -> RequestRecord:
+        from airflow_provider_kling.resume import request_record
+
+        return request_record(context)
+
+    def _hand_off_request(self, context: Context, request_id: str) -> None:
+        """Submit only: the request goes on after this task, so the record stays, marked as handed off."""
+        self._submission(context).handed_off(request_id)
+
     def _finish(self, context: Context, result: KlingResult) -> str:
         context["ti"].xcom_push(key="result", value=result)
-        self._forget_request(context)
+        self._submission(context).finished()
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
         return str(result["request_id"])

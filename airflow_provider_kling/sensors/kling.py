@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseSensorOperator, PokeReturnValue
@@ -12,9 +13,9 @@ from airflow_provider_kling.constants import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
+    default_deferrable,
 )
 from airflow_provider_kling.links.kling import KlingVideoLink
-from airflow_provider_kling.waiting import KlingWaitingMixin, default_deferrable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.models import KlingResult
+    from airflow_provider_kling.wait import TaskWaiter
 
 
-class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
+class KlingRequestSensor(BaseSensorOperator):
     """
     Wait for a RunComfy request to finish and return its result.
 
@@ -83,24 +85,59 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
         self.hook_params = hook_params or {}
         self._first_poke: float | None = None
 
-    @property
-    def wait_interval(self) -> float:
-        return float(self.poke_interval)
+    @cached_property
+    def waiter(self) -> TaskWaiter:
+        """How this task waits (read when it runs, once its fields are rendered)."""
+        from airflow_provider_kling.wait import RequestWait, TaskWaiter
+        from airflow_provider_kling.wait_plan import PollSettings, WaitPlan
 
-    def retry_waits_for_same_request(self) -> bool:
-        return True  # a retry renders the same request_id
+        options = RequestWait(
+            request_id=self.request_id,
+            plan=WaitPlan(PollSettings(float(self.poke_interval), float(self.max_poll_interval))),
+            kling_conn_id=self.kling_conn_id,
+            include_cost=self.include_cost,
+            cancel_on_kill=self.cancel_on_kill,
+            hook_params=self.hook_params,
+        )
+        return TaskWaiter(self, options, retry_resumes=True)  # a retry renders the same request_id
 
-    def request_id_on_resume(self, context: Context) -> str | None:
-        return self.request_id
+    def execute(self, context: Context) -> Any:
+        with self.waiter.exits(context, self.request_id):
+            if not self.deferrable:
+                return super().execute(context)  # Airflow's loop calls poke()
+            from airflow_provider_kling.wait_plan import WaitLimits
+
+            limits = WaitLimits(time.time() + self.timeout, self._queue_deadline(context))
+            return self.waiter.check_then_defer(context, self.waiter.start(self.request_id, limits))
 
     def poke(self, context: Context) -> PokeReturnValue:
-        from airflow_provider_kling.wait_plan import Seen, WaitLimits
+        from airflow_provider_kling.wait import RequestWait
+        from airflow_provider_kling.wait_plan import WaitLimits
 
-        # Airflow's own loop keeps the deadline (``timeout``); the plan keeps the queue limit.
-        found = self.check(self.request_id, self.wait_plan(WaitLimits(queue_deadline=self._queue_deadline(context))))
-        if isinstance(found, Seen):
+        # Airflow's own loop keeps the deadline (``timeout``); the plan keeps the queue limit. In
+        # poke mode, each poke goes on from the last one's wait.
+        wait = self.waiter.current
+        if wait is None or wait.seen is None:
+            wait = self.waiter.start(self.request_id, WaitLimits(queue_deadline=self._queue_deadline(context)))
+        found = self.waiter.check(wait)
+        if isinstance(found, RequestWait):
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=found)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> KlingResult:
+        """Resume after the trigger fired: return the result, or raise its typed error."""
+        from airflow_provider_kling.triggers.kling import result_from_event  # the trigger module is not parse-cheap
+
+        return result_from_event(event)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        """Resume after the trigger; an Airflow deferral timeout or a trigger failure is an exit too."""
+        with self.waiter.exits(context, self.request_id):
+            return super().resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        """A user stopped the task (or its ``execution_timeout`` passed): the exit rule decides."""
+        self.waiter.on_kill()
 
     def _queue_deadline(self, context: Context) -> float | None:
         """The queue limit, counted from when the task started: in reschedule mode, its first run."""
@@ -127,18 +164,3 @@ class KlingRequestSensor(KlingWaitingMixin, BaseSensorOperator):
                 )
         started = started or getattr(ti, "start_date", None)
         return started.timestamp() if started is not None else None
-
-    def execute(self, context: Context) -> Any:
-        with self._every_exit_cancels(context, self.request_id):
-            if not self.deferrable:
-                return super().execute(context)
-            from airflow_provider_kling.wait_plan import WaitLimits
-
-            limits = WaitLimits(time.time() + self.timeout, self._queue_deadline(context))
-            return self.check_then_defer(context, self.request_id, self.with_execution_timeout(context, limits))
-
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> KlingResult:
-        """Resume after the trigger fired: return the result, or raise its typed error."""
-        from airflow_provider_kling.triggers.kling import result_from_event  # the trigger module is not parse-cheap
-
-        return result_from_event(event)

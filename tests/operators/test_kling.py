@@ -81,7 +81,8 @@ def test_execute_complete_rejects_unknown_events():
 def test_execute_complete_raises_the_typed_error_of_an_event():
     from airflow_provider_kling.triggers.kling import error_event
 
-    event = error_event("r1", "cancelled", KlingRequestCancelled("r1 was cancelled", request_id="r1"))
+    event = error_event("r1", KlingRequestCancelled("r1 was cancelled", request_id="r1"))
+    assert event["outcome"] == "KlingRequestCancelled"  # the event's one discriminator
     with pytest.raises(KlingRequestCancelled) as caught:
         _operator().execute_complete(context={}, event=event)
     assert caught.value.request_id == "r1"

@@ -73,17 +73,24 @@ def operator(sim) -> KlingTextToVideoOperator:
     return KlingTextToVideoOperator(task_id="t", prompt="x", hook_params=FAST_HOOK)
 
 
+def _resumable(operator: KlingTextToVideoOperator, recorded: dict, fingerprint: str) -> str | None:
+    from airflow_provider_kling.resume import SubmitOnce
+
+    submission = SubmitOnce(operator.hook, None, operator.model, "fail", log=operator.log, operator=operator)
+    return submission._resumable(recorded, fingerprint)
+
+
 def test_a_request_for_another_input_is_not_resumed(operator, sim):
     body = operator.build_input()
     recorded = {"request_id": "sim-000001-x", "fingerprint": input_fingerprint(operator.model, {**body, "prompt": "y"})}
-    assert operator._resumable_request(recorded, input_fingerprint(operator.model, body)) is None
+    assert _resumable(operator, recorded, input_fingerprint(operator.model, body)) is None
     assert sim.calls["status"] == 0
 
 
 def test_an_expired_request_is_not_resumed(operator, sim):
     fingerprint = input_fingerprint(operator.model, operator.build_input())
     recorded = {"request_id": "sim-expired", "fingerprint": fingerprint}
-    assert operator._resumable_request(recorded, fingerprint) is None
+    assert _resumable(operator, recorded, fingerprint) is None
     assert sim.calls["status"] == 1
 
 
@@ -151,7 +158,8 @@ def test_the_mark_is_made_before_the_submit_and_dropped_when_nothing_was_created
     assert record.value is None  # a refused submit created nothing: no mark is left to block the next try
     rid = _operator(record).execute({"ti": _TaskInstance()})
     fingerprint = _interrupted_mark()["fingerprint"]
-    marked, recorded = record.saved[-2:]
+    marked, recorded, handed_off = record.saved[-3:]
     assert marked["fingerprint"] == fingerprint
     assert "submitting_since" in marked  # saved before the paid call
     assert recorded == {"request_id": rid, "fingerprint": fingerprint}  # saved the moment it answered
+    assert handed_off == {**recorded, "delivered": True}  # kept once the task succeeds: its request goes on

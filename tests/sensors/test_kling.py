@@ -78,8 +78,10 @@ def test_deferring_hands_the_poke_interval_and_the_last_status_to_the_trigger(si
     sensor = KlingRequestSensor(task_id="w", request_id=rid, deferrable=True, poke_interval=7, timeout=60)
     with pytest.raises(TaskDeferred) as deferred:
         sensor.execute(context={})
-    trigger = deferred.value.trigger
-    assert trigger.poll_interval == 7
-    assert trigger.deadline is not None
-    assert (trigger.last_status, trigger.last_queue_position) == ("in_queue", 4)
-    assert abs(trigger.last_polled_at - time.time()) < 5
+    wait = deferred.value.trigger.wait  # one value: the request, the plan, the last poll
+    assert wait.request_id == rid
+    assert wait.plan.settings.interval == 7
+    assert wait.plan.limits.deadline is not None
+    assert wait.seen is not None
+    assert (wait.seen.state, wait.seen.queue_position) == ("in_queue", 4)
+    assert abs(wait.seen.at - time.time()) < 5

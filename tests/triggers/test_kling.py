@@ -19,6 +19,7 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.hooks.kling import KlingHook, shared_sessions
 from airflow_provider_kling.testing import Fault, Scenario
 from airflow_provider_kling.triggers.kling import KlingRequestTrigger, result_from_event
+from airflow_provider_kling.wait import RequestWait
 from tests.conftest import FAST_HOOK, TOKEN
 
 
@@ -29,8 +30,11 @@ def _submit(sim, scenario: Scenario | None = None) -> str:
         return hook.submit({"prompt": "a fox in the snow"}).request_id
 
 
-def _trigger(rid: str, **kwargs) -> KlingRequestTrigger:
-    return KlingRequestTrigger(request_id=rid, poll_interval=0.05, hook_params=FAST_HOOK, **kwargs)
+def _trigger(rid: str, **wait) -> KlingRequestTrigger:
+    """A trigger on one wait: ``wait`` holds :meth:`RequestWait.to_dict` keys over fast defaults."""
+    return KlingRequestTrigger(
+        RequestWait.from_dict({"request_id": rid, "poll_interval": 0.05, "hook_params": FAST_HOOK, **wait})
+    )
 
 
 async def _first_event(trigger: KlingRequestTrigger) -> dict:
@@ -44,7 +48,7 @@ async def _first_event(trigger: KlingRequestTrigger) -> dict:
 async def test_success_event_carries_the_result(sim):
     rid = _submit(sim)
     event = await _first_event(_trigger(rid, include_cost=True))
-    assert event["status"] == "success"
+    assert event["outcome"] == "succeeded"
     assert event["request_id"] == rid
     assert event["result"]["video_url"].endswith(f"/media/{rid}/video.mp4")
     assert event["result"]["cost"] == 0.5
@@ -59,7 +63,7 @@ async def test_success_event_carries_the_result(sim):
 async def test_each_waiting_state_is_logged_once_and_the_event_says_how_long(sim, caplog, capfd):
     rid = _submit(sim, Scenario(queue_seconds=0.3, run_seconds=0.3, queue_position=2))
     with caplog.at_level(logging.INFO):
-        event = await _first_event(KlingRequestTrigger(request_id=rid, poll_interval=0.02, hook_params=FAST_HOOK))
+        event = await _first_event(_trigger(rid, poll_interval=0.02))
 
     # Airflow 2 logs to the captured records (and echoes them to stdout); Airflow 3 through
     # structlog to stdout alone: read one of the two, so a repeated line would show.
@@ -77,7 +81,7 @@ async def test_each_waiting_state_is_logged_once_and_the_event_says_how_long(sim
 async def test_failure_event_carries_the_servers_reason(sim):
     rid = _submit(sim, Scenario(outcome="failed", error="prompt rejected by safety filter"))
     event = await _first_event(_trigger(rid))
-    assert event["status"] == "failed"
+    assert event["outcome"] == "KlingRequestFailed"
     with pytest.raises(KlingRequestFailed, match="prompt rejected by safety filter"):
         result_from_event(event)
 
@@ -85,7 +89,7 @@ async def test_failure_event_carries_the_servers_reason(sim):
 async def test_server_side_cancel_is_a_cancelled_event(sim):
     rid = _submit(sim, Scenario(outcome="cancelled"))
     event = await _first_event(_trigger(rid))
-    assert event["status"] == "cancelled"
+    assert event["outcome"] == "KlingRequestCancelled"
     with pytest.raises(KlingRequestCancelled, match="cancelled"):
         result_from_event(event)
 
@@ -93,7 +97,7 @@ async def test_server_side_cancel_is_a_cancelled_event(sim):
 async def test_deadline_cancels_a_queued_request(sim):
     rid = _submit(sim, Scenario(queue_seconds=30))
     event = await _first_event(_trigger(rid, deadline=time.time() + 0.2))
-    assert event["status"] == "timeout"
+    assert event["outcome"] == "KlingWaitTimeout"
     assert sim.calls["cancel"] == 1
     assert sim.requests[rid].cancelled_at is not None
     with pytest.raises(KlingWaitTimeout, match="cancelled, so it will not be billed"):
@@ -110,7 +114,7 @@ async def test_deadline_on_a_running_request_says_it_is_billed(sim):
 async def test_queue_limit_cancels_a_request_still_queued_for_free(sim):
     rid = _submit(sim, Scenario(queue_seconds=30))
     event = await _first_event(_trigger(rid, deadline=time.time() + 30, queue_deadline=time.time() + 0.2))
-    assert event["status"] == "timeout"
+    assert event["outcome"] == "KlingWaitTimeout"
     assert sim.requests[rid].cancelled_at is not None
     with pytest.raises(KlingWaitTimeout, match="stayed queued past its queue limit; it was still queued and has"):
         result_from_event(event)
@@ -119,7 +123,7 @@ async def test_queue_limit_cancels_a_request_still_queued_for_free(sim):
 async def test_queue_limit_does_not_drop_a_request_that_is_already_running(sim):
     rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=0.4))
     event = await _first_event(_trigger(rid, queue_deadline=time.time() - 1))
-    assert event["status"] == "success"
+    assert event["outcome"] == "succeeded"
     assert sim.calls["cancel"] == 0
     assert sim.requests[rid].cancelled_at is None
 
@@ -128,7 +132,7 @@ async def test_permanent_api_error_is_an_error_event_of_the_same_type(sim, monke
     rid = _submit(sim)
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(token="revoked"))
     event = await _first_event(_trigger(rid))
-    assert event["status"] == "error"
+    assert event["outcome"] == "KlingAuthenticationError"
     with pytest.raises(KlingAuthenticationError) as caught:
         result_from_event(event)
     assert caught.value.status_code == 401
@@ -138,7 +142,7 @@ async def test_permanent_api_error_is_an_error_event_of_the_same_type(sim, monke
 async def test_expired_request_is_a_not_found_error(sim):
     rid = _submit(sim, Scenario(expire=True, queue_seconds=0, run_seconds=0))
     event = await _first_event(_trigger(rid))
-    assert event["error"]["error_type"] == "KlingNotFoundError"
+    assert event["outcome"] == "KlingNotFoundError"
 
 
 async def test_success_without_video_is_an_error_not_green(sim):
@@ -153,7 +157,7 @@ async def test_transient_faults_while_polling_do_not_end_the_wait(sim):
     rid = _submit(sim)
     sim.inject("status", Fault("drop"), Fault("status", status_code=503))
     event = await _first_event(_trigger(rid))
-    assert event["status"] == "success"
+    assert event["outcome"] == "succeeded"
 
 
 async def test_on_kill_cancels_a_queued_request(sim):
@@ -185,12 +189,10 @@ async def test_on_kill_can_be_switched_off(sim):
 
 async def test_trigger_goes_on_from_the_tasks_last_poll_without_repeating_it(sim, caplog, capfd):
     rid = _submit(sim, Scenario(queue_seconds=0.3, run_seconds=0.2, queue_position=2))
-    seen = {"last_status": "in_queue", "last_queue_position": 2, "last_polled_at": time.time()}
+    seen = {"state": "in_queue", "queue_position": 2, "at": time.time()}
     with caplog.at_level(logging.INFO):
-        event = await _first_event(
-            KlingRequestTrigger(request_id=rid, poll_interval=0.2, hook_params=FAST_HOOK, **seen)
-        )
-    assert event["status"] == "success"
+        event = await _first_event(_trigger(rid, poll_interval=0.2, seen=seen))
+    assert event["outcome"] == "succeeded"
     # Near the front, the trigger goes on with the result call: the task's status call is not repeated.
     assert sim.calls["status"] == 0
     assert sim.calls["result"] >= 1
@@ -202,22 +204,59 @@ async def test_trigger_goes_on_from_the_tasks_last_poll_without_repeating_it(sim
 async def test_a_stale_hand_off_is_polled_at_once(sim):
     # A triggerer restart recreates the trigger long after the task's poll: no sleep is left.
     rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=0))
-    seen = {"last_status": "in_queue", "last_queue_position": 50, "last_polled_at": time.time() - 3600}
-    trigger = KlingRequestTrigger(request_id=rid, poll_interval=0.1, hook_params=FAST_HOOK, **seen)
+    seen = {"state": "in_queue", "queue_position": 50, "at": time.time() - 3600}
+    trigger = _trigger(rid, poll_interval=0.1, seen=seen)
     event = await asyncio.wait_for(_first_event(trigger), timeout=2)  # position 50 alone would wait 5 s
-    assert event["status"] == "success"
+    assert event["outcome"] == "succeeded"
 
 
-def test_serialize_round_trips_with_no_secret():
-    trigger = _trigger("req-1", deadline=1_900_000_000.0, include_cost=True, last_status="in_queue")
+def test_serialize_round_trips_as_one_wait_with_no_secret():
+    seen = {"state": "in_queue", "queue_position": 4, "at": 1_800_000_000.0}
+    trigger = _trigger("req-1", deadline=1_900_000_000.0, include_cost=True, seen=seen)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_kling.triggers.kling.KlingRequestTrigger"
+    assert list(kwargs) == ["wait"]  # one argument
     assert KlingRequestTrigger(**kwargs).serialize() == (classpath, kwargs)
-    assert kwargs["deadline"] == 1_900_000_000.0
+    assert kwargs["wait"]["deadline"] == 1_900_000_000.0
+    assert kwargs["wait"]["seen"] == seen
     assert TOKEN not in repr(kwargs)
     import json
 
     json.dumps(kwargs)
+
+
+async def test_a_trigger_serialized_by_the_earlier_release_carries_on(sim):
+    """A task deferred before an upgrade: the triggerer rebuilds the trigger from the old kwargs."""
+    rid = _submit(sim, Scenario(queue_seconds=0.2, run_seconds=0.2, queue_position=2))
+    old_kwargs = {
+        "request_id": rid, "kling_conn_id": "kling_default", "poll_interval": 0.05, "max_poll_interval": 30.0,
+        "deadline": time.time() + 60, "queue_deadline": None, "include_cost": True, "cancel_on_kill": True,
+        "hook_params": FAST_HOOK, "last_status": "in_queue", "last_queue_position": 2, "last_polled_at": time.time(),
+    }  # fmt: skip
+    trigger = KlingRequestTrigger(**old_kwargs)
+    assert trigger.wait.seen is not None
+    assert trigger.wait.seen.queue_position == 2
+    event = await _first_event(trigger)
+    assert result_from_event(event)["cost"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("event", "raised"),
+    [
+        ({"status": "failed", "request_id": "r", "message": "m",
+          "error": {"error_type": "KlingRequestFailed", "message": "prompt rejected", "fields": {"request_id": "r"}}},
+         KlingRequestFailed),
+        ({"status": "timeout", "request_id": "r", "message": "m",
+          "error": {"error_type": "KlingWaitTimeout", "message": "gave up", "fields": {"request_id": "r"}}},
+         KlingWaitTimeout),
+    ],
+)  # fmt: skip
+def test_events_of_the_earlier_release_are_still_read(event, raised):
+    with pytest.raises(raised):
+        result_from_event(event)
+    video = {"request_id": "r", "status": "succeeded", "video_url": "https://cdn.example/v.mp4"}
+    success = {"status": "success", "request_id": "r", "message": "m", "result": video}
+    assert result_from_event(success)["video_url"] == "https://cdn.example/v.mp4"
 
 
 @pytest.mark.parametrize(
@@ -231,6 +270,10 @@ def test_serialize_round_trips_with_no_secret():
         {"status": "success", "result": {"request_id": "r"}},
         {"status": "cancelled"},
         {"status": "failed", "error": "not a dict"},
+        {"outcome": "succeeded"},
+        {"outcome": "succeeded", "result": {"request_id": "r", "video_url": "javascript:alert(1)"}},
+        {"outcome": "KlingRequestCancelled", "message": "cancelled"},
+        {"outcome": 3},
     ],
 )
 def test_anything_but_a_known_success_event_fails(event):
@@ -246,7 +289,7 @@ async def test_far_back_in_the_queue_it_polls_less_often_and_still_sees_the_fini
         _first_event(_trigger(adaptive, max_poll_interval=0.4)),
     )
     # How soon each sees the end (within max_poll_interval) is the planner's rule, tested as a table.
-    assert [event["status"] for event in events] == ["success", "success"]
+    assert [event["outcome"] for event in events] == ["succeeded", "succeeded"]
     polls = Counter(sim.polls)
     assert polls[adaptive] < polls[fixed] / 2
 
@@ -257,5 +300,5 @@ async def test_concurrent_triggers_read_their_connection_once(sim, mocker):
     lookups = mocker.spy(kling, "get_async_connection")
     rids = [_submit(sim, Scenario(queue_seconds=0.1, run_seconds=0.1)) for _ in range(20)]
     events = await asyncio.gather(*(_first_event(_trigger(rid)) for rid in rids))
-    assert {event["status"] for event in events} == {"success"}
+    assert {event["outcome"] for event in events} == {"succeeded"}
     assert lookups.call_count == 1

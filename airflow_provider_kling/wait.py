@@ -1,0 +1,566 @@
+"""
+One wait for one request: the value every waiter holds, the loop that follows it, and the one
+rule for how a wait ends.
+
+- :class:`RequestWait` is the whole state of a wait: the request, the plan (poll settings and
+  limits), what the last poll saw, and the options. It is immutable; each poll makes the next one.
+  It serializes to plain JSON (:meth:`RequestWait.to_dict`), so the operator, the sensor, the
+  trigger and the ``kling`` command hold the same thing, and a deferred task hands it to the
+  trigger as one argument.
+- :func:`follow` and :func:`follow_async` poll as the plan says
+  (:meth:`~airflow_provider_kling.wait_plan.WaitPlan.next_step`), on a worker and in the triggerer.
+- :func:`end_wait` and :func:`end_wait_async` are the exit rule: every cancel the provider decides on
+  goes through them (the plan's give-up, a task's failed exit, ``execution_timeout``, a user's stop,
+  the trigger's ``on_kill``, Ctrl-C in ``kling``). Apart from the explicit ``kling cancel``, nothing
+  else calls the hook's ``cancel``.
+- :class:`TaskWaiter` is the part of a task (operator or sensor) that waits: it holds the try's
+  current wait, so that a user's stop (``on_kill``, from another thread) knows what was last seen.
+
+This module is read when a task runs, not when a DAG file is parsed: the hooks, the models and
+Airflow's exceptions are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from airflow_provider_kling.constants import (
+    DEFAULT_CONN_ID,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+)
+from airflow_provider_kling.states import CancelOutcome, RequestStatus
+from airflow_provider_kling.wait_plan import (
+    Call,
+    Exit,
+    ExitAction,
+    GiveUp,
+    PollSettings,
+    Seen,
+    WaitLimits,
+    WaitPlan,
+    give_up_message,
+    on_exit,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping
+
+    from airflow.providers.common.compat.sdk import BaseOperator, Context
+
+    from airflow_provider_kling.hooks.client import KlingClient
+    from airflow_provider_kling.hooks.kling import KlingAsyncHook, KlingHook
+    from airflow_provider_kling.models import KlingResult, ResultResponse, StatusResponse
+
+#: A logger: the standard library's, or Airflow's structured one (a task's or a trigger's ``log``).
+Logger = Any
+
+#: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
+#: Airflow's timeout skips ``execute_complete``, so the trigger should act first.
+DEFERRAL_TIMEOUT_MARGIN = 300.0
+
+
+@dataclass(frozen=True)
+class RequestWait:
+    """
+    Everything about one wait for one request, as plain data.
+
+    :param request_id: the RunComfy request waited for.
+    :param plan: how to poll and when to give up.
+    :param seen: what the last poll saw; ``None`` before the first.
+    :param kling_conn_id: the ``kling`` connection; only its id, never the token.
+    :param include_cost: ask the result call for the request's ``cost``.
+    :param cancel_on_kill: whether a user's stop cancels a queued request.
+    :param hook_params: extra keyword arguments for the hook (timeouts, retries).
+    """
+
+    request_id: str
+    plan: WaitPlan = field(default_factory=WaitPlan)
+    seen: Seen | None = None
+    kling_conn_id: str = DEFAULT_CONN_ID
+    include_cost: bool = False
+    cancel_on_kill: bool = True
+    hook_params: Mapping[str, Any] = field(default_factory=dict)
+
+    def saw(self, seen: Seen) -> RequestWait:
+        return replace(self, seen=seen)
+
+    @property
+    def last_state(self) -> RequestStatus | None:
+        return self.seen.state if self.seen is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON: what a trigger serializes."""
+        seen = self.seen
+        return {
+            "request_id": self.request_id,
+            "poll_interval": self.plan.settings.interval,
+            "max_poll_interval": self.plan.settings.max_interval,
+            "deadline": self.plan.limits.deadline,
+            "queue_deadline": self.plan.limits.queue_deadline,
+            "seen": None if seen is None else {**seen._asdict(), "state": seen.state.value},
+            "kling_conn_id": self.kling_conn_id,
+            "include_cost": self.include_cost,
+            "cancel_on_kill": self.cancel_on_kill,
+            "hook_params": dict(self.hook_params),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RequestWait:
+        """
+        Read :meth:`to_dict`'s output, or the keyword arguments a trigger of release 0.x serialized
+        (``last_status``, ``last_queue_position``, ``last_polled_at``): a task deferred before an
+        upgrade is resumed by the new code.
+        """
+        defaults = PollSettings()
+        seen = data.get("seen")
+        if seen is None and data.get("last_status") is not None:  # the earlier trigger's flat form
+            seen = {"state": data["last_status"], "queue_position": data.get("last_queue_position"),
+                    "at": data.get("last_polled_at")}  # fmt: skip
+        return cls(
+            request_id=str(data["request_id"]),
+            plan=WaitPlan(
+                PollSettings(
+                    float(data.get("poll_interval", defaults.interval)),
+                    float(data.get("max_poll_interval", defaults.max_interval)),
+                ),
+                WaitLimits(data.get("deadline"), data.get("queue_deadline")),
+            ),
+            seen=_waiting_seen(seen),
+            kling_conn_id=str(data.get("kling_conn_id") or DEFAULT_CONN_ID),
+            include_cost=bool(data.get("include_cost", False)),
+            cancel_on_kill=bool(data.get("cancel_on_kill", True)),
+            hook_params=dict(data.get("hook_params") or {}),
+        )
+
+    def hook(self, **overrides: Any) -> KlingHook:
+        from airflow_provider_kling.hooks.kling import KlingHook
+
+        return KlingHook(self.kling_conn_id, **{**self.hook_params, **overrides})
+
+    def async_hook(self) -> KlingAsyncHook:
+        from airflow_provider_kling.hooks.kling import KlingAsyncHook
+
+        return KlingAsyncHook(self.kling_conn_id, **self.hook_params)
+
+
+def _waiting_seen(data: Mapping[str, Any] | None) -> Seen | None:
+    """A serialized poll, if it saw the request still waiting (a finished one is polled again)."""
+    if not data or data.get("state") not in (RequestStatus.IN_QUEUE.value, RequestStatus.IN_PROGRESS.value):
+        return None
+    return Seen(RequestStatus(data["state"]), data.get("queue_position"), float(data.get("at") or 0.0))
+
+
+def observed(answer: StatusResponse | ResultResponse, at: float) -> tuple[Seen, ResultResponse | None]:
+    """What a status or result answer, asked for at ``at``, says: the state, and the final result if any."""
+    from airflow_provider_kling.models import StatusResponse
+
+    if isinstance(answer, StatusResponse):
+        return Seen(answer.status, answer.queue_position, at), None
+    return Seen(answer.status.request_status, None, at), answer if answer.status.is_terminal else None
+
+
+# --- the loop: only the I/O the plan asks for ---------------------------------------------------
+
+
+def follow(
+    hook: KlingClient,
+    wait: RequestWait,
+    *,
+    log: Logger | None,
+    on_progress: Callable[[RequestWait], object] | None = None,
+    sleep: Callable[[float], object] | None = None,
+) -> ResultResponse | RequestWait:
+    """
+    Poll as ``wait.plan`` says, from ``wait.seen``, until the request finishes.
+
+    :param log: where the exit rule says what became of the request at a limit.
+    :param on_progress: called with the wait after every poll.
+    :param sleep: how to wait between polls; ``None`` does not wait: the loop returns the wait as
+        last seen as soon as the next poll is not due yet (a sensor's poke, a check before deferring).
+    :return: the result of the finished request (whatever its outcome), or, without ``sleep``,
+        the wait when the request is still waiting.
+    :raises KlingWaitTimeout: a limit of the plan passed; the exit rule has dealt with the request.
+    """
+    while True:
+        step = wait.plan.next_step(wait.seen, time.time())
+        if isinstance(step, GiveUp):
+            wait = going_on(wait, step, end_wait(hook, wait, Exit.LIMIT, log=log).outcome)
+            continue
+        delay = step.at - time.time()
+        if delay > 0:
+            if sleep is None:
+                return wait
+            sleep(delay)
+        at = time.time()
+        if step.call is Call.STATUS:
+            seen, result = observed(hook.get_status(wait.request_id), at)
+        else:
+            seen, result = observed(hook.get_result(wait.request_id, include_cost=wait.include_cost), at)
+        wait = wait.saw(seen)
+        if on_progress is not None:
+            on_progress(wait)
+        if result is not None:
+            return result
+
+
+async def follow_async(
+    hook: KlingAsyncHook,
+    wait: RequestWait,
+    *,
+    log: Logger | None,
+    on_progress: Callable[[RequestWait], object] | None = None,
+) -> ResultResponse:
+    """:func:`follow` in an event loop, sleeping there until the request finishes."""
+    import asyncio
+
+    while True:
+        step = wait.plan.next_step(wait.seen, time.time())
+        if isinstance(step, GiveUp):
+            wait = going_on(wait, step, (await end_wait_async(hook, wait, Exit.LIMIT, log=log)).outcome)
+            continue
+        delay = step.at - time.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        at = time.time()
+        if step.call is Call.STATUS:
+            seen, result = observed(await hook.get_status(wait.request_id), at)
+        else:
+            seen, result = observed(await hook.get_result(wait.request_id, include_cost=wait.include_cost), at)
+        wait = wait.saw(seen)
+        if on_progress is not None:
+            on_progress(wait)
+        if result is not None:
+            return result
+
+
+def wait_for(
+    hook: KlingClient,
+    request_id: str,
+    *,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    timeout: float | None = DEFAULT_TIMEOUT,
+    queue_timeout: float | None = None,
+    include_cost: bool = False,
+    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+    on_progress: Callable[[RequestWait], object] | None = None,
+) -> ResultResponse:
+    """
+    Block until the request finishes and return its result (whatever its outcome); ``KlingHook.wait``.
+
+    :param poll_interval: seconds between polls.
+    :param timeout: seconds to wait in all; ``None`` for no limit.
+    :param queue_timeout: seconds the request may stay queued; then it is cancelled (free).
+    :param include_cost: ask the result call for the request's ``cost``.
+    :param max_poll_interval: the longest wait between polls while far back in the queue.
+    :param on_progress: called with the wait after every poll (a progress display, for instance).
+    :raises KlingWaitTimeout: not finished within ``timeout`` seconds, or still queued after
+        ``queue_timeout``; a queued request is cancelled first, so it is not billed.
+    """
+    plan = WaitPlan(
+        PollSettings(poll_interval, max_poll_interval), WaitLimits.starting(time.time(), timeout, queue_timeout)
+    )
+    wait = RequestWait(request_id, plan, include_cost=include_cost)
+    result = follow(hook, wait, log=hook.log, on_progress=on_progress, sleep=hook.sleep)
+    assert not isinstance(result, RequestWait)  # follow() sleeps until the end when given a sleep
+    return result
+
+
+def going_on(wait: RequestWait, step: GiveUp, outcome: CancelOutcome | None) -> RequestWait:
+    """The wait to go on with after giving up at ``step``; raises :class:`KlingWaitTimeout` when it stops there."""
+    assert wait.seen is not None  # a limit is acted on only after a poll
+    after = wait.plan.after_give_up(step, outcome, wait.seen)
+    if after is None:
+        from airflow_provider_kling.exceptions import KlingWaitTimeout
+
+        rid = wait.request_id
+        raise KlingWaitTimeout(give_up_message(rid, step.limit, outcome), request_id=rid)
+    plan, seen = after
+    return replace(wait, plan=plan, seen=seen)
+
+
+# --- the exit rule ----------------------------------------------------------------------------
+
+
+class WaitEnd(NamedTuple):
+    """What the exit rule did: its decision, the cancel's answer (``None``: no cancel, or it failed), why it failed."""
+
+    action: ExitAction
+    outcome: CancelOutcome | None = None
+    error: str | None = None
+
+
+def end_wait(
+    hook: KlingClient,
+    wait: RequestWait,
+    exit: Exit,
+    *,
+    log: Logger | None,
+    next_try_resumes: bool = False,
+    why: str = "",
+) -> WaitEnd:
+    """
+    The exit rule: do to the request what :func:`~airflow_provider_kling.wait_plan.on_exit`
+    decides for a wait that ended by ``exit``, and say so in ``log``.
+
+    A cancel that fails is logged, never raised: the wait's own outcome is what the task reports.
+    """
+    from airflow_provider_kling.exceptions import KlingError
+
+    action = _decide(wait, exit, next_try_resumes, why, log)
+    if action is not ExitAction.CANCEL:
+        return WaitEnd(action)
+    try:
+        answer = hook.cancel(wait.request_id)
+    except KlingError as err:
+        return _cancel_failed(log, wait.request_id, err)
+    return WaitEnd(action, _cancelled(log, wait.request_id, answer.outcome))
+
+
+async def end_wait_async(
+    hook: KlingAsyncHook,
+    wait: RequestWait,
+    exit: Exit,
+    *,
+    log: Logger | None,
+    next_try_resumes: bool = False,
+    why: str = "",
+) -> WaitEnd:
+    """:func:`end_wait` in an event loop (the trigger's give-up and ``on_kill``)."""
+    from airflow_provider_kling.exceptions import KlingError
+
+    action = _decide(wait, exit, next_try_resumes, why, log)
+    if action is not ExitAction.CANCEL:
+        return WaitEnd(action)
+    try:
+        answer = await hook.cancel(wait.request_id)
+    except KlingError as err:
+        return _cancel_failed(log, wait.request_id, err)
+    return WaitEnd(action, _cancelled(log, wait.request_id, answer.outcome))
+
+
+def _decide(wait: RequestWait, exit: Exit, next_try_resumes: bool, why: str, log: Logger | None) -> ExitAction:
+    rid = wait.request_id
+    action = on_exit(
+        exit, last_state=wait.last_state, next_try_resumes=next_try_resumes, cancel_on_kill=wait.cancel_on_kill
+    )
+    if log is None or exit is Exit.LIMIT:  # the give-up's own message says what became of it
+        return action
+    reason = f" ({why})" if why else ""
+    if action is ExitAction.CANCEL:
+        log.warning(
+            "The wait for Kling request %s ended without a video%s: cancelling it, since nobody will wait for it "
+            "any more",
+            rid,
+            reason,
+        )
+    elif action is ExitAction.SAY_BILLED:
+        log.warning(
+            "The wait for Kling request %s ended without a video%s; it is already running and cannot be "
+            "cancelled: it will still be billed. `kling download %s FILE` fetches the video once it is done",
+            rid,
+            reason,
+            rid,
+        )
+    elif action is ExitAction.KEEP:
+        log.info("Kling request %s is left to run: the next try of this task resumes it instead of paying again", rid)
+    return action
+
+
+def _cancelled(log: Logger | None, request_id: str, outcome: CancelOutcome) -> CancelOutcome:
+    if log is None:
+        return outcome
+    if outcome is CancelOutcome.CANCELLED:
+        log.info("Cancelled Kling request %s: it was still queued, so it will not be billed", request_id)
+    else:
+        log.warning("Kling request %s is already running and cannot be cancelled: it will still be billed", request_id)
+    return outcome
+
+
+def _cancel_failed(log: Logger | None, request_id: str, err: Exception) -> WaitEnd:
+    if log is not None:
+        log.warning("Could not cancel Kling request %s: %s", request_id, err)
+    return WaitEnd(ExitAction.CANCEL, error=str(err))
+
+
+def exit_of(err: BaseException) -> Exit | None:
+    """
+    How a wait ended, for an exception that ends it; ``None`` for one that does not end it (a
+    deferral, a reschedule), that a user's stop explains (``on_kill`` acts), or that the exit
+    rule already dealt with (a limit of the plan).
+    """
+    from airflow.providers.common.compat.sdk import (
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        AirflowTaskTimeout,
+        TaskDeferred,
+    )
+
+    from airflow_provider_kling.exceptions import KlingGenerationError, KlingUnusableVideoError, KlingWaitTimeout
+
+    if isinstance(err, (TaskDeferred, KlingWaitTimeout, KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return None
+    if isinstance(err, (*_airflow_3_only("AirflowRescheduleException", "AirflowTaskTerminated"), _reschedule())):
+        return None  # AirflowTaskTerminated: a SIGTERM, for which Airflow calls on_kill
+    if isinstance(err, (KlingGenerationError, KlingUnusableVideoError)):
+        return Exit.FINISHED  # failed or cancelled on the server, or a success without a usable video
+    if isinstance(err, (AirflowSensorTimeout, AirflowTaskTimeout, AirflowSkipException)):
+        return Exit.TIMEOUT
+    if isinstance(err, _airflow_3_only("TaskDeferralTimeout")):
+        return Exit.TIMEOUT  # Airflow 2 reports a deferral timeout as a TaskDeferralError: an error here
+    return Exit.ERROR
+
+
+def _airflow_3_only(*names: str) -> tuple[type[BaseException], ...]:
+    try:
+        import airflow.sdk.exceptions as sdk_exceptions
+    except ImportError:  # Airflow 2
+        return ()
+    return tuple(getattr(sdk_exceptions, name) for name in names if hasattr(sdk_exceptions, name))
+
+
+def _reschedule() -> type[BaseException]:
+    try:
+        from airflow.sdk.exceptions import AirflowRescheduleException
+    except ImportError:  # Airflow 2
+        from airflow.exceptions import AirflowRescheduleException
+    return AirflowRescheduleException
+
+
+def retry_follows(context: Context, err: BaseException) -> bool:
+    """Whether Airflow will run this task again after ``err``."""
+    from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSensorTimeout
+
+    if isinstance(err, (AirflowFailException, AirflowSensorTimeout)):
+        return False
+    ti = context.get("ti")
+    try_number, max_tries = getattr(ti, "try_number", None), getattr(ti, "max_tries", None)
+    return isinstance(try_number, int) and isinstance(max_tries, int) and try_number <= max_tries
+
+
+# --- a task's wait ------------------------------------------------------------------------------
+
+
+class TaskWaiter:
+    """
+    The waiting part of a task (the operator, the sensor): held, not inherited.
+
+    :param task: the task, for its log, ``defer`` and ``execution_timeout``.
+    :param wait: the options every wait of this task has (its request id is filled in later).
+    :param retry_resumes: whether a retry of the task waits for the same request.
+    """
+
+    def __init__(self, task: BaseOperator, wait: RequestWait, *, retry_resumes: bool) -> None:
+        self.task = task
+        self.template = wait
+        self.retry_resumes = retry_resumes
+        #: The wait this try is in, as last seen; ``None`` outside one. Read by :meth:`on_kill`.
+        self.current: RequestWait | None = None
+        #: A user's stop already dealt with the request.
+        self.killed = False
+
+    @property
+    def log(self) -> Logger:
+        return self.task.log
+
+    @cached_property
+    def hook(self) -> KlingHook:
+        return self.template.hook()
+
+    def start(self, request_id: str, limits: WaitLimits) -> RequestWait:
+        return replace(self.template, request_id=request_id, plan=self.template.plan._replace(limits=limits))
+
+    def _seen(self, wait: RequestWait) -> None:
+        self.current = wait
+
+    def check(self, wait: RequestWait) -> KlingResult | RequestWait:
+        """Poll while a poll is due (a status call, then the result once finished); never sleep."""
+        found = follow(self.hook, wait, log=self.log, on_progress=self._seen)
+        return found if isinstance(found, RequestWait) else found.require_video(wait.request_id)
+
+    def on_worker(self, wait: RequestWait) -> KlingResult:
+        """Wait here, holding the worker slot, until the request finishes."""
+        found = follow(self.hook, wait, log=self.log, on_progress=self._seen, sleep=self.hook.sleep)
+        assert not isinstance(found, RequestWait)  # follow() sleeps until the end when given a sleep
+        return found.require_video(wait.request_id)
+
+    def check_then_defer(self, context: Context, wait: RequestWait) -> KlingResult:
+        """The result if the request is already done; else hand the wait to the triggerer (raises ``TaskDeferred``)."""
+        wait = replace(wait, plan=wait.plan._replace(limits=self.with_execution_timeout(context, wait.plan.limits)))
+        found = self.check(wait)
+        if not isinstance(found, RequestWait):
+            return found
+        from airflow_provider_kling.triggers.kling import KlingRequestTrigger  # airflow.triggers: not parse-cheap
+
+        assert found.seen is not None  # the check polled at least once
+        self.log.info("Kling request %s is %s: waiting in the triggerer", found.request_id, found.seen.describe())
+        deadline = found.plan.limits.deadline
+        left = None if deadline is None else max(deadline - time.time(), 0.0)
+        self.task.defer(
+            trigger=KlingRequestTrigger(found),
+            method_name="execute_complete",
+            timeout=None if left is None else timedelta(seconds=left + DEFERRAL_TIMEOUT_MARGIN),
+        )
+        raise AssertionError("unreachable: defer() raises")  # pragma: no cover
+
+    def with_execution_timeout(self, context: Context, limits: WaitLimits) -> WaitLimits:
+        """
+        ``limits`` with the task's ``execution_timeout`` as a deadline too: the trigger's limits.
+
+        Airflow does not enforce ``execution_timeout`` while a task is deferred (apache/airflow
+        #61467), so the trigger does: it is the same deadline, and its queued request is cancelled.
+        """
+        timeout = self.task.execution_timeout
+        if not timeout:
+            return limits
+        started = getattr(context.get("ti"), "start_date", None)
+        ends = (started.timestamp() if started is not None else time.time()) + timeout.total_seconds()
+        return limits._replace(deadline=ends if limits.deadline is None else min(limits.deadline, ends))
+
+    @contextmanager
+    def exits(self, context: Context, request_id: str | Callable[[], str | None]) -> Iterator[None]:
+        """
+        Around a wait: when it ends without a video, the exit rule deals with the request.
+
+        ``request_id`` may be a function, called only if the wait ends badly (a task resumed after
+        deferring looks it up then).
+        """
+        self.killed = False
+        if isinstance(request_id, str):
+            self.current = replace(self.template, request_id=request_id)
+        try:
+            yield
+        except BaseException as err:
+            exit = exit_of(err)
+            if exit is not None and not self.killed:
+                rid = request_id if isinstance(request_id, str) else request_id()
+                if rid:
+                    last = self.current if self.current is not None and self.current.request_id == rid else None
+                    end_wait(
+                        self.hook,
+                        last or replace(self.template, request_id=rid),
+                        exit,
+                        log=self.log,
+                        next_try_resumes=self.retry_resumes and retry_follows(context, err),
+                        why=type(err).__name__,
+                    )
+            raise
+        finally:
+            self.current = None
+
+    def on_kill(self) -> None:
+        """A user stopped the task (or its ``execution_timeout`` passed): the exit rule, once."""
+        wait = self.current
+        if wait is None or self.killed:
+            return
+        if on_exit(Exit.KILLED, last_state=wait.last_state, next_try_resumes=False,
+                   cancel_on_kill=wait.cancel_on_kill) is ExitAction.NOTHING:  # fmt: skip
+            return
+        self.killed = True  # once: Airflow may both raise into the wait and call on_kill
+        end_wait(self.hook, wait, Exit.KILLED, log=self.log, why="the task was stopped")
