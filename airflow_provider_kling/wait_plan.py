@@ -213,6 +213,9 @@ class Exit(str, Enum):
     KILLED = "killed"
     #: Anything else: polls kept failing, the trigger failed, the worker's code raised.
     ERROR = "error"
+    #: A later try of the task has another input (its parameters or its map index's item changed):
+    #: the request an earlier try waited for is nobody's any more.
+    ABANDONED = "abandoned"
 
 
 class ExitAction(str, Enum):

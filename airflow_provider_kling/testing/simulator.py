@@ -7,7 +7,8 @@ cancel with ``outcome``), follows a timeline per request (queued, then running, 
 and serves a playable MP4 behind each video URL.
 
 Outcomes are scripted per request: :meth:`RunComfySimulator.script` sets the scenario of the next
-submits, and a prompt containing ``[sim:fail]`` or ``[sim:cancel]`` picks one from any process.
+submits, and a prompt containing ``[sim:fail]`` or ``[sim:cancel]`` picks one from any process, as
+``[sim:queue=SECONDS]`` and ``[sim:run=SECONDS]`` set how long it stays queued and running.
 Faults (429, 5xx, a proxy's HTML error page, dropped connections, answers that are slow, never
 come, are cut short or malformed, a gzip-encoded video...) are queued per call with
 :meth:`RunComfySimulator.inject`. A scenario may put its video on another host, or behind a
@@ -22,6 +23,7 @@ import gzip
 import itertools
 import json
 import math
+import re
 import threading
 import time
 import uuid
@@ -465,11 +467,11 @@ class RunComfySimulator:
             if self._scenarios:
                 return self._scenarios.popleft()
         prompt = str(body.get("prompt", ""))
-        if "[sim:fail]" in prompt:
-            return Scenario(outcome="failed")
-        if "[sim:cancel]" in prompt:
-            return Scenario(outcome="cancelled")
-        return Scenario()
+        outcome: Outcome = "succeeded"
+        if "[sim:fail]" in prompt or "[sim:cancel]" in prompt:
+            outcome = "failed" if "[sim:fail]" in prompt else "cancelled"
+        timing = {key: float(value) for key, value in re.findall(r"\[sim:(queue|run)=([0-9.]+)\]", prompt)}
+        return Scenario(outcome=outcome, queue_seconds=timing.get("queue"), run_seconds=timing.get("run"))
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         fault, answer = await self._fault_first(request, "status")

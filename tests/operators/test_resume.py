@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 from airflow_provider_kling.resume import input_fingerprint
 from airflow_provider_kling.testing import Fault, Scenario
@@ -85,6 +86,23 @@ def test_a_request_for_another_input_is_not_resumed(operator, sim):
     recorded = {"request_id": "sim-000001-x", "fingerprint": input_fingerprint(operator.model, {**body, "prompt": "y"})}
     assert _resumable(operator, recorded, input_fingerprint(operator.model, body)) is None
     assert sim.calls["status"] == 0
+
+
+def test_the_request_of_an_input_that_changed_is_cancelled_while_queued(operator, sim, caplog, capfd):
+    with KlingHook(**FAST_HOOK) as hook:
+        old = hook.submit({"prompt": "y"}).request_id
+    fingerprint = input_fingerprint(operator.model, operator.build_input())
+    assert _resumable(operator, {"request_id": old, "fingerprint": "another input"}, fingerprint) is None
+    assert sim.requests[old].cancelled_at is not None  # nobody waits for it any more: not billed
+    assert f"Cancelled Kling request {old}" in caplog.text + capfd.readouterr().out
+
+
+def test_a_handed_off_request_of_another_input_is_left_alone(operator, sim):
+    with KlingHook(**FAST_HOOK) as hook:
+        old = hook.submit({"prompt": "y"}).request_id
+    recorded = {"request_id": old, "fingerprint": "another input", "delivered": True}
+    assert _resumable(operator, recorded, input_fingerprint(operator.model, operator.build_input())) is None
+    assert sim.calls["cancel"] == 0  # a downstream task may be waiting for it
 
 
 def test_an_expired_request_is_not_resumed(operator, sim):
