@@ -99,6 +99,34 @@ def test_a_refused_token_is_reported_without_echoing_it(env_token, capsys, monke
     assert "wrong-token-4d2a" not in out + err
 
 
+STATUS_WITHOUT_AIRFLOW = """
+import sys
+from airflow_provider_kling.cli import main
+code = main(["status", sys.argv[1]])
+loaded = sorted(name for name in sys.modules if name == "airflow" or name.startswith("airflow."))
+print("AIRFLOW MODULES:", loaded, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("answer", ["found", "not found"])
+def test_status_with_the_token_from_the_environment_loads_no_airflow(env_token, answer):
+    """Airflow alone takes seconds to import: a status from a shell should not wait for it, even to fail."""
+    rid = "no-such-request"
+    if answer == "found":
+        env_token.script(Scenario(queue_seconds=30))
+        with KlingHook() as hook:
+            rid = hook.submit({"prompt": "a paper boat"}).request_id
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
+    done = subprocess.run(
+        [sys.executable, "-c", STATUS_WITHOUT_AIRFLOW, rid], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == (0 if answer == "found" else 1), done.stderr
+    assert "AIRFLOW MODULES: []" in done.stderr
+    assert ("status: in_queue" in done.stdout) is (answer == "found")
+    assert ("not found" in done.stderr) is (answer == "not found")  # the typed error, without Airflow's base
+
+
 def test_an_airflow_connection_is_used_without_the_environment_token(sim, capsys, monkeypatch):
     monkeypatch.delenv("RUNCOMFY_API_TOKEN", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_MY_KLING", sim.connection_json())
