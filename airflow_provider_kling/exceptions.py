@@ -237,6 +237,30 @@ class KlingStaleReviewError(KlingError, AirflowFailException):
     """
 
 
+class KlingBudgetExceededError(KlingError, AirflowFailException):
+    """
+    A budget (or the task's own cap on paid submits) refuses a generation; raised before anything is
+    sent, and never retried: a retry would be refused the same way until the period turns.
+
+    :param budget: the budget's name (``max_paid_submits`` for the task's own cap).
+    :param period: the period it counts (``2026-12-01``, ``2026-12``, ``forever``).
+    :param cap: its caps; ``spent`` and ``reserved``: what the period used, settled and in flight.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str,
+        period: str = "",
+        cap: Any = None,
+        spent: Any = None,
+        reserved: Any = None,
+    ) -> None:
+        self.budget = budget
+        super().__init__(message, budget=budget, period=period, cap=cap, spent=spent, reserved=reserved)
+
+
 class KlingGenerationError(KlingError):
     """
     A generation request ended without a video, or was given up on: an outcome, not a transport fault.
@@ -260,7 +284,20 @@ class KlingRequestCancelled(KlingGenerationError):
 
 
 class KlingWaitTimeout(KlingGenerationError):
-    """Waiting for the request stopped at a limit (``timeout``, ``queue_timeout``) before it finished."""
+    """
+    Waiting for the request stopped at a limit (``timeout``, ``queue_timeout``) before it finished.
+
+    :param cancel_outcome: what the cancel at the limit answered (``cancelled``: free;
+        ``not_cancellable``: it runs and is billed), ``None`` when the cancel failed.
+    """
+
+    def __init__(
+        self, message: str, *, request_id: str, result: dict[str, Any] | None = None, cancel_outcome: str | None = None
+    ) -> None:
+        self.request_id = request_id
+        self.cancel_outcome = cancel_outcome
+        KlingError.__init__(self, message, request_id=request_id, result=result, cancel_outcome=cancel_outcome)
+        self.result = self.fields["result"]
 
 
 #: Names of the previous release, kept one release for code that imports them.

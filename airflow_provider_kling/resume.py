@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import ValidBody
+    from airflow_provider_kling.spend import Spend
 
 STATE_KEY = "kling_request"
 
@@ -126,6 +127,10 @@ class SubmitOnce:
 
     :param record: where the task keeps its request; ``None`` when the task does not resume.
     :param if_submit_interrupted: ``"fail"`` or ``"submit"``, when an earlier submit was cut off.
+    :param spend: the task's budget and metrics (:class:`~airflow_provider_kling.spend.Spend`).
+    :param holder: who reserves from the budget (the task instance), as the ledger names it.
+    :param max_paid_submits: the most paid submits across all of the task's tries (kept in the
+        record, so it needs ``resume``); ``None`` for no cap.
     """
 
     def __init__(
@@ -137,6 +142,9 @@ class SubmitOnce:
         *,
         log: Any,
         operator: BaseOperator,
+        spend: Spend,
+        holder: str,
+        max_paid_submits: int | None = None,
     ) -> None:
         self.hook = hook
         self.record = record
@@ -144,29 +152,56 @@ class SubmitOnce:
         self.if_submit_interrupted = if_submit_interrupted
         self.log = log
         self.tags = {"operator": type(operator).__name__}
+        self.spend = spend
+        self.max_paid_submits = max_paid_submits
+        self.holder = holder
 
     def submit_or_resume(self, body: ValidBody) -> str:
         from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
 
         fingerprint = input_fingerprint(self.model, body)
         record = self.record
-        resumed = self._resumable(record.load() or {}, fingerprint) if record is not None else None
+        recorded = (record.load() or {}) if record is not None else {}
+        resumed = self._resumable(recorded, fingerprint) if record is not None else None
         if resumed is not None:
+            self.spend.resumed()
             return resumed
+        paid = int(recorded.get("paid") or 0)
+        self._check_paid_cap(paid)
+        seconds = _video_seconds(body)
+        reservation = self.spend.reserve(seconds, self.holder)  # the budget's atomic check, before any money
         if record is not None:  # a worker killed from here to the save below leaves this mark
-            record.save({"fingerprint": fingerprint, "submitting_since": time.time()})
+            record.save({"fingerprint": fingerprint, "submitting_since": time.time(), "paid": paid + 1})
         try:
             request_id = self.hook.submit(body, model=self.model).request_id
         except KlingSubmitOutcomeUnknownError:
-            raise  # the mark stays: a later run must not pay again blindly either
+            raise  # the mark and the reservation stay: a request may exist and be billed
         except BaseException:
-            if record is not None:
-                record.forget()  # RunComfy certainly created nothing
+            if record is not None:  # RunComfy certainly created nothing
+                record.save({"paid": paid}) if paid else record.forget()
+            self.spend.not_sent(reservation)
             raise
         if record is not None:
-            record.save({"request_id": request_id, "fingerprint": fingerprint})
+            record.save({"request_id": request_id, "fingerprint": fingerprint, "paid": paid + 1})
+        self.spend.submitted(reservation, request_id, seconds)
         self.log.info("Submitted Kling request %s to %s", request_id, self.model)
         return request_id
+
+    def _check_paid_cap(self, paid: int) -> None:
+        """The task's own cap: a model that keeps failing is not paid for again and again by retries."""
+        if self.max_paid_submits is None or paid < self.max_paid_submits:
+            return
+        from airflow_provider_kling.exceptions import KlingBudgetExceededError
+
+        self.spend.refused()
+        raise KlingBudgetExceededError(
+            f"This task already paid for {paid} generations across its tries "
+            f"(max_paid_submits={self.max_paid_submits}); not submitting again. Clear the task, or raise "
+            "max_paid_submits, to pay for another.",
+            budget="max_paid_submits",
+            cap={"videos": self.max_paid_submits},
+            spent={"videos": paid},
+        )
 
     def handed_off(self, request_id: str) -> None:
         """The task succeeded without waiting: keep the record (its request goes on), marked delivered."""
@@ -259,3 +294,12 @@ class SubmitOnce:
         except ImportError:  # pragma: no cover - a common-compat without Stats
             return
         Stats.incr(f"resumable_job.{decision}", tags=self.tags)
+
+
+def _video_seconds(body: ValidBody) -> float:
+    """The seconds of video a body asks for (Kling's ``duration``); 0 when the model does not say."""
+    duration = body.get("duration")
+    try:
+        return float(duration) if duration is not None and not isinstance(duration, bool) else 0.0
+    except (TypeError, ValueError):
+        return 0.0

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from airflow_provider_kling.hooks.client import KlingClient
     from airflow_provider_kling.hooks.kling import KlingAsyncHook, KlingHook
     from airflow_provider_kling.models import KlingResult, ResultResponse, StatusResponse
+    from airflow_provider_kling.spend import Ending, Spend
 
 #: A logger: the standard library's, or Airflow's structured one (a task's or a trigger's ``log``).
 Logger = Any
@@ -280,7 +281,8 @@ def going_on(wait: RequestWait, step: GiveUp, outcome: CancelOutcome | None) -> 
         from airflow_provider_kling.exceptions import KlingWaitTimeout
 
         rid = wait.request_id
-        raise KlingWaitTimeout(give_up_message(rid, step.limit, outcome), request_id=rid)
+        cancel_outcome = None if outcome is None else outcome.value
+        raise KlingWaitTimeout(give_up_message(rid, step.limit, outcome), request_id=rid, cancel_outcome=cancel_outcome)
     plan, seen = after
     return replace(wait, plan=plan, seen=seen)
 
@@ -454,12 +456,23 @@ class TaskWaiter:
     :param task: the task, for its log, ``defer`` and ``execution_timeout``.
     :param wait: the options every wait of this task has (its request id is filled in later).
     :param retry_resumes: whether a retry of the task waits for the same request.
+    :param budget: the budget the task spends from, if any; ``model``: its model, for the metrics.
     """
 
-    def __init__(self, task: BaseOperator, wait: RequestWait, *, retry_resumes: bool) -> None:
+    def __init__(
+        self,
+        task: BaseOperator,
+        wait: RequestWait,
+        *,
+        retry_resumes: bool,
+        budget: str | None = None,
+        model: str | None = None,
+    ) -> None:
         self.task = task
         self.template = wait
         self.retry_resumes = retry_resumes
+        self.budget = budget
+        self.model = model
         #: The wait this try is in, as last seen; ``None`` outside one. Read by :meth:`on_kill`.
         self.current: RequestWait | None = None
         #: A user's stop already dealt with the request.
@@ -472,6 +485,18 @@ class TaskWaiter:
     @cached_property
     def hook(self) -> KlingHook:
         return self.template.hook()
+
+    @cached_property
+    def spend(self) -> Spend:
+        """The task's budget and metrics."""
+        from airflow_provider_kling.spend import Spend
+
+        return Spend.of_task(self.hook, self.task, budget=self.budget, model=self.model)
+
+    def done(self, result: KlingResult) -> KlingResult:
+        """The request succeeded: count it and settle its reservation."""
+        self.spend.ended(result["request_id"], "succeeded", result)
+        return result
 
     def start(self, request_id: str, limits: WaitLimits) -> RequestWait:
         return replace(self.template, request_id=request_id, plan=self.template.plan._replace(limits=limits))
@@ -531,6 +556,8 @@ class TaskWaiter:
         ``request_id`` may be a function, called only if the wait ends badly (a task resumed after
         deferring looks it up then).
         """
+        from airflow_provider_kling.exceptions import KlingError
+
         self.killed = False
         if isinstance(request_id, str):
             self.current = replace(self.template, request_id=request_id)
@@ -538,18 +565,22 @@ class TaskWaiter:
             yield
         except BaseException as err:
             exit = exit_of(err)
-            if exit is not None and not self.killed:
+            rid = None
+            if not self.killed and (exit is not None or isinstance(err, KlingError)):
                 rid = request_id if isinstance(request_id, str) else request_id()
-                if rid:
-                    last = self.current if self.current is not None and self.current.request_id == rid else None
-                    end_wait(
-                        self.hook,
-                        last or replace(self.template, request_id=rid),
-                        exit,
-                        log=self.log,
-                        next_try_resumes=self.retry_resumes and retry_follows(context, err),
-                        why=type(err).__name__,
-                    )
+            if rid and exit is not None:
+                last = self.current if self.current is not None and self.current.request_id == rid else None
+                ended = end_wait(
+                    self.hook,
+                    last or replace(self.template, request_id=rid),
+                    exit,
+                    log=self.log,
+                    next_try_resumes=self.retry_resumes and retry_follows(context, err),
+                    why=type(err).__name__,
+                )
+                self._ended(rid, _ending_of(err, ended))
+            elif rid:
+                self._ended(rid, _ending_of(err, None))
             raise
         finally:
             self.current = None
@@ -563,4 +594,37 @@ class TaskWaiter:
                    cancel_on_kill=wait.cancel_on_kill) is ExitAction.NOTHING:  # fmt: skip
             return
         self.killed = True  # once: Airflow may both raise into the wait and call on_kill
-        end_wait(self.hook, wait, Exit.KILLED, log=self.log, why="the task was stopped")
+        ended = end_wait(self.hook, wait, Exit.KILLED, log=self.log, why="the task was stopped")
+        self._ended(wait.request_id, _ending_of(None, ended))
+
+    def _ended(self, request_id: str, ending: Ending | None) -> None:
+        if ending is not None:
+            self.spend.ended(request_id, ending)
+
+
+def _ending_of(err: BaseException | None, ended: WaitEnd | None) -> Ending | None:
+    """How a request ended, for the ledger and the metrics, from the error that ended its wait and the
+    exit rule's action; ``None`` when it did not end (kept for the next try, or the cancel failed)."""
+    from airflow_provider_kling.exceptions import (
+        KlingRequestCancelled,
+        KlingRequestFailed,
+        KlingUnusableVideoError,
+        KlingWaitTimeout,
+    )
+
+    if isinstance(err, KlingRequestFailed):
+        return "failed"
+    if isinstance(err, KlingRequestCancelled):
+        return "cancelled"
+    if isinstance(err, KlingUnusableVideoError):
+        return "billed_without_video"  # it succeeded, and was paid for
+    outcome = err.cancel_outcome if isinstance(err, KlingWaitTimeout) else None
+    if ended is not None:
+        outcome = ended.outcome.value if ended.outcome is not None else None
+        if ended.action is ExitAction.SAY_BILLED:
+            outcome = CancelOutcome.NOT_CANCELLABLE.value
+    if outcome == CancelOutcome.CANCELLED.value:
+        return "cancelled"
+    if outcome == CancelOutcome.NOT_CANCELLABLE.value:
+        return "billed_without_video"
+    return None

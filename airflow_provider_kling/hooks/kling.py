@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     import aiohttp
     from pydantic import BaseModel
 
+    from airflow_provider_kling.budgets import BudgetConfig
     from airflow_provider_kling.hooks.session_pool import LoopShare
 
     ResponseT = TypeVar("ResponseT", bound=ResponseBody)
@@ -112,8 +113,15 @@ class KlingHook(KlingClient, _KlingHookBase):
         }
 
     @cached_property
-    def target(self) -> ApiTarget:  # the connection, read once
+    def target(self) -> ApiTarget:
         return api_target(self.get_connection(self.kling_conn_id), self.kling_conn_id)
+
+    @cached_property
+    def budget_config(self) -> BudgetConfig:
+        """The budgets and the ledger's connection, from the connection's extra (see ``budgets``)."""
+        from airflow_provider_kling.budgets import read_budgets
+
+        return read_budgets(self.get_connection(self.kling_conn_id).extra_dejson, self.kling_conn_id)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call: tells a bad token, an unreachable host and a healthy connection apart."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import KlingResult, ValidBody
     from airflow_provider_kling.resume import RequestRecord, SubmitOnce
+    from airflow_provider_kling.spend import Spend
     from airflow_provider_kling.wait import TaskWaiter
 
 
@@ -69,6 +70,11 @@ class KlingTextToVideoOperator(BaseOperator):
         this says, a wait that ends without a video (a timeout, or an error on the last try)
         cancels a queued request that nobody would wait for any more.
     :param hook_params: extra keyword arguments for the hook (timeouts, retries).
+    :param budget: the budget of the ``kling`` connection this generation spends from: checked and
+        reserved in one atomic step before the paid submit, and refused with
+        ``KlingBudgetExceededError`` (never retried) when a cap would be passed. Templated.
+    :param max_paid_submits: the most generations this task pays for across all of its tries (a
+        model that keeps failing is not paid for again and again by retries); ``None`` for no cap.
     """
 
     template_fields: Sequence[str] = (
@@ -80,6 +86,7 @@ class KlingTextToVideoOperator(BaseOperator):
         "model",
         "input",
         "kling_conn_id",
+        "budget",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"input": "json"}
     ui_color = "#f0e4ff"
@@ -107,6 +114,8 @@ class KlingTextToVideoOperator(BaseOperator):
         include_cost: bool = False,
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
+        budget: str | None = None,
+        max_paid_submits: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,6 +138,8 @@ class KlingTextToVideoOperator(BaseOperator):
         self.include_cost = include_cost
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = hook_params or {}
+        self.budget = budget
+        self.max_paid_submits = max_paid_submits
 
     @property
     def result_xcom_keys(self) -> tuple[str, ...]:
@@ -145,11 +156,11 @@ class KlingTextToVideoOperator(BaseOperator):
             request_id="",
             plan=WaitPlan(PollSettings(float(self.poll_interval), float(self.max_poll_interval))),
             kling_conn_id=self.kling_conn_id,
-            include_cost=self.include_cost,
+            include_cost=self.include_cost or self.budget is not None,  # a budget settles what was spent
             cancel_on_kill=self.cancel_on_kill,
             hook_params=self.hook_params,
         )
-        return TaskWaiter(self, options, retry_resumes=self.resume)
+        return TaskWaiter(self, options, retry_resumes=self.resume, budget=self.budget, model=self.model)
 
     @property
     def hook(self) -> KlingHook:
@@ -214,7 +225,24 @@ class KlingTextToVideoOperator(BaseOperator):
         from airflow_provider_kling.resume import SubmitOnce
 
         record = self._request_record(context) if self.resume else None
-        return SubmitOnce(self.hook, record, self.model, self.if_submit_interrupted, log=self.log, operator=self)
+        ti = context.get("ti")
+        holder = "/".join(str(getattr(ti, key, "")) for key in ("dag_id", "run_id", "task_id", "map_index"))
+        return SubmitOnce(
+            self.hook,
+            record,
+            self.model,
+            self.if_submit_interrupted,
+            log=self.log,
+            operator=self,
+            spend=self.spend,
+            holder=holder,
+            max_paid_submits=self.max_paid_submits,
+        )
+
+    @property
+    def spend(self) -> Spend:
+        """This task's budget and metrics."""
+        return self.waiter.spend
 
     def _request_record(self, context: Context) -> RequestRecord:
         from airflow_provider_kling.resume import request_record
@@ -226,6 +254,7 @@ class KlingTextToVideoOperator(BaseOperator):
         self._submission(context).handed_off(request_id)
 
     def _finish(self, context: Context, result: KlingResult) -> str:
+        self.waiter.done(result)
         context["ti"].xcom_push(key="result", value=result)
         self._submission(context).finished()
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])

@@ -108,7 +108,7 @@ class KlingRequestSensor(BaseSensorOperator):
             from airflow_provider_kling.wait_plan import WaitLimits
 
             limits = WaitLimits(time.time() + self.timeout, self._queue_deadline(context))
-            return self.waiter.check_then_defer(context, self.waiter.start(self.request_id, limits))
+            return self.waiter.done(self.waiter.check_then_defer(context, self.waiter.start(self.request_id, limits)))
 
     def poke(self, context: Context) -> PokeReturnValue:
         from airflow_provider_kling.wait import RequestWait
@@ -122,13 +122,13 @@ class KlingRequestSensor(BaseSensorOperator):
         found = self.waiter.check(wait)
         if isinstance(found, RequestWait):
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=found)
+        return PokeReturnValue(is_done=True, xcom_value=self.waiter.done(found))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> KlingResult:
         """Resume after the trigger fired: return the result, or raise its typed error."""
         from airflow_provider_kling.triggers.kling import result_from_event  # the trigger module is not parse-cheap
 
-        return result_from_event(event)
+        return self.waiter.done(result_from_event(event))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume after the trigger; an Airflow deferral timeout or a trigger failure is an exit too."""

@@ -229,9 +229,12 @@ class RunComfySimulator:
         other = "localhost" if self.host != "localhost" else "127.0.0.1"
         return f"http://{other}:{self.port}"
 
-    def connection_json(self, token: str | None = None) -> str:
-        """The ``kling`` connection pointing here, as Airflow's JSON connection format."""
-        return json.dumps({"conn_type": "kling", "host": self.url, "password": token or self.token or "any"})
+    def connection_json(self, token: str | None = None, extra: dict[str, Any] | None = None) -> str:
+        """The ``kling`` connection pointing here, as Airflow's JSON connection format (``extra``: budgets...)."""
+        conn: dict[str, Any] = {"conn_type": "kling", "host": self.url, "password": token or self.token or "any"}
+        if extra:
+            conn["extra"] = extra
+        return json.dumps(conn)
 
     def script(self, *scenarios: Scenario) -> None:
         """Use these scenarios, in order, for the next submits (then the default one)."""

@@ -77,7 +77,16 @@ def operator(sim) -> KlingTextToVideoOperator:
 def _resumable(operator: KlingTextToVideoOperator, recorded: dict, fingerprint: str) -> str | None:
     from airflow_provider_kling.resume import SubmitOnce
 
-    submission = SubmitOnce(operator.hook, None, operator.model, "fail", log=operator.log, operator=operator)
+    submission = SubmitOnce(
+        operator.hook,
+        None,
+        operator.model,
+        "fail",
+        log=operator.log,
+        operator=operator,
+        spend=operator.spend,
+        holder="t",
+    )
     return submission._resumable(recorded, fingerprint)
 
 
@@ -179,5 +188,6 @@ def test_the_mark_is_made_before_the_submit_and_dropped_when_nothing_was_created
     marked, recorded, handed_off = record.saved[-3:]
     assert marked["fingerprint"] == fingerprint
     assert "submitting_since" in marked  # saved before the paid call
-    assert recorded == {"request_id": rid, "fingerprint": fingerprint}  # saved the moment it answered
+    assert marked["paid"] == 1  # counted before the money goes: a kill mid-submit may have paid
+    assert recorded == {"request_id": rid, "fingerprint": fingerprint, "paid": 1}  # saved the moment it answered
     assert handed_off == {**recorded, "delivered": True}  # kept once the task succeeds: its request goes on

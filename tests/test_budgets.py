@@ -1,0 +1,130 @@
+"""Budgets hold before the paid submit: caps checked and reserved atomically, in a real SQL database."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_kling.budgets import Budget, BudgetLedger, read_budgets
+from airflow_provider_kling.exceptions import KlingBudgetExceededError, KlingInputError
+from tests.conftest import states
+
+DAGS = Path(__file__).parent / "dag_files"
+
+
+def _ledger(path: Path) -> BudgetLedger:
+    return BudgetLedger(lambda: sqlite3.connect(path, timeout=60, isolation_level=None), "sqlite")
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"budgets": []}, "budgets: must be an object of budget name to caps"),
+        ({"budgets": {"team": {"videos": -1}}}, "budgets.team.videos: must be a number of 0 or more"),
+        ({"budgets": {"team": {"videos": 2.5}}}, "budgets.team.videos: must be a whole number"),
+        ({"budgets": {"team": {"videos": 2, "period": "week"}}}, "team.period: must be one of day, month, forever"),
+        ({"budgets": {"team": {"vidoes": 2}}}, "unknown keys ['vidoes']; allowed: videos, video_seconds, cost, period"),
+        ({"budgets": {"team": {"period": "day"}}}, "budgets.team: caps nothing"),
+        ({"budget_store": 3}, "budget_store: must be the id of a sqlite or postgres connection"),
+    ],
+)
+def test_a_bad_budget_names_the_field_and_what_is_allowed(extra, message):
+    with pytest.raises(KlingInputError, match="Connection 'kling_default' extra") as caught:
+        read_budgets(extra, "kling_default")
+    assert message in str(caught.value)
+
+
+def test_a_task_naming_an_unknown_budget_or_no_store_is_refused_clearly():
+    config = read_budgets({"budgets": {"team": {"videos": 2}}}, "kling_default")
+    with pytest.raises(KlingInputError, match=r"has no budget 'other' \(its budgets: team\)"):
+        config.get("other", "kling_default")
+    with pytest.raises(KlingInputError, match="sets budgets but no budget_store"):
+        config.get("team", "kling_default")
+
+
+def test_reserve_settle_and_release_keep_the_period_exact(tmp_path):
+    ledger = _ledger(tmp_path / "ledger.db")
+    budget = Budget("team", videos=3, video_seconds=20, cost=1.0)
+    first = ledger.reserve(budget, video_seconds=5, holder="a")
+    second = ledger.reserve(budget, video_seconds=10, holder="b")
+    ledger.attach(first, "req-1")
+    ledger.attach(second, "req-2")
+    with pytest.raises(KlingBudgetExceededError, match="video_seconds cap 20 would be passed by 10 more") as caught:
+        ledger.reserve(budget, video_seconds=10, holder="c")
+    assert caught.value.fields["reserved"] == {"videos": 2, "video_seconds": 15.0}
+    assert ledger.settle("req-1", spent=True, cost=0.4)
+    assert not ledger.settle("req-1", spent=True, cost=0.4)  # settled once, whoever asks again
+    assert ledger.settle("req-2", spent=False)  # cancelled while queued: free
+    usage = ledger.usage(budget)
+    assert (usage.videos, usage.video_seconds, usage.cost, usage.reserved_videos) == (1, 5.0, 0.4, 0)
+    third = ledger.reserve(budget, video_seconds=10, holder="c")
+    ledger.release(third)  # the submit sent nothing
+    assert ledger.usage(budget).reserved_videos == 0
+
+
+def test_the_cost_cap_refuses_once_the_spend_reached_it(tmp_path):
+    ledger = _ledger(tmp_path / "ledger.db")
+    budget = Budget("team", cost=1.0)
+    ledger.attach(ledger.reserve(budget, video_seconds=5, holder="a"), "req-1")
+    ledger.settle("req-1", spent=True, cost=1.25)
+    with pytest.raises(KlingBudgetExceededError, match=r"cost cap 1 reached \(1.25 spent\)"):
+        ledger.reserve(budget, video_seconds=5, holder="b")
+
+
+def _race(path: str, attempts: int, start: Any, won: Any) -> None:
+    ledger = _ledger(Path(path))
+    budget = Budget("team", videos=25)
+    start.wait()
+    for _ in range(attempts):
+        try:
+            ledger.reserve(budget, video_seconds=5, holder="racer")
+            won.put(1)
+        except KlingBudgetExceededError:
+            won.put(0)
+
+
+def test_concurrent_reservations_from_many_processes_never_overshoot_the_cap(tmp_path):
+    path = str(tmp_path / "ledger.db")
+    context = multiprocessing.get_context("fork")
+    start, won = context.Event(), context.Queue()
+    racers = [context.Process(target=_race, args=(path, 5, start, won)) for _ in range(8)]  # 40 attempts, cap 25
+    for racer in racers:
+        racer.start()
+    start.set()
+    outcomes = [won.get(timeout=120) for _ in range(40)]
+    for racer in racers:
+        racer.join(30)
+    assert sum(outcomes) == 25
+    assert _ledger(Path(path)).usage(Budget("team", videos=25)).reserved_videos == 25
+
+
+@pytest.fixture
+def budget_connection(sim, tmp_path, monkeypatch):
+    """``kling_default`` with a budget of 3 videos a day, its ledger in SQLite."""
+    store = tmp_path / "ledger.db"
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(store)}))
+    extra = {"budgets": {"team": {"videos": 3, "period": "day"}}, "budget_store": "kling_ledger"}
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(extra=extra))
+    return store
+
+
+def test_mapped_generations_past_the_cap_fail_before_anything_is_sent(run_dag, sim, budget_connection):
+    dag_run = run_dag("kling_budget_mapped", folder=DAGS, file="kling_budget_dags.py")
+    tis = {ti.map_index: str(ti.state) for ti in dag_run.get_task_instances()}
+    assert sorted(tis.values()) == ["failed", "failed", "success", "success", "success"]
+    assert sim.calls["submit"] == 3  # exactly the cap: the two refused sent nothing
+    usage = _ledger(budget_connection).usage(Budget("team", videos=3))
+    assert (usage.videos, usage.reserved_videos, usage.video_seconds) == (3, 0, 15.0)  # settled as they ended
+    assert usage.cost == pytest.approx(1.5)  # what RunComfy reported (a budget asks for the cost)
+
+
+def test_a_model_that_keeps_failing_is_paid_for_at_most_max_paid_submits_times(run_dag, sim, capfd):
+    dag_run = run_dag("kling_budget_retries", folder=DAGS, file="kling_budget_dags.py")
+    assert states(dag_run) == {"generate": "failed"}
+    assert sim.calls["submit"] == 2  # try 3 was refused before anything was sent, and not retried
+    assert "already paid for 2 generations across its tries (max_paid_submits=2)" in capfd.readouterr().out
