@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.hooks.client import KlingClient
     from airflow_provider_kling.models import ResultResponse
+    from airflow_provider_kling.spend import Spend
     from airflow_provider_kling.wait import RequestWait
 
 TOKEN_ENV = "RUNCOMFY_API_TOKEN"
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--cfg-scale", type=float, help="prompt adherence, 0 to 1")
     submit.add_argument("--model", default=KLING_TEXT_TO_VIDEO_MODEL, help="RunComfy model path")
     submit.add_argument("--input", dest="input_json", help="the whole input as a JSON object (for other models)")
+    submit.add_argument("--budget", help="the budget of the connection to spend from (checked before paying)")
     _add_wait_options(
         submit, "wait for the generation to finish and print its result; Ctrl-C cancels it while it is queued"
     )
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("request_id")
     result.add_argument("--cost", action="store_true", help="include what the request cost")
     _add_wait_options(result, "wait for the request to finish first")
+
+    commands.add_parser("budget", help="show each budget of the connection: cap, spent, reserved, period")
 
     download = commands.add_parser("download", help="save a finished request's video to a path or URI")
     download.add_argument("request_id")
@@ -200,7 +204,7 @@ def _hook(conn_id: str | None) -> KlingClient:
 
 
 def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
-    from airflow_provider_kling.exceptions import KlingInputError
+    from airflow_provider_kling.exceptions import KlingError, KlingInputError, KlingSubmitOutcomeUnknownError
     from airflow_provider_kling.models import input_body
 
     flags = {
@@ -218,14 +222,66 @@ def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
             raise KlingInputError(f"--input: must be a JSON object ({err})") from None
     # Flags left out take the model's defaults; --input goes over them, as the operator's input does.
     data = input_body(args.model, {key: value for key, value in flags.items() if value is not None}, extra)
+    spend = _spend(hook, args.budget, args.model)
+    seconds = float(data.get("duration") or 0)
+    reservation = spend.reserve(seconds, holder="kling submit") if spend is not None else None
     try:
         submitted = hook.submit(data, model=args.model)
     except KeyboardInterrupt:
         raise Interrupted(None, submitted_here=True) from None
-    print(f"Submitted {args.model}: request {submitted.request_id} (billed once it runs)", file=sys.stderr)
+    except KlingSubmitOutcomeUnknownError:
+        raise  # the reservation stays: a request may exist and be billed
+    except KlingError:
+        if spend is not None:
+            spend.not_sent(reservation)
+        raise
+    rid = submitted.request_id
+    if spend is not None:
+        spend.submitted(reservation, rid, seconds)
+    print(f"Submitted {args.model}: request {rid} (billed once it runs)", file=sys.stderr)
     if not args.wait:
-        return {"request_id": submitted.request_id, "status": "in_queue"}
-    return _checked(_finished(hook, submitted.request_id, args, submitted_here=True), submitted.request_id)
+        return {"request_id": rid, "status": "in_queue"}
+    result = _finished(hook, rid, args, submitted_here=True, include_cost=spend is not None)
+    if spend is not None:
+        answer = result.as_dict()
+        spend.ended(rid, "succeeded" if answer.get("status") == "succeeded" else "failed", answer)
+    return _checked(result, rid)
+
+
+def _spend(hook: KlingClient, budget: str | None, model: str) -> Spend | None:
+    """What ``--budget`` spends from; budgets live on an Airflow connection (``--conn-id``)."""
+    if budget is None:
+        return None
+    from airflow_provider_kling.exceptions import KlingInputError
+    from airflow_provider_kling.spend import Spend
+
+    if not hasattr(hook, "budget_config"):
+        raise KlingInputError(f"--budget: budgets live on an Airflow connection: pass --conn-id (not {TOKEN_ENV})")
+    return Spend(hook, budget, tags={"model": model})
+
+
+def _budget(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
+    from airflow_provider_kling.budgets import BudgetLedger
+    from airflow_provider_kling.exceptions import KlingInputError
+
+    config = getattr(hook, "budget_config", None)
+    if config is None:
+        raise KlingInputError(f"budget: budgets live on an Airflow connection: pass --conn-id (not {TOKEN_ENV})")
+    if not config.budgets:
+        return {"budgets": {}}
+    if config.store is None:
+        raise KlingInputError("budget: the connection sets budgets but no budget_store (the ledger's connection)")
+    ledger = BudgetLedger.from_connection(config.store)
+    shown = {}
+    for name, budget in sorted(config.budgets.items()):
+        usage = ledger.usage(budget)
+        shown[name] = {
+            "period": f"{budget.period} {budget.period_key(time.time())}",
+            "cap": {"videos": budget.videos, "video_seconds": budget.video_seconds, "cost": budget.cost},
+            "spent": {"videos": usage.videos, "video_seconds": usage.video_seconds, "cost": usage.cost},
+            "reserved": {"videos": usage.reserved_videos, "video_seconds": usage.reserved_seconds},
+        }
+    return {"budgets": shown}
 
 
 def _status(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
@@ -333,7 +389,14 @@ def _interrupted(hook: KlingClient, stop: Interrupted) -> int:
     return EXIT_INTERRUPTED
 
 
-COMMANDS = {"submit": _submit, "status": _status, "result": _result, "cancel": _cancel, "download": _download}
+COMMANDS = {
+    "submit": _submit,
+    "status": _status,
+    "result": _result,
+    "cancel": _cancel,
+    "download": _download,
+    "budget": _budget,
+}
 
 
 def _print(answer: dict[str, Any], *, as_json: bool) -> None:

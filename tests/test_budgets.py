@@ -128,3 +128,29 @@ def test_a_model_that_keeps_failing_is_paid_for_at_most_max_paid_submits_times(r
     assert states(dag_run) == {"generate": "failed"}
     assert sim.calls["submit"] == 2  # try 3 was refused before anything was sent, and not retried
     assert "already paid for 2 generations across its tries (max_paid_submits=2)" in capfd.readouterr().out
+
+
+def test_kling_submit_spends_from_a_budget_and_kling_budget_shows_it(sim, budget_connection, capsys, monkeypatch):
+    from airflow_provider_kling.cli import main
+
+    monkeypatch.delenv("RUNCOMFY_API_TOKEN", raising=False)
+    for _ in range(3):
+        assert main(["submit", "--prompt", "a kite [sim:queue=600]", "--budget", "team"]) == 0
+    capsys.readouterr()
+    assert main(["submit", "--prompt", "a fourth kite", "--budget", "team"]) == 1
+    assert "Budget 'team' (day " in capsys.readouterr().err
+    assert sim.calls["submit"] == 3
+    assert main(["--json", "budget"]) == 0
+    shown = json.loads(capsys.readouterr().out)["budgets"]["team"]
+    assert shown["cap"]["videos"] == 3
+    assert shown["reserved"] == {"videos": 3, "video_seconds": 15.0}  # in flight: they count against the cap
+    assert shown["spent"]["videos"] == 0
+    assert shown["period"].startswith("day ")
+
+
+def test_a_budget_needs_a_connection_not_the_environment_token(env_token, capsys):
+    from airflow_provider_kling.cli import main
+
+    assert main(["submit", "--prompt", "a kite", "--budget", "team"]) == 1
+    assert "budgets live on an Airflow connection: pass --conn-id" in capsys.readouterr().err
+    assert env_token.calls["submit"] == 0
