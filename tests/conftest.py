@@ -21,6 +21,8 @@ import pytest
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="kling-tests-airflow-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+# Airflow's OpenLineage provider is installed for the lineage tests, which switch it on themselves.
+os.environ["AIRFLOW__OPENLINEAGE__DISABLED"] = "True"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(Path(__file__).parent / "dag_files")
 os.environ.pop("AIRFLOW_CONN_KLING_DEFAULT", None)
 
