@@ -213,6 +213,8 @@ class KlingResult(TypedDict):
     finished_at: str | None
     cost: NotRequired[Any]
     """What the request cost, when asked for (``include_cost``)."""
+    timings: NotRequired[dict[str, float]]
+    """``queued_seconds`` and ``rendering_seconds`` as the wait saw them (to a poll interval), where known."""
 
 
 class ResponseBody(BaseModel):

@@ -79,6 +79,8 @@ class RequestWait:
     :param include_cost: ask the result call for the request's ``cost``.
     :param cancel_on_kill: whether a user's stop cancels a queued request.
     :param hook_params: extra keyword arguments for the hook (timeouts, retries).
+    :param running_since: when a poll first saw the request running (Unix seconds), for the
+        ``kling.queued`` and ``kling.rendering`` timers.
     """
 
     request_id: str
@@ -88,9 +90,22 @@ class RequestWait:
     include_cost: bool = False
     cancel_on_kill: bool = True
     hook_params: Mapping[str, Any] = field(default_factory=dict)
+    running_since: float | None = None
 
     def saw(self, seen: Seen) -> RequestWait:
-        return replace(self, seen=seen)
+        running = seen.state is RequestStatus.IN_PROGRESS and self.running_since is None
+        return replace(self, seen=seen, running_since=seen.at if running else self.running_since)
+
+    def timings(self, created_at: str | None, now: float | None = None) -> dict[str, float]:
+        """Seconds queued and rendering, as this wait saw them (to a poll interval), where known."""
+        found: dict[str, float] = {}
+        if self.running_since is None:
+            return found
+        found["rendering_seconds"] = max((time.time() if now is None else now) - self.running_since, 0.0)
+        created = _unix_time(created_at)
+        if created is not None:
+            found["queued_seconds"] = max(self.running_since - created, 0.0)
+        return found
 
     @property
     def last_state(self) -> RequestStatus | None:
@@ -110,6 +125,7 @@ class RequestWait:
             "include_cost": self.include_cost,
             "cancel_on_kill": self.cancel_on_kill,
             "hook_params": dict(self.hook_params),
+            "running_since": self.running_since,
         }
 
     @classmethod
@@ -138,6 +154,7 @@ class RequestWait:
             include_cost=bool(data.get("include_cost", False)),
             cancel_on_kill=bool(data.get("cancel_on_kill", True)),
             hook_params=dict(data.get("hook_params") or {}),
+            running_since=data.get("running_since"),
         )
 
     def hook(self, **overrides: Any) -> KlingHook:
@@ -156,6 +173,18 @@ def _waiting_seen(data: Mapping[str, Any] | None) -> Seen | None:
     if not data or data.get("state") not in (RequestStatus.IN_QUEUE.value, RequestStatus.IN_PROGRESS.value):
         return None
     return Seen(RequestStatus(data["state"]), data.get("queue_position"), float(data.get("at") or 0.0))
+
+
+def _unix_time(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def observed(answer: StatusResponse | ResultResponse, at: float) -> tuple[Seen, ResultResponse | None]:
@@ -507,13 +536,18 @@ class TaskWaiter:
     def check(self, wait: RequestWait) -> KlingResult | RequestWait:
         """Poll while a poll is due (a status call, then the result once finished); never sleep."""
         found = follow(self.hook, wait, log=self.log, on_progress=self._seen)
-        return found if isinstance(found, RequestWait) else found.require_video(wait.request_id)
+        return found if isinstance(found, RequestWait) else self._with_timings(found.require_video(wait.request_id))
 
     def on_worker(self, wait: RequestWait) -> KlingResult:
         """Wait here, holding the worker slot, until the request finishes."""
         found = follow(self.hook, wait, log=self.log, on_progress=self._seen, sleep=self.hook.sleep)
         assert not isinstance(found, RequestWait)  # follow() sleeps until the end when given a sleep
-        return found.require_video(wait.request_id)
+        return self._with_timings(found.require_video(wait.request_id))
+
+    def _with_timings(self, result: KlingResult) -> KlingResult:
+        if self.current is not None:
+            result["timings"] = self.current.timings(result.get("created_at"))
+        return result
 
     def check_then_defer(self, context: Context, wait: RequestWait) -> KlingResult:
         """The result if the request is already done; else hand the wait to the triggerer (raises ``TaskDeferred``)."""

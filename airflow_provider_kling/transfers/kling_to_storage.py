@@ -79,7 +79,12 @@ class KlingVideoToStorageOperator(BaseOperator):
             raise KlingInputError(
                 "destination: must be a path or a URI such as file:///videos/x.mp4 or s3://bucket/x.mp4"
             )
-        url = self.video_url or self._current_video_url(str(self.request_id))
+        finished_at = None
+        if self.video_url:
+            url = self.video_url
+        else:
+            result = self.hook.get_result(str(self.request_id)).require_video(str(self.request_id))
+            url, finished_at = result["video_url"], result.get("finished_at")
         saved = self.hook.download_video(
             url,
             self.destination,
@@ -93,13 +98,19 @@ class KlingVideoToStorageOperator(BaseOperator):
         ti.xcom_push(key="content_type", value=saved.content_type)
         self.log.info("Copied %d bytes (sha256 %s) to %s", saved.size_bytes, saved.sha256, saved.uri)
         self._describe_asset_events(context, {"uri": saved.uri, "size_bytes": saved.size_bytes, "sha256": saved.sha256})
+        self._time_ready_to_stored(finished_at)
         return saved.uri
+
+    def _time_ready_to_stored(self, finished_at: str | None) -> None:
+        """``kling.ready_to_stored``: from the request's ``finished_at`` on the server to the video landing here."""
+        from airflow_provider_kling.spend import Spend, ready_to_stored
+
+        seconds = ready_to_stored(finished_at)
+        if seconds is not None:
+            Spend.of_task(self.hook, self).timing("ready_to_stored", seconds)
 
     def _describe_asset_events(self, context: Context, extra: dict[str, Any]) -> None:
         """Put the copy's URI, size and digest on the events of this task's asset outlets."""
         for outlet in self.outlets:
             if isinstance(outlet, Asset):
                 context["outlet_events"][outlet].extra.update(extra)
-
-    def _current_video_url(self, request_id: str) -> str:
-        return self.hook.get_result(request_id).require_video(request_id)["video_url"]

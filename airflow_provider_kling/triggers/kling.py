@@ -73,7 +73,7 @@ class KlingRequestTrigger(BaseTrigger):
             return
         # Airflow logs the event itself ("Trigger fired event"): its message says how long the
         # wait took, so the outcome needs no line of its own here.
-        yield TriggerEvent(outcome_event(rid, result, waited=progress.waited()))
+        yield TriggerEvent(outcome_event(rid, result, waited=progress.waited(), seen_by=self._latest))
 
     async def on_kill(self) -> None:
         """A user stopped the task (not a triggerer restart): the exit rule, from the last poll."""
@@ -108,12 +108,16 @@ class _ProgressLog:
         return time.monotonic() - self._started
 
 
-def outcome_event(request_id: str, result: ResultResponse, *, waited: float) -> dict[str, Any]:
-    """The event for a finished request's result, ``waited`` seconds in."""
+def outcome_event(
+    request_id: str, result: ResultResponse, *, waited: float, seen_by: RequestWait | None = None
+) -> dict[str, Any]:
+    """The event for a finished request's result, ``waited`` seconds in (``seen_by``: the wait, for its timings)."""
     try:
         summary = result.require_video(request_id)
     except KlingError as err:
         return error_event(request_id, err)
+    if seen_by is not None:
+        summary["timings"] = seen_by.timings(summary.get("created_at"))
     return {
         "outcome": SUCCEEDED,
         "request_id": request_id,

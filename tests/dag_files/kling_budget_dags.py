@@ -25,3 +25,17 @@ with DAG("kling_budget_retries", schedule=None, start_date=datetime(2026, 1, 1),
         retry_delay=timedelta(seconds=0),
         **WAIT,
     )
+
+with DAG("kling_metrics", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    # Four takes against a budget of three: whichever comes last is refused before it is sent.
+    KlingTextToVideoOperator.partial(task_id="generate", budget="team", duration=5, deferrable=True, **WAIT).expand(
+        prompt=[f"take {n} [sim:queue=0.3][sim:run=0.4]" for n in range(4)]
+    )
+    # Fails on the server.
+    KlingTextToVideoOperator(task_id="fails", prompt="a take that fails [sim:fail][sim:queue=0][sim:run=0.2]", **WAIT)
+    # Stays queued past its queue limit: cancelled, free.
+    KlingTextToVideoOperator(task_id="queued_too_long", prompt="a slow take [sim:queue=600]", queue_timeout=0.5, **WAIT)
+    # Still running at its deadline: billed without a video.
+    KlingTextToVideoOperator(
+        task_id="running_too_long", prompt="a long take [sim:queue=0][sim:run=600]", timeout=0.5, **WAIT
+    )
