@@ -81,6 +81,8 @@ class RequestWait:
     :param hook_params: extra keyword arguments for the hook (timeouts, retries).
     :param running_since: when a poll first saw the request running (Unix seconds), for the
         ``kling.queued`` and ``kling.rendering`` timers.
+    :param carry: plain data the task gets back with the trigger's event (what lineage says of the
+        generation): it travels in the wait, since ``dag.test()`` drops a deferral's own kwargs.
     """
 
     request_id: str
@@ -91,6 +93,7 @@ class RequestWait:
     cancel_on_kill: bool = True
     hook_params: Mapping[str, Any] = field(default_factory=dict)
     running_since: float | None = None
+    carry: Mapping[str, Any] = field(default_factory=dict)
 
     def saw(self, seen: Seen) -> RequestWait:
         running = seen.state is RequestStatus.IN_PROGRESS and self.running_since is None
@@ -126,6 +129,7 @@ class RequestWait:
             "cancel_on_kill": self.cancel_on_kill,
             "hook_params": dict(self.hook_params),
             "running_since": self.running_since,
+            "carry": dict(self.carry),
         }
 
     @classmethod
@@ -155,6 +159,7 @@ class RequestWait:
             cancel_on_kill=bool(data.get("cancel_on_kill", True)),
             hook_params=dict(data.get("hook_params") or {}),
             running_since=data.get("running_since"),
+            carry=dict(data.get("carry") or {}),
         )
 
     def hook(self, **overrides: Any) -> KlingHook:
@@ -549,8 +554,13 @@ class TaskWaiter:
             result["timings"] = self.current.timings(result.get("created_at"))
         return result
 
-    def check_then_defer(self, context: Context, wait: RequestWait) -> KlingResult:
-        """The result if the request is already done; else hand the wait to the triggerer (raises ``TaskDeferred``)."""
+    def check_then_defer(
+        self, context: Context, wait: RequestWait, carry: Mapping[str, Any] | None = None
+    ) -> KlingResult:
+        """
+        The result if the request is already done; else hand the wait to the triggerer (raises
+        ``TaskDeferred``); ``carry`` comes back in the trigger's event.
+        """
         wait = replace(wait, plan=wait.plan._replace(limits=self.with_execution_timeout(context, wait.plan.limits)))
         found = self.check(wait)
         if not isinstance(found, RequestWait):
@@ -562,7 +572,7 @@ class TaskWaiter:
         deadline = found.plan.limits.deadline
         left = None if deadline is None else max(deadline - time.time(), 0.0)
         self.task.defer(
-            trigger=KlingRequestTrigger(found),
+            trigger=KlingRequestTrigger(replace(found, carry=dict(carry or {}))),
             method_name="execute_complete",
             timeout=None if left is None else timedelta(seconds=left + DEFERRAL_TIMEOUT_MARGIN),
         )

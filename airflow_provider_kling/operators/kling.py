@@ -75,6 +75,8 @@ class KlingTextToVideoOperator(BaseOperator):
         ``KlingBudgetExceededError`` (never retried) when a cap would be passed. Templated.
     :param max_paid_submits: the most generations this task pays for across all of its tries (a
         model that keeps failing is not paid for again and again by retries); ``None`` for no cap.
+    :param lineage_prompt: put the prompt itself in the OpenLineage run facet; by default only its
+        SHA-256 is there.
     """
 
     template_fields: Sequence[str] = (
@@ -116,6 +118,7 @@ class KlingTextToVideoOperator(BaseOperator):
         hook_params: dict[str, Any] | None = None,
         budget: str | None = None,
         max_paid_submits: int | None = None,
+        lineage_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -140,6 +143,10 @@ class KlingTextToVideoOperator(BaseOperator):
         self.hook_params = hook_params or {}
         self.budget = budget
         self.max_paid_submits = max_paid_submits
+        self.lineage_prompt = lineage_prompt
+        #: What lineage says of this try's generation (``lineage.generation_facts``), once submitted.
+        self._lineage: dict[str, Any] | None = None
+        self._cost: Any = None
 
     @property
     def result_xcom_keys(self) -> tuple[str, ...]:
@@ -186,6 +193,11 @@ class KlingTextToVideoOperator(BaseOperator):
         body = self.build_input()
         request_id = self._submit_or_resume(context, body)
         context["ti"].xcom_push(key="request_id", value=request_id)
+        from airflow_provider_kling.lineage import generation_facts
+
+        self._lineage = generation_facts(
+            model=self.model, request_id=request_id, body=body, share_prompt=self.lineage_prompt
+        )
         if not self.wait_for_completion:
             self._hand_off_request(context, request_id)
             return request_id
@@ -194,14 +206,25 @@ class KlingTextToVideoOperator(BaseOperator):
         waiter = self.waiter
         wait = waiter.start(request_id, WaitLimits.starting(time.time(), self.timeout, self.queue_timeout))
         with waiter.exits(context, request_id):
-            result = waiter.check_then_defer(context, wait) if self.deferrable else waiter.on_worker(wait)
+            if self.deferrable:
+                result = waiter.check_then_defer(context, wait, carry={"lineage": self._lineage})
+            else:
+                result = waiter.on_worker(wait)
         return self._finish(context, result)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         """Resume after the trigger fired: return the ``request_id``, or raise its typed error."""
         from airflow_provider_kling.triggers.kling import result_from_event  # the trigger module is not parse-cheap
 
+        carried = event.get("carry") if isinstance(event, dict) else None
+        self._lineage = carried.get("lineage") if isinstance(carried, dict) else None
         return self._finish(context, result_from_event(event))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the ``kling_generation`` run facet (model, request, input fingerprint, seconds, cost)."""
+        from airflow_provider_kling.lineage import generation_lineage
+
+        return generation_lineage(self._lineage, self._cost)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume after the trigger; an Airflow deferral timeout or a trigger failure is an exit too."""
@@ -255,6 +278,7 @@ class KlingTextToVideoOperator(BaseOperator):
 
     def _finish(self, context: Context, result: KlingResult) -> str:
         self.waiter.done(result)
+        self._cost = result.get("cost")
         context["ti"].xcom_push(key="result", value=result)
         self._submission(context).finished()
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])

@@ -65,6 +65,8 @@ class KlingVideoToStorageOperator(BaseOperator):
         self.max_bytes = max_bytes
         self.kling_conn_id = kling_conn_id
         self.hook_params = hook_params or {}
+        #: Where the video landed, for lineage.
+        self._stored: str | None = None
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -99,7 +101,18 @@ class KlingVideoToStorageOperator(BaseOperator):
         self.log.info("Copied %d bytes (sha256 %s) to %s", saved.size_bytes, saved.sha256, saved.uri)
         self._describe_asset_events(context, {"uri": saved.uri, "size_bytes": saved.size_bytes, "sha256": saved.sha256})
         self._time_ready_to_stored(finished_at)
+        self._stored = saved.uri
         return saved.uri
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """OpenLineage: the stored video as the output dataset (not the temporary file it was written to)."""
+        from airflow_provider_kling.lineage import stored_video_lineage
+
+        if self._stored is None:
+            from airflow.providers.openlineage.extractors import OperatorLineage
+
+            return OperatorLineage()
+        return stored_video_lineage(self._stored)
 
     def _time_ready_to_stored(self, finished_at: str | None) -> None:
         """``kling.ready_to_stored``: from the request's ``finished_at`` on the server to the video landing here."""

@@ -116,14 +116,17 @@ def outcome_event(
         summary = result.require_video(request_id)
     except KlingError as err:
         return error_event(request_id, err)
-    if seen_by is not None:
-        summary["timings"] = seen_by.timings(summary.get("created_at"))
-    return {
+    event: dict[str, Any] = {
         "outcome": SUCCEEDED,
         "request_id": request_id,
         "message": f"Kling request {request_id} succeeded after {waited:.0f}s",
         "result": summary,
     }
+    if seen_by is not None:
+        summary["timings"] = seen_by.timings(summary.get("created_at"))
+        if seen_by.carry:
+            event["carry"] = dict(seen_by.carry)
+    return event
 
 
 def error_event(request_id: str, err: KlingError) -> dict[str, Any]:
