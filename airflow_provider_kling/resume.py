@@ -208,6 +208,23 @@ class SubmitOnce:
         if self.record is not None:
             self._quietly(lambda record: record.save({**(record.load() or {}), "delivered": True}))
 
+    def first_to_count(self, request_id: str) -> bool:
+        """
+        Whether this try is the first to count the request's end in the metrics and the ledger: a
+        try that fails after counting (its XCom push, say) leaves a mark, so that its retry, which
+        resumes the same request, does not count it twice.
+        """
+        if self.record is None:
+            return True
+        try:
+            recorded = self.record.load() or {}
+            if recorded.get("counted") == request_id:
+                return False
+            self.record.save({**recorded, "counted": request_id})
+        except Exception as err:  # noqa: BLE001 - counting twice is better than failing a task that has its video
+            self.log.warning("Could not mark Kling request %s as counted: %s", request_id, err)
+        return True
+
     def finished(self) -> None:
         """The task succeeded with the video: drop the record, so that clearing the task generates anew."""
         if self.record is not None:

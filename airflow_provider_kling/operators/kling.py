@@ -277,9 +277,11 @@ class KlingTextToVideoOperator(BaseOperator):
         self._submission(context).handed_off(request_id)
 
     def _finish(self, context: Context, result: KlingResult) -> str:
-        self.waiter.done(result)
+        submission = self._submission(context)
+        if submission.first_to_count(result["request_id"]):
+            self.waiter.done(result)
         self._cost = result.get("cost")
         context["ti"].xcom_push(key="result", value=result)
-        self._submission(context).finished()
+        submission.finished()
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
         return str(result["request_id"])
