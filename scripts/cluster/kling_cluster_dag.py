@@ -47,6 +47,7 @@ with DAG(
             prompt=prompt,
             wait_for_completion=True,
             deferrable=True,
+            include_cost=True,
             pool="kling_generations",
             **RETRY,
         )

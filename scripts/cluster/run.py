@@ -13,10 +13,15 @@ generations, each waited for in the triggerer and copied to storage. While they 
 3. the triggerer holding more triggers is SIGKILLed; the other must take them over;
 4. the scheduler is stopped and started again.
 
-Then it checks that every generation succeeded and its video landed whole, with exactly one paid
-submit each, nothing left queued or running, no cancel sent, and the token nowhere in the
-database or the logs; prints a report and writes it to ``docs/cluster.md``. Exits non-zero when a
-check fails.
+Then a budget race: 40 mapped generations against a budget of 25 videos, from both workers at
+once, its ledger on the same PostgreSQL. Every Airflow process sends its metrics to a StatsD
+listener of this script.
+
+It checks that every generation succeeded and its video landed whole, with exactly one paid submit
+each, nothing left queued or running, no cancel sent, the token nowhere in the database or the
+logs, exactly the budget's cap submitted in the race, and the submits, cancels and cost the
+metrics counted equal to what the simulator recorded; prints a report and writes it to
+``docs/cluster.md``. Exits non-zero when a check fails.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ REPO = HERE.parent.parent
 DOC = REPO / "docs" / "cluster.md"
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 GENERATION = re.compile(r"generation (\d+):")
+RACE = re.compile(r"race (\d+):")
+#: The budget race: this many mapped generations against a budget of RACE_CAP videos.
+RACERS, RACE_CAP = 40, 25
+SPEND_COUNTERS = ("submitted", "succeeded", "resumed", "cancelled")
+BUDGETS = {"budgets": {"race": {"videos": RACE_CAP, "period": "forever"}}, "budget_store": "kling_ledger"}
 GENERATE, COPY = "generation.generate", "generation.copy"
 
 
@@ -110,6 +120,8 @@ class ClusterSimulator(RunComfySimulator):
         return self._refusals
 
     def _scenario_for(self, body: dict[str, Any]) -> Scenario:
+        if RACE.search(str(body.get("prompt", ""))):
+            return Scenario(queue_seconds=2, run_seconds=3)
         match = GENERATION.search(str(body.get("prompt", "")))
         index = int(match.group(1)) if match else 0
         draw = random.Random(index)
@@ -152,6 +164,21 @@ class ClusterSimulator(RunComfySimulator):
     def _index(self, rid: str) -> int:
         match = GENERATION.search(str(self.requests[rid].input.get("prompt", "")))
         return int(match.group(1)) if match else -1
+
+    def generations(self) -> list[str]:
+        """The requests of the main run (the budget race's are not among them)."""
+        return [rid for rid in self.requests if self._index(rid) >= 0]
+
+    def racers(self) -> list[str]:
+        return [rid for rid in self.requests if RACE.search(str(self.requests[rid].input.get("prompt", "")))]
+
+    def cost_reported(self) -> float:
+        """What the result calls reported as cost: 0.1 a second of each succeeded request asked with include_cost."""
+        return sum(
+            0.1 * int(r.input.get("duration", 5))
+            for r in self.requests.values()
+            if r.scenario.outcome == "succeeded" and r.cancelled_at is None
+        )
 
     def ready_at(self, rid: str, clock_offset: float) -> float:
         """When the video of ``rid`` was ready on the server (Unix seconds)."""
@@ -199,6 +226,7 @@ class Cluster:
     pg_port: int = field(default_factory=free_port)
     redis_port: int = field(default_factory=free_port)
     api_port: int = field(default_factory=free_port)
+    statsd_port: int = 0
     fernet_key: str = ""
 
     @property
@@ -230,9 +258,9 @@ class Cluster:
             capture_output=True,
         )
         self.run_postgres()
-        subprocess.run(
-            [str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow", "airflow"], check=True
-        )
+        for database in ("airflow", "kling_ledger"):  # the metadata database, and the budgets' ledger
+            createdb = [str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "airflow", database]
+            subprocess.run(createdb, check=True)
 
     def pg_ctl(self, *argv: str, check: bool = True) -> None:
         pg_ctl = [str(postgres_bin() / "pg_ctl"), "-D", str(self.pg_data), *argv]
@@ -315,8 +343,24 @@ class Cluster:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.logs / "tasks"),
             "AIRFLOW_CONN_KLING_DEFAULT": json.dumps(
-                {"conn_type": "kling", "host": self.sim_url, "password": self.token}
+                {"conn_type": "kling", "host": self.sim_url, "password": self.token, "extra": BUDGETS}
             ),
+            "AIRFLOW_CONN_KLING_LEDGER": json.dumps(
+                {
+                    "conn_type": "postgres",
+                    "host": "127.0.0.1",
+                    "port": self.pg_port,
+                    "login": "airflow",
+                    "schema": "kling_ledger",
+                }
+            ),
+            # Every process sends its metrics to this script's StatsD listener; lineage is off here.
+            "AIRFLOW__METRICS__STATSD_ON": "True",
+            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+            "AIRFLOW__METRICS__STATSD_PORT": str(self.statsd_port),
+            "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
+            "AIRFLOW__OPENLINEAGE__DISABLED": "True",
+            "KLING_CLUSTER_RACERS": str(RACERS),
             "KLING_CLUSTER_GENERATIONS": str(self.shape.generations),
             "KLING_CLUSTER_VIDEO_DIR": str(self.root / "videos"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
@@ -408,6 +452,51 @@ class Observations:
     failed_tries_after: dict[str, int] = field(default_factory=dict)
     triggerer_cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: Worker-slot seconds of each task run of the main run (before the budget race).
+    slots: list[float] = field(default_factory=list)
+    #: The budget race: task states, and the ledger's usage when it ended.
+    race_states: dict[str, int] = field(default_factory=dict)
+    race_ledger: tuple[int, int] = (0, 0)
+    race_refusals_logged: int = 0
+    #: The HTTP calls the simulator counted by the main run's end (the race's come after).
+    calls: dict[str, int] = field(default_factory=dict)
+    statsd: Any = None
+
+
+class StatsdListener(threading.Thread):
+    """A StatsD server as far as Airflow can tell: a UDP socket on loopback keeping every line, with its time."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = int(self.sock.getsockname()[1])
+        self.lines: list[tuple[float, str]] = []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                packet = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            now = time.time()
+            self.lines.extend((now, line) for line in packet.decode(errors="replace").splitlines())
+
+    def ours(self) -> list[tuple[float, str, float, str]]:
+        """Our metrics as (time, name, value, type), the prefix taken off."""
+        found = []
+        for at, line in self.lines:
+            name, _, rest = line.partition(":")
+            if name.startswith("airflow.kling."):
+                value, _, kind = rest.partition("|")
+                found.append((at, name.removeprefix("airflow."), float(value.lstrip("+")), kind.split("|")[0]))
+        return found
+
+    def total(self, name: str, kind: str = "c") -> float:
+        return sum(value for _, found, value, k in self.ours() if found == name and k == kind)
 
 
 def query(cluster: Cluster, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -481,12 +570,13 @@ class CpuMeter(threading.Thread):
                     self.cpu[name] = max(self.cpu.get(name, 0.0), total)
 
 
-def run(cluster: Cluster, sim: ClusterSimulator) -> Observations:
+def run(cluster: Cluster, sim: ClusterSimulator, statsd: StatsdListener) -> Observations:
     shape, root = cluster.shape, cluster.root
-    seen = Observations()
+    seen = Observations(statsd=statsd)
     (root / "dags").mkdir()
     (root / "videos").mkdir()
     shutil.copy(HERE / "kling_cluster_dag.py", root / "dags" / "kling_cluster_dag.py")
+    shutil.copy(HERE / "kling_budget_race_dag.py", root / "dags" / "kling_budget_race_dag.py")
     print("starting PostgreSQL and Redis", flush=True)
     cluster.start_postgres()
     cluster.start_redis()
@@ -518,6 +608,9 @@ def run(cluster: Cluster, sim: ClusterSimulator) -> Observations:
     try:
         inject_faults(cluster, sim, seen)
         wait_for_run(cluster, shape, seen)
+        seen.slots = worker_slot_seconds(cluster)
+        seen.calls = dict(sim.calls)
+        budget_race(cluster, seen)
     finally:
         meter.stopped.set()
         meter.join(5)
@@ -683,6 +776,43 @@ def wait_for_run(cluster: Cluster, shape: Shape, seen: Observations) -> None:
     seen.notes.append(f"the run did not finish within {shape.deadline_seconds:.0f} s")
 
 
+def budget_race(cluster: Cluster, seen: Observations) -> None:
+    """40 mapped generations against a budget of 25 videos, from both workers at once."""
+    print(f"budget race: {RACERS} generations against a budget of {RACE_CAP} videos", flush=True)
+    wait_for(
+        "the race DAG to be parsed",
+        lambda: query(cluster, "SELECT 1 FROM serialized_dag WHERE dag_id = 'kling_budget_race'"),
+        180,
+    )
+    cluster.airflow("dags", "unpause", "kling_budget_race")
+    cluster.airflow("dags", "trigger", "kling_budget_race")
+    wait_for(
+        "the budget race to end",
+        lambda: query(
+            cluster, "SELECT 1 FROM dag_run WHERE dag_id = 'kling_budget_race' AND state IN ('success', 'failed')"
+        ),
+        600,
+    )
+    seen.race_states = dict(
+        query(cluster, "SELECT state, count(*) FROM task_instance WHERE dag_id = 'kling_budget_race' GROUP BY state")
+    )
+    with (
+        contextlib.closing(
+            psycopg2.connect(host="127.0.0.1", port=cluster.pg_port, user="airflow", dbname="kling_ledger")
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT videos, reserved_videos FROM kling_budget_usage WHERE budget = 'race'")
+        row = cur.fetchone()
+    seen.race_ledger = (int(row[0]), int(row[1])) if row else (0, 0)
+    refusal = f"Budget 'race' (forever forever) refuses this generation before anything is sent: videos cap {RACE_CAP}"
+    seen.race_refusals_logged = sum(
+        1
+        for log in (cluster.logs / "tasks").rglob("*.log")
+        if "dag_id=kling_budget_race" in str(log) and refusal in log.read_text(errors="replace")
+    )
+
+
 def run_is_over(cluster: Cluster) -> bool:
     state = query(cluster, "SELECT state FROM dag_run WHERE dag_id = 'kling_cluster'")
     return bool(state) and state[0][0] in ("success", "failed")
@@ -728,6 +858,35 @@ def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[
     leaks = token_leaks(cluster, seen)
     results.append(
         ("the token is nowhere in the database, the logs, XCom or trigger rows", not leaks, ", ".join(leaks))
+    )
+    racers = sim.racers()
+    failed = seen.race_states.get("failed", 0)
+    race_exact = len(racers) == RACE_CAP and failed == RACERS - RACE_CAP and seen.race_ledger == (RACE_CAP, 0)
+    results.append(
+        (
+            f"budget race: exactly {RACE_CAP} of {RACERS} submitted, the rest refused before sending",
+            race_exact and seen.race_refusals_logged == RACERS - RACE_CAP,
+            f"{len(racers)} submitted, {failed} failed ({seen.race_refusals_logged} logs name the budget and cap); "
+            f"ledger: {seen.race_ledger[0]} spent, {seen.race_ledger[1]} reserved",
+        )
+    )
+    statsd = seen.statsd
+    submitted, cancelled, cost = (
+        statsd.total("kling.submitted"),
+        statsd.total("kling.cancelled"),
+        statsd.total("kling.cost", "g"),
+    )
+    sim_cancelled = sum(1 for r in sim.requests.values() if r.cancelled_at is not None)
+    metrics_exact = (
+        submitted == len(sim.requests) and cancelled == sim_cancelled and abs(cost - sim.cost_reported()) < 1e-6
+    )
+    results.append(
+        (
+            "the metrics count what the simulator recorded (submits, cancels, cost)",
+            metrics_exact,
+            f"kling.submitted {submitted:.0f} / {len(sim.requests)} accepted; kling.cancelled {cancelled:.0f} / "
+            f"{sim_cancelled}; kling.cost {cost:.2f} / {sim.cost_reported():.2f} reported",
+        )
     )
     for note in seen.notes:
         results.append((note, False, ""))
@@ -782,12 +941,14 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
     ]
     killed = seen.triggerer_killed_at
     takeover = [started - killed for started in survivor_trigger_starts(cluster, seen)]
+    generations = set(sim.generations())
     detection = [
-        fired - sim.ready_at(rid, offset) for rid, fired in trigger_events(cluster).items() if rid in sim.requests
+        fired - sim.ready_at(rid, offset) for rid, fired in trigger_events(cluster).items() if rid in generations
     ]
-    calls = sum(sim.calls[c] for c in ("submit", "status", "result", "cancel", "video"))
-    by_call = ", ".join(f"{count} {call}" for call, count in sim.calls.items())
-    slots = worker_slot_seconds(cluster)
+    calls = sum(seen.calls.get(c, 0) for c in ("submit", "status", "result", "cancel", "video"))
+    by_call = ", ".join(f"{count} {call}" for call, count in seen.calls.items())
+    slots = seen.slots
+    statsd = seen.statsd
     triggerer_cpu = sum(seen.triggerer_cpu.values())
     return [
         ("generations", f"{n}"),
@@ -806,6 +967,11 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
          f"{sum(slots) / n:.1f} ({len(slots)} task runs, median {percentile(slots, 0.5):.1f} s)"),
         ("tasks SIGKILLed between submit and deferral", f"{len(seen.killed_between_submit_and_deferral)}"),
         *fault_rows(cluster, seen),
+        ("spend, from the metrics (main run and race): submitted / succeeded / resumed / cancelled",
+         " / ".join(f"{statsd.total(f'kling.{name}'):.0f}" for name in SPEND_COUNTERS)),
+        ("  seconds of video / cost reported",
+         f"{statsd.total('kling.video_seconds'):.0f} s / {statsd.total('kling.cost', 'g'):.2f}"),
+        ("  budget race refusals (kling.budget_refused)", f"{statsd.total('kling.budget_refused'):.0f}"),
     ]  # fmt: skip
 
 
@@ -847,7 +1013,7 @@ def trigger_events(cluster: Cluster) -> dict[str, float]:
     fired: dict[str, float] = {}
     for log in (cluster.logs / "tasks").rglob("*.trigger.*.log"):
         for line in log.read_text(errors="replace").splitlines():
-            if '"Trigger fired event"' not in line or "'status': 'success'" not in line:
+            if '"Trigger fired event"' not in line or "'outcome': 'succeeded'" not in line:
                 continue
             record = json.loads(line)
             match = re.search(r"'request_id': '([^']+)'", str(record.get("result", "")))
@@ -858,9 +1024,10 @@ def trigger_events(cluster: Cluster) -> dict[str, float]:
 
 
 def peak_in_flight(sim: ClusterSimulator, offset: float) -> int:
-    """The most requests submitted and not yet finished at one time."""
+    """The most requests of the main run submitted and not yet finished at one time."""
     changes = []
-    for rid, sim_request in sim.requests.items():
+    for rid in sim.generations():
+        sim_request = sim.requests[rid]
         changes += [(sim_request.created + offset, 1), (sim.ready_at(rid, offset), -1)]
     peak = current = 0
     for _, change in sorted(changes):
@@ -920,6 +1087,42 @@ def report(
     return "\n".join(lines)
 
 
+def spend_chart(statsd: StatsdListener, seen: Observations) -> str:
+    """An SVG of the run's spend over time, drawn from the metrics alone: paid submits and cost, cumulative."""
+    width, height, left, top, bottom = 640, 260, 50, 30, 40
+    ours = sorted(statsd.ours())
+    submits = [(at - seen.started, value) for at, name, value, kind in ours if name == "kling.submitted"]
+    costs = [(at - seen.started, value) for at, name, value, kind in ours if name == "kling.cost" and kind == "g"]
+    end = max([at for at, _ in submits + costs] + [1.0])
+
+    def path(points: list[tuple[float, float]], color: str) -> str:
+        total, drawn, peak = 0.0, [], sum(v for _, v in points) or 1.0
+        for at, value in points:
+            total += value
+            x = left + (width - left - 10) * at / end
+            y = height - bottom - (height - top - bottom) * total / peak
+            drawn.append(f"{x:.1f},{y:.1f}")
+        return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(drawn)}"/>'
+
+    paid, spent = sum(v for _, v in submits), sum(v for _, v in costs)
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            'font-family="Helvetica, Arial, sans-serif" font-size="12">',
+            f'<rect width="{width}" height="{height}" fill="#fff"/>',
+            f'<text x="{left}" y="18" font-weight="bold">Spend over the run, from the metrics alone</text>',
+            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#999"/>',
+            f'<text x="{left}" y="{height - 12}">0 s</text>',
+            f'<text x="{width - 10}" y="{height - 12}" text-anchor="end">{end:.0f} s</text>',
+            path(submits, "#7a4fb5"),
+            path(costs, "#3f8f3f"),
+            f'<text x="{left + 10}" y="{top + 16}" fill="#7a4fb5">kling.submitted: {paid:.0f} paid submits</text>',
+            f'<text x="{left + 10}" y="{top + 32}" fill="#3f8f3f">kling.cost: {spent:.2f} reported</text>',
+            "</svg>",
+        ]
+    )
+
+
 def airflow_version() -> str:
     from importlib.metadata import version
 
@@ -947,10 +1150,14 @@ def main() -> int:
     print(f"working in {root}", flush=True)
     from cryptography.fernet import Fernet
 
+    statsd = StatsdListener()
+    statsd.start()
     with ClusterSimulator(shape, token=token, queue_seconds=1, run_seconds=1) as sim:
-        cluster = Cluster(root, shape, token, sim.url, fernet_key=Fernet.generate_key().decode())
+        cluster = Cluster(
+            root, shape, token, sim.url, statsd_port=statsd.port, fernet_key=Fernet.generate_key().decode()
+        )
         try:
-            seen = run(cluster, sim)
+            seen = run(cluster, sim, statsd)
             results = checks(cluster, sim, seen)
             rows = measures(cluster, sim, seen)
         finally:
@@ -958,11 +1165,13 @@ def main() -> int:
             cluster.stop_postgres()
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
+    statsd.stopped.set()
     text = report("quick" if args.quick else "full", results, rows, seen)
     print()
     print(text)
     if not args.no_doc:
         write_doc(text)
+        (REPO / "docs" / "img" / "cluster-spend.svg").write_text(spend_chart(statsd, seen))
     failed = [name for name, ok, _ in results if not ok]
     if failed:
         print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
