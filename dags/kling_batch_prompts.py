@@ -26,6 +26,7 @@ from airflow.providers.common.compat.sdk import DAG, Asset, task, task_group
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
 
+BUDGET = os.environ.get("KLING_BUDGET") or None
 POOL = "kling_generations"
 DURATION = 5
 POLL_SECONDS = float(os.environ.get("KLING_POLL_INTERVAL", "5"))
@@ -69,6 +70,11 @@ with DAG(
             poll_interval=POLL_SECONDS,
             include_cost=True,
             pool=POOL,
+            # The day's batch spends from a budget of the kling connection (its extra names the caps
+            # and the ledger's database): a prompts file of 10,000 lines is refused past the cap,
+            # before anything is paid. KLING_BUDGET unset: no budget.
+            budget=BUDGET,
+            max_paid_submits=2,  # retries never pay for a third take of the same prompt
         )
         KlingVideoToStorageOperator(
             task_id="copy",

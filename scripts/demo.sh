@@ -27,8 +27,11 @@ else
     for _ in $(seq 100); do [ -s "$url_file" ] && break; sleep 0.1; done
     [ -s "$url_file" ] || { echo "the simulator did not start"; cat "$log"; exit 1; }
     echo "Using the RunComfy simulator at $(cat "$url_file") (set RUNCOMFY_API_TOKEN to use RunComfy)."
-    AIRFLOW_CONN_KLING_DEFAULT=$("$bin/python" -c 'import json, sys; print(json.dumps({"conn_type": "kling", "host": open(sys.argv[1]).read(), "password": "sim-token"}))' "$url_file")
-    export KLING_POLL_INTERVAL=1
+    # The batch spends from a budget of 20 videos a day, its ledger in SQLite beside the demo.
+    budgets='{"budgets": {"examples": {"videos": 20, "video_seconds": 200, "period": "day"}}, "budget_store": "kling_ledger"}'
+    AIRFLOW_CONN_KLING_DEFAULT=$("$bin/python" -c 'import json, sys; print(json.dumps({"conn_type": "kling", "host": open(sys.argv[1]).read(), "password": "sim-token", "extra": json.loads(sys.argv[2])}))' "$url_file" "$budgets")
+    AIRFLOW_CONN_KLING_LEDGER=$("$bin/python" -c 'import json, sys; print(json.dumps({"conn_type": "sqlite", "host": sys.argv[1]}))' "$AIRFLOW_HOME/kling-budget-ledger.db")
+    export AIRFLOW_CONN_KLING_LEDGER KLING_BUDGET=examples KLING_POLL_INTERVAL=1
 fi
 export AIRFLOW_CONN_KLING_DEFAULT
 
@@ -50,6 +53,8 @@ echo "The MP4 landed at: $video"
 if [ -z "${RUNCOMFY_API_TOKEN:-}" ]; then  # a batch on RunComfy would bill three more videos
     run_dag kling_batch_prompts
     grep -o "Kling batch: .*" "$AIRFLOW_HOME/kling_batch_prompts.log" | tail -n 1
+    echo "The batch's budget, as \`kling budget\` shows it:"
+    "$bin/kling" --json budget
 fi
 
 run_dag kling_on_new_video
