@@ -24,7 +24,8 @@ timers ``kling.queued`` and ``kling.rendering`` (as the wait saw them, to a poll
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+import time
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -165,15 +166,10 @@ class Spend:
 
 def ready_to_stored(finished_at: str | None) -> float | None:
     """Seconds from a request's ``finished_at`` to now (its video landed in storage), if known."""
-    if not finished_at:
-        return None
-    try:
-        ready = datetime.fromisoformat(finished_at.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if ready.tzinfo is None:
-        ready = ready.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - ready).total_seconds()
+    from airflow_provider_kling.wait import unix_time
+
+    ready = unix_time(finished_at)
+    return None if ready is None else time.time() - ready
 
 
 def _number(value: Any) -> float | None:

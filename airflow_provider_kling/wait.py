@@ -105,7 +105,7 @@ class RequestWait:
         if self.running_since is None:
             return found
         found["rendering_seconds"] = max((time.time() if now is None else now) - self.running_since, 0.0)
-        created = _unix_time(created_at)
+        created = unix_time(created_at)
         if created is not None:
             found["queued_seconds"] = max(self.running_since - created, 0.0)
         return found
@@ -180,7 +180,8 @@ def _waiting_seen(data: Mapping[str, Any] | None) -> Seen | None:
     return Seen(RequestStatus(data["state"]), data.get("queue_position"), float(data.get("at") or 0.0))
 
 
-def _unix_time(iso: str | None) -> float | None:
+def unix_time(iso: str | None) -> float | None:
+    """An ISO 8601 time as RunComfy writes it (``Z``, or no zone: UTC) in Unix seconds; ``None`` if unreadable."""
     if not iso:
         return None
     from datetime import datetime, timezone
