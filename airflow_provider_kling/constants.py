@@ -11,9 +11,14 @@ PROMPT_MAX_CHARS = 2500
 
 #: The connection form: the fields a ``kling`` connection does not use, and what the others mean.
 #: Newer Airflow 3 reads it from the provider info, older Airflow from the hook's method.
-CONNECTION_HIDDEN_FIELDS = ["schema", "login", "port", "extra"]
+#: The extra stays: it holds the account's budgets (``budgets``, ``budget_store``).
+CONNECTION_HIDDEN_FIELDS = ["schema", "login", "port"]
 CONNECTION_RELABELING = {"host": "API base URL", "password": "API token"}
-CONNECTION_PLACEHOLDERS = {"host": DEFAULT_BASE_URL, "password": "RunComfy API token"}
+CONNECTION_PLACEHOLDERS = {
+    "host": DEFAULT_BASE_URL,
+    "password": "RunComfy API token",
+    "extra": '{"budgets": {"team": {"videos": 100, "period": "day"}}, "budget_store": "kling_budget_db"}',
+}
 
 #: The cap on a downloaded or copied video: far above what Kling produces, low enough to stop a runaway.
 MAX_VIDEO_BYTES = 500 * 1024 * 1024

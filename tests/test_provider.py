@@ -49,5 +49,6 @@ def test_the_connection_form_labels_the_token_and_base_url_and_hides_the_rest():
         manager.initialize_providers_hooks()
     form = manager.field_behaviours["kling"]
     assert form["relabeling"] == {"host": "API base URL", "password": "API token"}
-    assert set(form["hidden_fields"]) == {"schema", "login", "port", "extra"}
+    assert set(form["hidden_fields"]) == {"schema", "login", "port"}  # the extra holds the budgets
+    assert '"budgets"' in form["placeholders"]["extra"]
     assert form["placeholders"]["host"].endswith("https://model-api.runcomfy.net")
