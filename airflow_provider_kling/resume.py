@@ -250,10 +250,15 @@ class SubmitOnce:
         if recorded.get("fingerprint") != fingerprint:
             self.log.warning("An earlier try submitted Kling request %s for another input; submitting anew", request_id)
             if not recorded.get("delivered"):  # one this task waited for: nobody else will
-                from airflow_provider_kling.wait import RequestWait, end_wait
+                from airflow_provider_kling.wait import RequestWait, end_wait, ending_of
                 from airflow_provider_kling.wait_plan import Exit
 
-                end_wait(self.hook, RequestWait(request_id), Exit.ABANDONED, log=self.log, why="the input changed")
+                ended = end_wait(
+                    self.hook, RequestWait(request_id), Exit.ABANDONED, log=self.log, why="the input changed"
+                )
+                ending = ending_of(None, ended)
+                if ending is not None:
+                    self.spend.ended(request_id, ending)
             self._count("terminal_resubmit")
             return None
         try:

@@ -623,9 +623,9 @@ class TaskWaiter:
                     next_try_resumes=self.retry_resumes and retry_follows(context, err),
                     why=type(err).__name__,
                 )
-                self._ended(rid, _ending_of(err, ended))
+                self._ended(rid, ending_of(err, ended))
             elif rid:
-                self._ended(rid, _ending_of(err, None))
+                self._ended(rid, ending_of(err, None))
             raise
         finally:
             self.current = None
@@ -640,14 +640,14 @@ class TaskWaiter:
             return
         self.killed = True  # once: Airflow may both raise into the wait and call on_kill
         ended = end_wait(self.hook, wait, Exit.KILLED, log=self.log, why="the task was stopped")
-        self._ended(wait.request_id, _ending_of(None, ended))
+        self._ended(wait.request_id, ending_of(None, ended))
 
     def _ended(self, request_id: str, ending: Ending | None) -> None:
         if ending is not None:
             self.spend.ended(request_id, ending)
 
 
-def _ending_of(err: BaseException | None, ended: WaitEnd | None) -> Ending | None:
+def ending_of(err: BaseException | None, ended: WaitEnd | None) -> Ending | None:
     """How a request ended, for the ledger and the metrics, from the error that ended its wait and the
     exit rule's action; ``None`` when it did not end (kept for the next try, or the cancel failed)."""
     from airflow_provider_kling.exceptions import (
