@@ -6,10 +6,12 @@ SQLite database in a temporary home, with DAG files the test writes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import subprocess
+import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +82,13 @@ class AirflowProcesses:
 
     def start(self, name: str, *args: str) -> None:
         out = self._stack.enter_context((self.logs / f"{name}.log").open("ab"))
-        self.procs[name] = subprocess.Popen([AIRFLOW, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs[name] = subprocess.Popen(
+            [AIRFLOW, *args],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopping it stops the workers it started too
+        )
 
     def start_all(self) -> None:
         """The scheduler and the triggerer, and on Airflow 3 the API server and the DAG processor."""
@@ -93,18 +101,21 @@ class AirflowProcesses:
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
+        _signal_group(proc, signal.SIGTERM)
         proc.wait(timeout=60)
 
     def stop_all(self) -> None:
+        """SIGTERM to each process group, SIGKILL to what is left after 20 s; every process reaped."""
         for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + 20
         for proc in self.procs.values():
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(timeout=20)
+            _signal_group(proc, signal.SIGKILL)  # whatever it started and left behind
 
     def wait_until(self, what: str, check: Any, timeout: float) -> Any:
         return wait_until(what, check, timeout, processes=self.procs)
@@ -172,3 +183,8 @@ class AirflowProcesses:
         """Every task log file written so far, with its text."""
         for path in sorted((self.home / "logs").rglob("*.log")):
             yield path, path.read_text(errors="replace")
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
