@@ -676,15 +676,19 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     seen.refusal = (start, sim.refusing_until)
     print(f"the API refuses for {cluster.shape.refusal_seconds:.0f} s", flush=True)
 
-    # 3. The busier triggerer dies; the other must take its triggers over.
-    def both_busy() -> bool:
+    # 3. The busier triggerer dies; the other must take its triggers over. Both holding triggers is
+    # the usual shape; on a busy machine one triggerer may have claimed them all (it polls first), and
+    # after half a minute that one is killed all the same: the takeover is what is tested.
+    patience = time.monotonic() + 30
+
+    def busy() -> bool:
         held = triggers_by_triggerer(cluster)
         deferred = sum(len(ids) for ids in held.values())
-        return len(held) == 2 and deferred >= max(10, n // 5)
+        return deferred >= max(10, n // 5) and (len(held) == 2 or time.monotonic() > patience)
 
-    wait_for("triggers on both triggerers", lambda: both_busy() or run_is_over(cluster), 600)
+    wait_for("triggers on the triggerers", lambda: busy() or run_is_over(cluster), 600)
     if run_is_over(cluster):
-        seen.notes.append("the run ended before both triggerers held triggers: no triggerer was killed")
+        seen.notes.append("the run ended before the triggerers held triggers: no triggerer was killed")
         return
     held_now = triggers_by_triggerer(cluster)
     seen.killed_triggerer = max(held_now, key=lambda host: len(held_now[host]))
