@@ -114,14 +114,17 @@ class KlingHook(KlingClient, _KlingHookBase):
 
     @cached_property
     def target(self) -> ApiTarget:
-        return api_target(self.get_connection(self.kling_conn_id), self.kling_conn_id)
+        conn = self.get_connection(self.kling_conn_id)
+        self._extra = conn.extra_dejson  # for budget_config: the connection is read once (the token is not kept)
+        return api_target(conn, self.kling_conn_id)
 
     @cached_property
     def budget_config(self) -> BudgetConfig:
         """The budgets and the ledger's connection, from the connection's extra (see ``budgets``)."""
         from airflow_provider_kling.budgets import read_budgets
 
-        return read_budgets(self.get_connection(self.kling_conn_id).extra_dejson, self.kling_conn_id)
+        extra = self._extra if "target" in self.__dict__ else self.get_connection(self.kling_conn_id).extra_dejson
+        return read_budgets(extra, self.kling_conn_id)
 
     def test_connection(self) -> tuple[bool, str]:
         """One cheap authenticated call: tells a bad token, an unreachable host and a healthy connection apart."""
