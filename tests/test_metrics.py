@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from airflow_provider_kling.testing import StatsdListener
 from tests.conftest import AIRFLOW
 
 pytest.importorskip("statsd", reason="Airflow's StatsD client (the dev group installs it)")
@@ -20,45 +19,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 DAGS = Path(__file__).parent / "dag_files"
 
 
-class StatsdListener:
-    """A StatsD server as far as Airflow can tell: a UDP socket on loopback that keeps every line."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.lines: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._listen, daemon=True)
-        self._thread.start()
-
-    def _listen(self) -> None:
-        while not self._stop.is_set():
-            try:
-                packet = self.sock.recv(65535)
-            except TimeoutError:
-                continue
-            self.lines.extend(packet.decode().splitlines())
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-    def ours(self) -> list[tuple[str, float, str]]:
-        """Our metrics as (name, value, type), the prefix taken off."""
-        found = []
-        for line in self.lines:
-            name, _, rest = line.partition(":")
-            if name.startswith("airflow.kling."):
-                value, _, kind = rest.partition("|")
-                found.append((name.removeprefix("airflow."), float(value.lstrip("+")), kind.split("|")[0]))
-        return found
-
-
 def test_counts_equal_what_the_simulator_recorded(sim, tmp_path, airflow_db):
     listener = StatsdListener()
+    listener.start()
     store = tmp_path / "ledger.db"
     extra = {"budgets": {"team": {"videos": 3, "period": "day"}}, "budget_store": "kling_ledger"}
     env = {
@@ -78,7 +41,7 @@ def test_counts_equal_what_the_simulator_recorded(sim, tmp_path, airflow_db):
     finally:
         listener.close()
     assert "kling_metrics" in done.stdout + done.stderr  # the run happened (it fails: three tasks fail on purpose)
-    metrics = listener.ours()
+    metrics = [(name, value, kind) for _, name, value, kind in listener.ours()]
     counts = Counter()
     for name, value, kind in metrics:
         if kind == "c":

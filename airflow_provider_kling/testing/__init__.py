@@ -18,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from airflow_provider_kling.testing.dags import load_dags
     from airflow_provider_kling.testing.simulator import Fault, RunComfySimulator, Scenario
+    from airflow_provider_kling.testing.statsd import StatsdListener
 
-__all__ = ["Fault", "RunComfySimulator", "Scenario", "load_dags"]
+__all__ = ["Fault", "RunComfySimulator", "Scenario", "StatsdListener", "load_dags"]
 
 _HOMES = {
     "Fault": "simulator",
     "RunComfySimulator": "simulator",
     "Scenario": "simulator",
+    "StatsdListener": "statsd",
     "load_dags": "dags",
 }
 
