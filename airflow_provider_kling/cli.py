@@ -38,6 +38,7 @@ from airflow_provider_kling.constants import (
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from airflow_provider_kling.budgets import BudgetConfig
     from airflow_provider_kling.hooks.client import KlingClient
     from airflow_provider_kling.models import ResultResponse
     from airflow_provider_kling.spend import Spend
@@ -252,21 +253,27 @@ def _spend(hook: KlingClient, budget: str | None, model: str) -> Spend | None:
     """What ``--budget`` spends from; budgets live on an Airflow connection (``--conn-id``)."""
     if budget is None:
         return None
-    from airflow_provider_kling.exceptions import KlingInputError
     from airflow_provider_kling.spend import Spend
 
-    if not hasattr(hook, "budget_config"):
-        raise KlingInputError(f"--budget: budgets live on an Airflow connection: pass --conn-id (not {TOKEN_ENV})")
+    _budgets_of(hook, "--budget")
     return Spend(hook, budget, tags={"model": model})
+
+
+def _budgets_of(hook: KlingClient, what: str) -> BudgetConfig:
+    """The budgets of the hook's connection; the environment's token has no connection, so none."""
+    from airflow_provider_kling.exceptions import KlingInputError
+
+    config = getattr(hook, "budget_config", None)
+    if config is None:
+        raise KlingInputError(f"{what}: budgets live on an Airflow connection: pass --conn-id (not {TOKEN_ENV})")
+    return config  # type: ignore[no-any-return]
 
 
 def _budget(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     from airflow_provider_kling.budgets import BudgetLedger
     from airflow_provider_kling.exceptions import KlingInputError
 
-    config = getattr(hook, "budget_config", None)
-    if config is None:
-        raise KlingInputError(f"budget: budgets live on an Airflow connection: pass --conn-id (not {TOKEN_ENV})")
+    config = _budgets_of(hook, "budget")
     if not config.budgets:
         return {"budgets": {}}
     if config.store is None:

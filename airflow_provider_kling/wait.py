@@ -162,10 +162,10 @@ class RequestWait:
             carry=dict(data.get("carry") or {}),
         )
 
-    def hook(self, **overrides: Any) -> KlingHook:
+    def hook(self) -> KlingHook:
         from airflow_provider_kling.hooks.kling import KlingHook
 
-        return KlingHook(self.kling_conn_id, **{**self.hook_params, **overrides})
+        return KlingHook(self.kling_conn_id, **self.hook_params)
 
     def async_hook(self) -> KlingAsyncHook:
         from airflow_provider_kling.hooks.kling import KlingAsyncHook
