@@ -76,14 +76,18 @@ def generation_facts(
     }
 
 
-def generation_lineage(facts: Mapping[str, Any] | None, cost: Any = None) -> Any:
-    """The ``OperatorLineage`` of one generation: its run facet (none before a request), no datasets."""
+def generation_lineage(facts: Mapping[str, Any] | None, cost: Any = None, stored: str | None = None) -> Any:
+    """
+    The ``OperatorLineage`` of one generation: its run facet (none before a request) and, when the
+    task stored the video (``destination``), the stored video as its output dataset.
+    """
     from airflow.providers.openlineage.extractors import OperatorLineage
 
+    outputs = stored_video_lineage(stored).outputs if stored else []
     if not facts:
-        return OperatorLineage()
+        return OperatorLineage(outputs=outputs)
     price = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
-    return OperatorLineage(run_facets={FACET_NAME: facet_class()(**facts, cost=price)})
+    return OperatorLineage(run_facets={FACET_NAME: facet_class()(**facts, cost=price)}, outputs=outputs)
 
 
 def stored_video_lineage(uri: str) -> Any:

@@ -215,6 +215,8 @@ class KlingResult(TypedDict):
     """What the request cost, when asked for (``include_cost``)."""
     timings: NotRequired[dict[str, float]]
     """``queued_seconds`` and ``rendering_seconds`` as the wait saw them (to a poll interval), where known."""
+    stored: NotRequired[dict[str, Any]]
+    """Where the task stored the video (its ``destination``): ``uri``, ``size_bytes``, ``sha256``, ``content_type``."""
 
 
 class ResponseBody(BaseModel):

@@ -14,7 +14,9 @@ The rule, on every try after the first (retried or cleared, whatever Airflow kee
 - it **succeeded** and no earlier try delivered it: use it (a retry after the video was ready);
 - it **finished** otherwise (failed, cancelled, expired, or succeeded and already delivered), or it
   was for another input: submit anew. A task that waited for its video drops the record when it
-  succeeds; a task that only submits keeps it, marked ``delivered``, since its request goes on.
+  succeeds; a task that only submits keeps it, marked ``delivered``, since its request goes on; a
+  task that ends in the triggerer (``finish_in_triggerer``) keeps it, marked ``ends_in_triggerer``
+  until a worker resumes the try (:meth:`SubmitOnce.ends_in_triggerer`).
 
 Just before the paid submit, the record says that a submit is in flight (``submitting_since``). A
 try that finds that mark without a request id knows an earlier try was stopped (a worker killed)
@@ -208,6 +210,25 @@ class SubmitOnce:
         if self.record is not None:
             self._quietly(lambda record: record.save({**(record.load() or {}), "delivered": True}))
 
+    def ends_in_triggerer(self) -> None:
+        """
+        The task defers with ``finish_in_triggerer``: a success ends it there, where the record cannot
+        be dropped. The mark stands for "delivered" unless a worker resumes this try
+        (:meth:`resumed_on_worker`), so that clearing a task the triggerer ended generates anew.
+        It is written last before deferring, once a poll saw the request still waiting: only a
+        worker killed in the instant between this write and the deferral, with a request that then
+        finishes before the retry, leaves a mark for a video nobody delivered (the retry then pays
+        for a new one). A user who stops the task while deferred leaves it too: clearing that task
+        generates anew.
+        """
+        if self.record is not None:
+            self._quietly(lambda record: record.save({**(record.load() or {}), "ends_in_triggerer": True}))
+
+    def resumed_on_worker(self) -> None:
+        """This try resumed on a worker after deferring: it, not the triggerer, delivers the video."""
+        if self.record is not None:
+            self._quietly(_drop_mark)
+
     def first_to_count(self, request_id: str) -> bool:
         """
         Whether this try is the first to count the request's end in the metrics and the ledger: a
@@ -279,11 +300,14 @@ class SubmitOnce:
             self._count("reconnect_success")
             return request_id
         result = self.hook.get_result(request_id)
-        if result.status is ResultStatus.SUCCEEDED and not recorded.get("delivered"):
+        # A mark left by a try that deferred to end in the triggerer, and never resumed on a worker:
+        # the triggerer delivered its video (a stop while deferred cancels or says it is billed).
+        delivered = recorded.get("delivered") or recorded.get("ends_in_triggerer")
+        if result.status is ResultStatus.SUCCEEDED and not delivered:
             self.log.info("Kling request %s of an earlier try already succeeded: using it", request_id)
             self._count("already_succeeded")
             return request_id
-        how = "succeeded and was delivered by an earlier run" if recorded.get("delivered") else result.status.value
+        how = "succeeded and was delivered by an earlier run" if delivered else result.status.value
         self.log.warning("Kling request %s of an earlier try %s; submitting anew", request_id, how)
         self._count("terminal_resubmit")
         return None
@@ -325,3 +349,9 @@ def _video_seconds(body: ValidBody) -> float:
         return float(duration) if duration is not None and not isinstance(duration, bool) else 0.0
     except (TypeError, ValueError):
         return 0.0
+
+
+def _drop_mark(record: RequestRecord) -> None:
+    recorded = record.load()
+    if recorded and recorded.pop("ends_in_triggerer", None):
+        record.save(recorded)

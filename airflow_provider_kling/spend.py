@@ -2,9 +2,11 @@
 What generations cost, where a platform team looks: the budget ledger (:mod:`.budgets`) and
 metrics through Airflow's own ``Stats`` (StatsD or OpenTelemetry, as the deployment configures).
 
-Every metric is emitted by the task process on a worker, never by the triggerer: the worker is
-where a submit is paid and where every wait ends (the trigger's event is read there), so each
-counts once whatever the triggerer does (a trigger may run twice on a failover).
+Every metric is emitted by the task process on a worker, where a submit is paid and where a wait
+ends when the trigger's event is read there, so each counts once whatever the triggerer does (a
+trigger may run twice on a failover). The one exception is a task that ends in the triggerer
+(``finish_in_triggerer``): its trigger counts the success (``succeeded``, ``cost``, the timers), and
+may count it twice if it runs twice; the ledger settles a request once all the same.
 
 Counters (tagged ``model``, ``dag_id``, ``task_id`` where known):
 

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from airflow_provider_kling.constants import (
     DEFAULT_CONN_ID,
@@ -54,10 +54,12 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import BaseOperator, Context
 
+    from airflow_provider_kling.exceptions import KlingError
     from airflow_provider_kling.hooks.client import KlingClient
     from airflow_provider_kling.hooks.kling import KlingAsyncHook, KlingHook
     from airflow_provider_kling.models import KlingResult, ResultResponse, StatusResponse
     from airflow_provider_kling.spend import Ending, Spend
+    from airflow_provider_kling.store import VideoStore
 
 #: A logger: the standard library's, or Airflow's structured one (a task's or a trigger's ``log``).
 Logger = Any
@@ -65,6 +67,41 @@ Logger = Any
 #: Added to the trigger's own deadline for Airflow's deferral timeout, which only backs it up:
 #: Airflow's timeout skips ``execute_complete``, so the trigger should act first.
 DEFERRAL_TIMEOUT_MARGIN = 300.0
+
+
+@dataclass(frozen=True)
+class EndInTriggerer:
+    """
+    How the trigger ends a task whose video is ready, without a worker run (``finish_in_triggerer``).
+
+    :param store: where the video goes first (the operator's ``destination``); ``None``: not stored.
+    :param returns: the return value to push: ``"request_id"`` (the operator), ``"result"``
+        (``@task.kling``), or ``None`` (``do_xcom_push=False``).
+    :param tags: the task's metric tags (``model``, ``dag_id``, ``task_id``).
+    """
+
+    store: VideoStore | None = None
+    returns: Literal["request_id", "result"] | None = "request_id"
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "store": None if self.store is None else self.store.to_dict(),
+            "returns": self.returns,
+            "tags": dict(self.tags),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> EndInTriggerer:
+        from airflow_provider_kling.store import VideoStore
+
+        store = data.get("store")
+        returns = data.get("returns")
+        return cls(
+            store=VideoStore.from_dict(store) if store else None,
+            returns=returns if returns in ("request_id", "result") else None,
+            tags={str(k): str(v) for k, v in (data.get("tags") or {}).items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -83,6 +120,8 @@ class RequestWait:
         ``kling.queued`` and ``kling.rendering`` timers.
     :param carry: plain data the task gets back with the trigger's event (what lineage says of the
         generation): it travels in the wait, since ``dag.test()`` drops a deferral's own kwargs.
+    :param end_task: set when the trigger ends the task itself once the video is ready
+        (``finish_in_triggerer``): no worker runs again for a success.
     """
 
     request_id: str
@@ -94,6 +133,7 @@ class RequestWait:
     hook_params: Mapping[str, Any] = field(default_factory=dict)
     running_since: float | None = None
     carry: Mapping[str, Any] = field(default_factory=dict)
+    end_task: EndInTriggerer | None = None
 
     def saw(self, seen: Seen) -> RequestWait:
         running = seen.state is RequestStatus.IN_PROGRESS and self.running_since is None
@@ -130,6 +170,7 @@ class RequestWait:
             "hook_params": dict(self.hook_params),
             "running_since": self.running_since,
             "carry": dict(self.carry),
+            "end_task": None if self.end_task is None else self.end_task.to_dict(),
         }
 
     @classmethod
@@ -160,6 +201,7 @@ class RequestWait:
             hook_params=dict(data.get("hook_params") or {}),
             running_since=data.get("running_since"),
             carry=dict(data.get("carry") or {}),
+            end_task=EndInTriggerer.from_dict(data["end_task"]) if data.get("end_task") else None,
         )
 
     def hook(self) -> KlingHook:
@@ -223,7 +265,11 @@ def follow(
     :return: the result of the finished request (whatever its outcome), or, without ``sleep``,
         the wait when the request is still waiting.
     :raises KlingWaitTimeout: a limit of the plan passed; the exit rule has dealt with the request.
+    :raises KlingError: a poll failed for good (:func:`outage_pause`).
     """
+    from airflow_provider_kling.exceptions import KlingError
+
+    missed = 0
     while True:
         step = wait.plan.next_step(wait.seen, time.time())
         if isinstance(step, GiveUp):
@@ -235,10 +281,18 @@ def follow(
                 return wait
             sleep(delay)
         at = time.time()
-        if step.call is Call.STATUS:
-            seen, result = observed(hook.get_status(wait.request_id), at)
-        else:
-            seen, result = observed(hook.get_result(wait.request_id, include_cost=wait.include_cost), at)
+        try:
+            if step.call is Call.STATUS:
+                seen, result = observed(hook.get_status(wait.request_id), at)
+            else:
+                seen, result = observed(hook.get_result(wait.request_id, include_cost=wait.include_cost), at)
+        except KlingError as err:
+            if sleep is None:
+                raise  # a single check (a poke): its caller decides
+            missed += 1
+            sleep(outage_pause(wait, err, missed, log))
+            continue
+        missed = back_from_outage(wait, missed, log)
         wait = wait.saw(seen)
         if on_progress is not None:
             on_progress(wait)
@@ -256,6 +310,9 @@ async def follow_async(
     """:func:`follow` in an event loop, sleeping there until the request finishes."""
     import asyncio
 
+    from airflow_provider_kling.exceptions import KlingError
+
+    missed = 0
     while True:
         step = wait.plan.next_step(wait.seen, time.time())
         if isinstance(step, GiveUp):
@@ -265,15 +322,58 @@ async def follow_async(
         if delay > 0:
             await asyncio.sleep(delay)
         at = time.time()
-        if step.call is Call.STATUS:
-            seen, result = observed(await hook.get_status(wait.request_id), at)
-        else:
-            seen, result = observed(await hook.get_result(wait.request_id, include_cost=wait.include_cost), at)
+        try:
+            if step.call is Call.STATUS:
+                seen, result = observed(await hook.get_status(wait.request_id), at)
+            else:
+                seen, result = observed(await hook.get_result(wait.request_id, include_cost=wait.include_cost), at)
+        except KlingError as err:
+            missed += 1
+            await asyncio.sleep(outage_pause(wait, err, missed, log))
+            continue
+        missed = back_from_outage(wait, missed, log)
         wait = wait.saw(seen)
         if on_progress is not None:
             on_progress(wait)
         if result is not None:
             return result
+
+
+def outage_pause(wait: RequestWait, err: KlingError, missed: int, log: Logger | None) -> float:
+    """
+    A poll failed after the hook's own retries: the seconds to pause before polling again, when
+    the failure is transient (connection refused, a timeout, 429, 5xx) and the wait's deadline has
+    not passed. An outage of the API then costs a wait some polls, never the task's try: a trigger
+    that gave up after its retries (about 8 s) would send the task to a worker to fail, and each
+    retry to a worker again. The pause doubles from the poll interval to ``max_poll_interval``.
+
+    :raises Exception: ``err`` itself, when it is not transient or the deadline has passed.
+    """
+    from airflow_provider_kling.retry import is_transient
+
+    deadline = wait.plan.limits.deadline
+    if not is_transient(err) or (deadline is not None and time.time() >= deadline):
+        raise err
+    settings = wait.plan.settings
+    pause = float(min(max(settings.max_interval, settings.interval), settings.interval * 2 ** (missed - 1)))
+    if deadline is not None:
+        pause = max(min(pause, deadline - time.time()), 0.0)
+    if log is not None and missed == 1:
+        log.warning(
+            "Could not poll Kling request %s (%s): the wait goes on, polling again every %.0f s at most, until the "
+            "API answers or the wait's deadline",
+            wait.request_id,
+            err,
+            settings.max_interval,
+        )
+    return pause
+
+
+def back_from_outage(wait: RequestWait, missed: int, log: Logger | None) -> int:
+    """After a poll that answered: say so if polls had failed before it. Returns the new count of missed polls."""
+    if missed and log is not None:
+        log.info("Kling request %s answered again after %d failed polls", wait.request_id, missed)
+    return 0
 
 
 def wait_for(
@@ -540,8 +640,27 @@ class TaskWaiter:
         self.current = wait
 
     def check(self, wait: RequestWait) -> KlingResult | RequestWait:
-        """Poll while a poll is due (a status call, then the result once finished); never sleep."""
-        found = follow(self.hook, wait, log=self.log, on_progress=self._seen)
+        """
+        Poll while a poll is due (a status call, then the result once finished); never sleep. A poll
+        that fails for a transient reason leaves the request waiting, as last seen: a sensor pokes
+        again, a task about to defer defers (its trigger polls on).
+        """
+        from airflow_provider_kling.exceptions import KlingError
+        from airflow_provider_kling.retry import is_transient
+
+        latest = [wait]
+
+        def seen(polled: RequestWait) -> None:
+            latest[0] = polled
+            self._seen(polled)
+
+        try:
+            found = follow(self.hook, wait, log=self.log, on_progress=seen)
+        except KlingError as err:
+            if not is_transient(err):
+                raise
+            self.log.warning("Could not poll Kling request %s (%s): it is taken as still waiting", wait.request_id, err)
+            return latest[0]
         return found if isinstance(found, RequestWait) else self._with_timings(found.require_video(wait.request_id))
 
     def on_worker(self, wait: RequestWait) -> KlingResult:
@@ -556,11 +675,17 @@ class TaskWaiter:
         return result
 
     def check_then_defer(
-        self, context: Context, wait: RequestWait, carry: Mapping[str, Any] | None = None
+        self,
+        context: Context,
+        wait: RequestWait,
+        carry: Mapping[str, Any] | None = None,
+        end_task: EndInTriggerer | None = None,
+        before_defer: Callable[[], object] | None = None,
     ) -> KlingResult:
         """
         The result if the request is already done; else hand the wait to the triggerer (raises
-        ``TaskDeferred``); ``carry`` comes back in the trigger's event.
+        ``TaskDeferred``); ``carry`` comes back in the trigger's event, and with ``end_task`` a
+        success ends the task in the triggerer. ``before_defer`` is called last before deferring.
         """
         wait = replace(wait, plan=wait.plan._replace(limits=self.with_execution_timeout(context, wait.plan.limits)))
         found = self.check(wait)
@@ -568,12 +693,14 @@ class TaskWaiter:
             return found
         from airflow_provider_kling.triggers.kling import KlingRequestTrigger  # airflow.triggers: not parse-cheap
 
-        assert found.seen is not None  # the check polled at least once
-        self.log.info("Kling request %s is %s: waiting in the triggerer", found.request_id, found.seen.describe())
+        state = found.seen.describe() if found.seen is not None else "not seen yet"
+        self.log.info("Kling request %s is %s: waiting in the triggerer", found.request_id, state)
         deadline = found.plan.limits.deadline
         left = None if deadline is None else max(deadline - time.time(), 0.0)
+        if before_defer is not None:
+            before_defer()
         self.task.defer(
-            trigger=KlingRequestTrigger(replace(found, carry=dict(carry or {}))),
+            trigger=KlingRequestTrigger(replace(found, carry=dict(carry or {}), end_task=end_task)),
             method_name="execute_complete",
             timeout=None if left is None else timedelta(seconds=left + DEFERRAL_TIMEOUT_MARGIN),
         )

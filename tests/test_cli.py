@@ -215,3 +215,15 @@ def test_help_says_an_explicit_conn_id_wins_over_the_environment(capsys):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "ignored when" not in help_text
     assert "without it, RUNCOMFY_API_TOKEN (and RUNCOMFY_BASE_URL) when set, else kling_default" in help_text
+
+
+def test_waiting_rides_out_an_api_outage(env_token, capsys, caplog):
+    from airflow_provider_kling.constants import MAX_ATTEMPTS
+
+    env_token.script(Scenario(queue_seconds=0.2, run_seconds=0.2))
+    env_token.inject("status", *[Fault("status", status_code=503)] * MAX_ATTEMPTS)  # one poll, every attempt
+    code, out, err = run(capsys, "submit", "--prompt", "a paper boat", "--wait", *FAST)
+    assert code == 0, err
+    assert "succeeded" in out
+    assert "Could not poll Kling request" in caplog.text  # a warning on stderr, outside pytest
+    assert env_token.calls["submit"] == 1

@@ -22,11 +22,14 @@ def _waiting_task(mode: str) -> str:
 
 
 def _failing_polls(mode: str) -> tuple[str, list[Fault]]:
-    """Faults that make every attempt of the next poll fail, on the call that mode's next poll makes."""
+    """
+    A fault that makes the next poll fail for good, on the call that mode's next poll makes: an
+    answer that is not the API's (a transient one, a 503, is ridden out until the deadline).
+    """
     # Near the front of the queue a wait polls the result call, but a reschedule-mode sensor forgets
     # what it saw and asks the status first; a deferrable task's own first look is a status call too.
     call = "status" if mode == "reschedule" else "result"
-    return call, [Fault("status", status_code=503)] * 3
+    return call, [Fault("status", status_code=200, body="<html>maintenance</html>", content_type="text/html")]
 
 
 def _ran(run_dag, sim, dag_id: str):
@@ -68,7 +71,8 @@ def test_an_error_on_the_last_try_cancels_the_queued_request(run_dag, sim, capfd
     assert _failed(dag_run, _waiting_task(mode))
     assert request.cancelled_at is not None
     logged = capfd.readouterr().out + caplog.text
-    assert f"The wait for Kling request {request.request_id} ended without a video (KlingServerError)" in logged
+    ended = f"The wait for Kling request {request.request_id} ended without a video (KlingMalformedResponseError)"
+    assert ended in logged
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -126,3 +130,18 @@ def test_airflows_own_deferral_timeout_cancels_the_queued_request(sim, task):
     with pytest.raises(Exception, match="timeout"):
         waiting.resume_execution("__fail__", {"error": "Trigger timeout"}, {"ti": _ResumedTaskInstance(rid)})
     assert sim.requests[rid].cancelled_at is not None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_api_outage_during_the_wait_costs_no_try(run_dag, sim, capfd, caplog, mode):
+    """A poll that fails after all of the hook's attempts (an outage) is a missed poll, not the try's end."""
+    sim.script(Scenario(queue_seconds=1.0, run_seconds=0.3, queue_position=3))
+    call = "status" if mode == "reschedule" else "result"
+    sim.inject(call, *[Fault("status", status_code=503)] * 3)  # every attempt of one poll
+    dag_run, request = _ran(run_dag, sim, f"exit_error_retried_{mode}")
+    assert set(states(dag_run).values()) == {"success"}
+    assert {ti.task_id: ti.try_number for ti in dag_run.get_task_instances()}[_waiting_task(mode)] == 1
+    assert sim.calls["submit"] == 1
+    assert sim.calls["cancel"] == 0
+    logged = capfd.readouterr().out + caplog.text
+    assert f"Could not poll Kling request {request.request_id}" in logged

@@ -49,6 +49,7 @@ class _KlingDecoratedOperator(DecoratedOperator, KlingTextToVideoOperator):
         **KlingTextToVideoOperator.template_fields_renderers,
     }
     custom_operator_name = "@task.kling"
+    _returns = "result"
 
     def __init__(
         self,
@@ -85,8 +86,8 @@ class _KlingDecoratedOperator(DecoratedOperator, KlingTextToVideoOperator):
             )
         return KlingTextToVideoOperator.execute(self, context)
 
-    def _finish(self, context: Context, result: KlingResult) -> Any:
-        super()._finish(context, result)
+    def _finish(self, context: Context, result: KlingResult, *, counted: bool = False) -> Any:
+        super()._finish(context, result, counted=counted)
         return result  # TaskFlow passes the result on, not only its request id
 
 

@@ -14,12 +14,12 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from airflow_provider_kling.hooks.target import USER_AGENT
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+    import aiohttp
 
     from airflow_provider_kling.hooks.target import ApiTarget
 
@@ -57,6 +57,8 @@ class SharedClientSessions:
         loop = asyncio.get_running_loop()
         share = self._by_loop.get(loop)
         if share is None or share.session.closed:
+            import aiohttp  # here, not at the top: a worker imports the hooks, and never needs aiohttp
+
             connector = aiohttp.TCPConnector(limit=LOOP_CONNECTION_LIMIT, ttl_dns_cache=300)
             share = LoopShare(aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}))
             self._by_loop[loop] = share

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from airflow_provider_kling.models import KlingResult, ValidBody
     from airflow_provider_kling.resume import RequestRecord, SubmitOnce
     from airflow_provider_kling.spend import Spend
-    from airflow_provider_kling.wait import TaskWaiter
+    from airflow_provider_kling.store import VideoStore
+    from airflow_provider_kling.wait import EndInTriggerer, TaskWaiter
 
 
 class KlingTextToVideoOperator(BaseOperator):
@@ -77,6 +78,19 @@ class KlingTextToVideoOperator(BaseOperator):
         model that keeps failing is not paid for again and again by retries); ``None`` for no cap.
     :param lineage_prompt: put the prompt itself in the OpenLineage run facet; by default only its
         SHA-256 is there.
+    :param destination: store the video here once it is ready (a local path or an
+        ``ObjectStoragePath`` URI such as ``s3://bucket/x.mp4``), as
+        :class:`~airflow_provider_kling.transfers.kling_to_storage.KlingVideoToStorageOperator`
+        does: whole or not at all, its ``uri``, ``size_bytes`` and ``sha256`` in the result's
+        ``stored``. One task then generates and stores. ``{request_id}`` in it is replaced by the
+        request's id. Needs ``wait_for_completion``. Templated.
+    :param storage_conn_id: the Airflow connection of the destination's object store. Templated.
+    :param overwrite: replace an existing ``destination``; refused by default.
+    :param finish_in_triggerer: end the task in the triggerer once the video is ready (and stored,
+        with ``destination``), as Airflow's ``end_from_trigger`` does: a generation then costs one
+        worker run, the submit. Needs ``deferrable`` and ``wait_for_completion``. Every other end
+        (a failure, a timeout) still resumes on a worker, and so does a success when a listener is
+        registered (OpenLineage) or the task has outlets, which only a worker run reports.
     """
 
     template_fields: Sequence[str] = (
@@ -89,6 +103,8 @@ class KlingTextToVideoOperator(BaseOperator):
         "input",
         "kling_conn_id",
         "budget",
+        "destination",
+        "storage_conn_id",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"input": "json"}
     ui_color = "#f0e4ff"
@@ -119,6 +135,10 @@ class KlingTextToVideoOperator(BaseOperator):
         budget: str | None = None,
         max_paid_submits: int | None = None,
         lineage_prompt: bool = False,
+        destination: str | None = None,
+        storage_conn_id: str | None = None,
+        overwrite: bool = False,
+        finish_in_triggerer: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -144,9 +164,16 @@ class KlingTextToVideoOperator(BaseOperator):
         self.budget = budget
         self.max_paid_submits = max_paid_submits
         self.lineage_prompt = lineage_prompt
+        self.destination = destination
+        self.storage_conn_id = storage_conn_id
+        self.overwrite = overwrite
+        self.finish_in_triggerer = finish_in_triggerer
+        _check_layout(self)
         #: What lineage says of this try's generation (``lineage.generation_facts``), once submitted.
         self._lineage: dict[str, Any] | None = None
         self._cost: Any = None
+        #: Where this try stored the video, for lineage.
+        self._stored: str | None = None
 
     @property
     def result_xcom_keys(self) -> tuple[str, ...]:
@@ -207,7 +234,11 @@ class KlingTextToVideoOperator(BaseOperator):
         wait = waiter.start(request_id, WaitLimits.starting(time.time(), self.timeout, self.queue_timeout))
         with waiter.exits(context, request_id):
             if self.deferrable:
-                result = waiter.check_then_defer(context, wait, carry={"lineage": self._lineage})
+                end = self._end_in_triggerer()
+                # A later try must tell a task the triggerer ended from one stopped before it deferred.
+                marks = self._submission(context).ends_in_triggerer if end is not None and self.resume else None
+                carry = {"lineage": self._lineage}
+                result = waiter.check_then_defer(context, wait, carry=carry, end_task=end, before_defer=marks)
             else:
                 result = waiter.on_worker(wait)
         return self._finish(context, result)
@@ -218,16 +249,19 @@ class KlingTextToVideoOperator(BaseOperator):
 
         carried = event.get("carry") if isinstance(event, dict) else None
         self._lineage = carried.get("lineage") if isinstance(carried, dict) else None
-        return self._finish(context, result_from_event(event))
+        counted = isinstance(event, dict) and event.get("counted") is True  # dag.test(): the trigger ended it
+        return self._finish(context, result_from_event(event), counted=counted)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: the ``kling_generation`` run facet (model, request, input fingerprint, seconds, cost)."""
         from airflow_provider_kling.lineage import generation_lineage
 
-        return generation_lineage(self._lineage, self._cost)
+        return generation_lineage(self._lineage, self._cost, stored=self._stored)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         """Resume after the trigger; an Airflow deferral timeout or a trigger failure is an exit too."""
+        if self.finish_in_triggerer and self.resume:  # this try ends here, on a worker, not in the triggerer
+            self._submission(context).resumed_on_worker()
         with self.waiter.exits(context, lambda: self._request_id_of_this_try(context)):
             return super().resume_execution(next_method, next_kwargs, context)
 
@@ -276,12 +310,76 @@ class KlingTextToVideoOperator(BaseOperator):
         """Submit only: the request goes on after this task, so the record stays, marked as handed off."""
         self._submission(context).handed_off(request_id)
 
-    def _finish(self, context: Context, result: KlingResult) -> str:
+    #: What the task returns, and so what a trigger that ends it pushes as ``return_value``.
+    _returns: ClassVar[Literal["request_id", "result"]] = "request_id"
+
+    @property
+    def video_store(self) -> VideoStore | None:
+        """Where the video goes (rendered ``destination``), if anywhere."""
+        from airflow_provider_kling.store import VideoStore
+
+        if not self.destination:
+            return None
+        return VideoStore(str(self.destination), self.storage_conn_id or None, overwrite=self.overwrite)
+
+    def _end_in_triggerer(self) -> EndInTriggerer | None:
+        """How the trigger ends this task once the video is ready, or ``None`` for a worker run (and why)."""
+        from airflow_provider_kling.wait import EndInTriggerer
+
+        if not self.finish_in_triggerer:
+            return None
+        why = _why_a_worker_must_end(self)
+        if why:
+            self.log.info("The task resumes on a worker when the video is ready, not in the triggerer: %s", why)
+            return None
+        returns = self._returns if self.do_xcom_push else None
+        return EndInTriggerer(store=self.video_store, returns=returns, tags=self.spend.tags)
+
+    def _finish(self, context: Context, result: KlingResult, *, counted: bool = False) -> str:
+        store = self.video_store
+        if store is not None and not result.get("stored"):
+            result["stored"] = store.save(self.hook, result, log=self.log)
+            from airflow_provider_kling.spend import ready_to_stored
+
+            stored_after = ready_to_stored(result.get("finished_at"))
+            if stored_after is not None:
+                self.spend.timing("ready_to_stored", stored_after)
+        self._stored = result["stored"]["uri"] if result.get("stored") else None
         submission = self._submission(context)
-        if submission.first_to_count(result["request_id"]):
+        if not counted and submission.first_to_count(result["request_id"]):
             self.waiter.done(result)
         self._cost = result.get("cost")
         context["ti"].xcom_push(key="result", value=result)
         submission.finished()
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
         return str(result["request_id"])
+
+
+def _check_layout(task: KlingTextToVideoOperator) -> None:
+    """``destination`` and ``finish_in_triggerer`` need a task that waits (in the triggerer, for the latter)."""
+    problem = None
+    if task.destination and not task.wait_for_completion:
+        problem = "destination needs wait_for_completion=True (the task stores the video it waited for)"
+    elif task.finish_in_triggerer and not (task.wait_for_completion and task.deferrable):
+        problem = "finish_in_triggerer needs wait_for_completion=True and deferrable=True (the trigger ends the task)"
+    if problem:
+        from airflow_provider_kling.exceptions import KlingInputError
+
+        raise KlingInputError(f"{task.task_id}: {problem}")
+
+
+def _why_a_worker_must_end(task: BaseOperator) -> str | None:
+    """
+    Why a success must still end on a worker, if it must: what only a worker run reports. Airflow
+    refuses to load a DAG whose task sets ``end_from_trigger`` while a listener is registered; this
+    task decides when it runs instead, so the same DAG loads everywhere and lineage is never lost.
+    """
+    if task.outlets:
+        return "the task has outlets, whose asset events only a worker run emits"
+    try:
+        from airflow.sdk.listener import get_listener_manager
+    except ImportError:  # Airflow 2
+        from airflow.listeners.listener import get_listener_manager  # type: ignore[no-redef,assignment,unused-ignore]
+    if get_listener_manager().has_listeners:
+        return "a listener is registered (OpenLineage, say), and listeners see only a task that ends on a worker"
+    return None

@@ -73,7 +73,55 @@ class KlingRequestTrigger(BaseTrigger):
             return
         # Airflow logs the event itself ("Trigger fired event"): its message says how long the
         # wait took, so the outcome needs no line of its own here.
-        yield TriggerEvent(outcome_event(rid, result, waited=progress.waited(), seen_by=self._latest))
+        event = outcome_event(rid, result, waited=progress.waited(), seen_by=self._latest)
+        if self.wait.end_task is not None and event["outcome"] == SUCCEEDED:
+            from asgiref.sync import sync_to_async
+
+            # The copy (hashing, writing) and the ledger run in a thread: this loop goes on polling
+            # the triggerer's other waits meanwhile.
+            yield await sync_to_async(self._end_task, thread_sensitive=False)(event)
+            return
+        yield TriggerEvent(event)
+
+    def _end_task(self, event: dict[str, Any]) -> TriggerEvent:
+        """
+        The video is ready: store it, count it, and end the task here, with its XComs
+        (``TaskSuccessEvent``), so no worker runs again. If storing fails, the task resumes on a
+        worker with the plain event instead, and stores it there (and fails and retries there if
+        it must).
+        """
+        from airflow.triggers.base import TaskSuccessEvent
+
+        from airflow_provider_kling.spend import Spend, ready_to_stored
+
+        end = self.wait.end_task
+        assert end is not None
+        result, rid = event["result"], event["request_id"]
+        hook = self.wait.hook()
+        if end.store is not None:
+            try:
+                result["stored"] = end.store.save(hook, result, log=self.log)
+            except Exception as err:  # noqa: BLE001 - the worker stores it, and reports its error if it fails too
+                self.log.warning(
+                    "Could not store the video of Kling request %s here (%s): the task resumes on a worker to store it",
+                    rid,
+                    err,
+                )
+                return TriggerEvent(event)
+        spend = Spend(hook, tags=end.tags)
+        spend.ended(rid, "succeeded", result)
+        stored_after = ready_to_stored(result.get("finished_at")) if end.store is not None else None
+        if stored_after is not None:
+            spend.timing("ready_to_stored", stored_after)
+        xcoms: dict[str, Any] = {"result": result}
+        if end.returns is not None:
+            xcoms["return_value"] = rid if end.returns == "request_id" else result
+        ended = TaskSuccessEvent(xcoms=xcoms)
+        # Airflow's triggerer reads only the state and the XComs; dag.test() resumes the task with
+        # the payload instead, so it carries the outcome, marked as counted already.
+        ended.payload = {**event, "counted": True}
+        self.log.info("Kling request %s succeeded: the task ends here, in the triggerer, with no worker run", rid)
+        return ended
 
     async def on_kill(self) -> None:
         """A user stopped the task (not a triggerer restart): the exit rule, from the last poll."""

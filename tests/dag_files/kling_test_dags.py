@@ -74,6 +74,9 @@ with _dag("kling_operator_retry_deferrable") as operator_retry_deferrable:
 with _dag("kling_operator_retry_polling") as operator_retry_polling:
     _generate(wait_for_completion=True, deferrable=False, **RETRY)
 
+with _dag("kling_operator_retry_polling_deadline"):
+    _generate(wait_for_completion=True, deferrable=False, timeout=0.5, **RETRY)
+
 with _dag("kling_operator_retry_without_state_store") as operator_retry_without_state_store:
     _generate(VariableRecordOperator, wait_for_completion=True, deferrable=False, **RETRY)
 
@@ -133,3 +136,30 @@ with _dag("kling_taskflow") as taskflow:
         return [result["video_url"] for result in [*results, single]]
 
     publish(teaser.expand(product=["a watch", "a fountain pen"]), vertical())
+
+# One task generates and stores (``destination``): on a worker, or ended by the trigger itself.
+for _layout, _how in {
+    "stores_polling": {"deferrable": False},
+    "stores_deferrable": {"deferrable": True},
+    "ends_in_triggerer": {"deferrable": True, "finish_in_triggerer": True},
+}.items():
+    with _dag(f"kling_operator_{_layout}"):
+        _generate(wait_for_completion=True, destination="{{ params.destination }}", include_cost=True, **_how)
+
+with _dag("kling_taskflow_ends_in_triggerer") as taskflow_ends_in_triggerer:
+    from airflow.providers.common.compat.sdk import task
+
+    @task.kling(
+        poll_interval=0.05,
+        hook_params=FAST,
+        destination="{{ params.destination }}",
+        finish_in_triggerer=True,
+    )
+    def stored_teaser() -> str:
+        return "A slow pan across a watch on a marble table"
+
+    @task
+    def where(result: dict[str, Any]) -> str:
+        return str(result["stored"]["uri"])
+
+    where(stored_teaser())

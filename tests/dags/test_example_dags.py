@@ -36,14 +36,14 @@ def video_dir(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_main_example_generates_copies_and_notifies(run_dag, sim, video_dir, capfd, caplog):
+def test_main_example_generates_stores_and_notifies(run_dag, sim, video_dir, capfd, caplog):
     dag_run = _run_example(run_dag, "kling_text_to_video")
-    assert set(states(dag_run).values()) == {"success"}
+    assert states(dag_run) == {"generate": "success", "notify": "success"}
     values = xcoms(dag_run)
     rid = values[("generate", "return_value")]
     video = video_dir / f"{rid}.mp4"
-    assert values[("copy", "return_value")] == video.as_uri()
-    assert video.read_bytes() == sim.video  # the copied MP4 is the simulator's, byte for byte
+    assert values[("generate", "result")]["stored"]["uri"] == video.as_uri()
+    assert video.read_bytes() == sim.video  # the stored MP4 is the simulator's, byte for byte
     assert "Kling video ready: prompt='A desert road" in values[("notify", "return_value")]
     notices = [line for line in (capfd.readouterr().out + caplog.text).splitlines() if "KlingLogNotifier" in line]
     assert any("Kling video ready: prompt='A desert road" in line and rid in line for line in notices)
@@ -58,9 +58,8 @@ def test_batch_maps_over_prompts_and_the_summary_names_the_failure(run_dag, sim,
     monkeypatch.setenv("AIRFLOW_VAR_KLING_BATCH_PROMPTS", json.dumps(prompts))
     dag_run = _run_example(run_dag, "kling_batch_prompts")
     per_task = Counter((ti.task_id, str(ti.state)) for ti in dag_run.get_task_instances())
-    assert per_task[("one_video.generate", "success")] == 2
-    assert per_task[("one_video.generate", "failed")] == 1
-    assert per_task[("one_video.copy", "success")] == 2
+    assert per_task[("generate", "success")] == 2
+    assert per_task[("generate", "failed")] == 1
     report = xcoms(dag_run)[("summary", "return_value")]
     assert [item["prompt"] for item in report["succeeded"]] == [prompts[0], prompts[2]]
     assert [item["prompt"] for item in report["failed"]] == [prompts[1]]

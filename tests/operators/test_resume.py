@@ -11,6 +11,8 @@ from airflow_provider_kling.testing import Fault, Scenario
 from tests.conftest import FAST_HOOK, states, xcoms
 
 STATUS_DOWN = [Fault("status", status_code=503)] * FAST_HOOK["max_attempts"]
+#: A poll that fails for good (not transient): the try ends after its submit.
+POLL_FAILS = Fault("status", status_code=404)
 
 
 def _tries(dag_run) -> int:
@@ -28,13 +30,27 @@ def test_deferred_task_retried_after_its_deadline_resumes_the_running_request(ru
     assert list(sim.requests) == [rid]
 
 
-def test_task_retried_after_a_failed_poll_resumes_the_queued_request(run_dag, sim):
+def test_a_poll_that_fails_after_its_retries_does_not_end_the_try(run_dag, sim, capfd, caplog):
     sim.script(Scenario(queue_seconds=0.3))
-    sim.inject("status", *STATUS_DOWN)  # the first try's polls all fail after its submit
+    sim.inject("status", *STATUS_DOWN)  # one poll fails after all of the hook's attempts
     dag_run = run_dag("kling_operator_retry_polling")
     assert states(dag_run) == {"generate": "success"}
-    assert _tries(dag_run) == 2
+    assert _tries(dag_run) == 1  # the wait rode the outage out: no worker run lost to it
     assert sim.calls["submit"] == 1
+    out = capfd.readouterr().out + caplog.text
+    assert "the wait goes on, polling again every 30 s at most" in out
+    assert "answered again after 1 failed polls" in out
+
+
+@pytest.mark.parametrize("dag_id", ["kling_operator_retry_polling_deadline", "kling_operator_retry_deferrable"])
+def test_polls_failing_past_the_deadline_end_the_try_and_the_retry_resumes(run_dag, sim, dag_id):
+    sim.script(Scenario(queue_seconds=0.3, run_seconds=0.3))
+    sim.inject("status", *STATUS_DOWN * 6)  # polls fail until the 0.3-0.5 s deadline has passed
+    dag_run = run_dag(dag_id)
+    assert states(dag_run) == {"generate": "success"}
+    assert _tries(dag_run) >= 2
+    assert sim.calls["submit"] == 1
+    assert sim.calls["cancel"] == 0  # kept for the retry, which resumed it
 
 
 def test_a_failed_generation_is_submitted_anew_on_retry(run_dag, sim):
@@ -51,7 +67,7 @@ def test_without_a_task_state_store_a_variable_carries_the_request(run_dag, sim)
     from airflow.utils.session import create_session
 
     sim.script(Scenario(queue_seconds=0.3))
-    sim.inject("status", *STATUS_DOWN)
+    sim.inject("status", POLL_FAILS)
     dag_run = run_dag("kling_operator_retry_without_state_store")
     assert states(dag_run) == {"generate": "success"}
     assert _tries(dag_run) == 2
@@ -63,7 +79,7 @@ def test_without_a_task_state_store_a_variable_carries_the_request(run_dag, sim)
 
 def test_resume_can_be_switched_off(run_dag, sim):
     sim.script(Scenario(queue_seconds=0.3))
-    sim.inject("status", *STATUS_DOWN)
+    sim.inject("status", POLL_FAILS)
     dag_run = run_dag("kling_operator_retry_no_resume")
     assert states(dag_run) == {"generate": "success"}
     assert sim.calls["submit"] == 2
