@@ -1,13 +1,15 @@
 """
 Generate a batch of Kling videos every day, a few at a time, and sum up what it cost.
 
-load_prompts -> one_video (mapped over the prompts: generate and wait -> copy) -> summary
+load_prompts -> generate (mapped over the prompts: submit, wait, store, one task each) -> summary
 
 Prompts come from the Airflow Variable ``kling_batch_prompts`` (a JSON list of strings) when it
 is set, else from ``kling_prompts.txt`` beside this file (one per line). Generations run in the
 ``kling_generations`` pool: each generation holds one slot from its submit until its video is
 done (waiting deferred, so no worker slot is held), so the pool's size caps how many paid
-generations are in flight. Create it with, for example::
+generations are in flight. Each generation stores its own video and ends in the triggerer
+(``destination``, ``finish_in_triggerer``): one worker run per video, its paid submit. Create the
+pool with, for example::
 
     airflow pools set kling_generations 2 "Concurrent Kling generations" --include-deferred
 
@@ -21,10 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.common.compat.sdk import DAG, Asset, task, task_group
+from airflow.providers.common.compat.sdk import DAG, task
 
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
-from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
 
 BUDGET = os.environ.get("KLING_BUDGET") or None
 POOL = "kling_generations"
@@ -36,7 +37,6 @@ VIDEO_FOLDER = os.environ.get("KLING_VIDEO_DESTINATION") or (
     .absolute()
     .as_uri()
 )
-KLING_VIDEOS = Asset(uri="file:///kling-videos")
 
 with DAG(
     dag_id="kling_batch_prompts",
@@ -59,31 +59,25 @@ with DAG(
             raise ValueError("kling_batch_prompts: must be a JSON list of prompt strings")
         return prompts
 
-    @task_group
-    def one_video(prompt: str) -> None:
-        generate = KlingTextToVideoOperator(
-            task_id="generate",
-            prompt=prompt,
-            duration=DURATION,
-            wait_for_completion=True,
-            deferrable=True,
-            poll_interval=POLL_SECONDS,
-            include_cost=True,
-            pool=POOL,
-            # The day's batch spends from a budget of the kling connection (its extra names the caps
-            # and the ledger's database): a prompts file of 10,000 lines is refused past the cap,
-            # before anything is paid. KLING_BUDGET unset: no budget.
-            budget=BUDGET,
-            max_paid_submits=2,  # retries never pay for a third take of the same prompt
-        )
-        KlingVideoToStorageOperator(
-            task_id="copy",
-            request_id=generate.output,
-            destination=VIDEO_FOLDER + "/{{ ds_nodash }}/{{ ti.xcom_pull(task_ids='one_video.generate', "
-            "map_indexes=ti.map_index) }}.mp4",
-            storage_conn_id=os.environ.get("KLING_STORAGE_CONN_ID"),
-            outlets=[KLING_VIDEOS],
-        )
+    prompts = load_prompts()
+    videos = KlingTextToVideoOperator.partial(
+        task_id="generate",
+        duration=DURATION,
+        wait_for_completion=True,
+        deferrable=True,
+        poll_interval=POLL_SECONDS,
+        include_cost=True,
+        pool=POOL,
+        # The day's batch spends from a budget of the kling connection (its extra names the caps
+        # and the ledger's database): a prompts file of 10,000 lines is refused past the cap,
+        # before anything is paid. KLING_BUDGET unset: no budget.
+        budget=BUDGET,
+        max_paid_submits=2,  # retries never pay for a third take of the same prompt
+        destination=VIDEO_FOLDER + "/{{ ds_nodash }}/{request_id}.mp4",
+        storage_conn_id=os.environ.get("KLING_STORAGE_CONN_ID"),
+        overwrite=True,  # a trigger run twice (a triggerer failover) stores the same bytes again
+        finish_in_triggerer=True,
+    ).expand(prompt=prompts)
 
     @task(trigger_rule="all_done")
     def summary(prompts: list[str], **context: Any) -> dict[str, Any]:
@@ -94,7 +88,7 @@ with DAG(
         succeeded, failed, seconds, cost = [], [], 0, 0.0
         with KlingHook() as hook:
             for index, prompt in enumerate(prompts):
-                request_id = ti.xcom_pull(task_ids="one_video.generate", key="request_id", map_indexes=index)
+                request_id = ti.xcom_pull(task_ids="generate", key="request_id", map_indexes=index)
                 if request_id is None:
                     failed.append({"prompt": prompt, "request_id": None, "reason": "not submitted"})
                     continue
@@ -111,5 +105,4 @@ with DAG(
             print(f"  failed: {item['prompt']!r} ({item['request_id']}): {item['reason']}")
         return report
 
-    prompts = load_prompts()
-    one_video.expand(prompt=prompts) >> summary(prompts)
+    videos >> summary(prompts)

@@ -1,13 +1,16 @@
 """
-Generate a Kling 1.6 video, wait for it without holding a worker slot, copy it to storage, notify.
+Generate a Kling 1.6 video and store it in one task, then notify.
 
-generate -> wait (deferrable sensor) -> copy (to ``file://`` or any ObjectStoragePath) -> notify
+generate (submits, waits in the triggerer, stores the video, ends there) -> notify
 
-The copy goes to ``KLING_VIDEO_DESTINATION`` (a folder URI such as ``s3://bucket/videos``, with
+One task generates and stores: ``destination`` lands the video whole (size and sha256), and
+``finish_in_triggerer`` ends the task in the triggerer once it landed, so the generation costs
+one worker run, its paid submit (docs/cluster.md compares this layout with generate -> copy).
+The video goes to ``KLING_VIDEO_DESTINATION`` (a folder URI such as ``s3://bucket/videos``, with
 ``KLING_STORAGE_CONN_ID`` for its connection) or else ``KLING_VIDEO_DIR`` (default:
-``$AIRFLOW_HOME/kling-videos``), and emits the ``kling_videos`` asset, on which
-``kling_on_new_video`` is scheduled. The notice goes to Slack or email when their connection
-exists, else to the task log.
+``$AIRFLOW_HOME/kling-videos``), named after its request. The notice goes to Slack or email when
+their connection exists, else to the task log, and emits the ``kling_videos`` asset (with the
+video's ``uri``, ``size_bytes`` and ``sha256``), on which ``kling_on_new_video`` is scheduled.
 """
 
 from __future__ import annotations
@@ -20,8 +23,6 @@ from typing import Any
 from airflow.providers.common.compat.sdk import DAG, Asset, Param, task
 
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
-from airflow_provider_kling.sensors.kling import KlingRequestSensor
-from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
 
 POLL_SECONDS = float(os.environ.get("KLING_POLL_INTERVAL", "5"))
 VIDEO_FOLDER = os.environ.get("KLING_VIDEO_DESTINATION") or (
@@ -54,38 +55,31 @@ with DAG(
         prompt="{{ params.prompt }}",
         duration="{{ params.duration }}",
         aspect_ratio="{{ params.aspect_ratio }}",
-    )
-
-    wait = KlingRequestSensor(
-        task_id="wait",
-        request_id=generate.output,
+        wait_for_completion=True,
         deferrable=True,
-        poke_interval=POLL_SECONDS,
+        poll_interval=POLL_SECONDS,
         timeout=3600,
         include_cost=True,
-    )
-
-    copy = KlingVideoToStorageOperator(
-        task_id="copy",
-        request_id=generate.output,
-        destination=VIDEO_FOLDER + "/{{ ti.xcom_pull(task_ids='generate') }}.mp4",
+        destination=VIDEO_FOLDER + "/{request_id}.mp4",  # {request_id}: filled in once the video is ready
         storage_conn_id=os.environ.get("KLING_STORAGE_CONN_ID"),
-        outlets=[KLING_VIDEOS],
+        overwrite=True,  # a trigger run twice (a triggerer failover) stores the same bytes again
+        finish_in_triggerer=True,
     )
-    wait >> copy
 
-    @task
-    def notify(result: dict[str, Any], uri: str, prompt: str, **context: Any) -> str:
-        """Say what was generated and where it landed (Slack, email, or the task log)."""
+    @task(outlets=[KLING_VIDEOS])
+    def notify(prompt: str, **context: Any) -> str:
+        """Say what was generated and where it landed (Slack, email, or the task log); announce the video."""
         from airflow_provider_kling.notifications.kling import video_notifier
 
-        size = context["ti"].xcom_pull(task_ids="copy", key="size_bytes")
+        result = context["ti"].xcom_pull(task_ids="generate", key="result")
+        stored = result["stored"]
+        context["outlet_events"][KLING_VIDEOS].extra.update(stored)  # uri, size_bytes, sha256, content_type
         message = (
             f"Kling video ready: prompt={prompt!r} request_id={result['request_id']} "
-            f"uri={uri} size={size} bytes cost={result.get('cost')}"
+            f"uri={stored['uri']} size={stored['size_bytes']} bytes cost={result.get('cost')}"
         )
         video_notifier(message, to=os.environ.get("KLING_NOTIFY_EMAIL", "")).notify(context)  # type: ignore[arg-type]
         return message
 
-    notify(wait.output, copy.output, prompt="{{ params.prompt }}")
+    generate >> notify(prompt="{{ params.prompt }}")
 # [END howto_kling_text_to_video]

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -51,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import psycopg2
 
-from airflow_provider_kling.testing.simulator import Fault, RunComfySimulator, Scenario
+from airflow_provider_kling.testing.simulator import Fault, RunComfySimulator, Scenario, synthetic_video_chunks
 from airflow_provider_kling.testing.statsd import StatsdListener
 
 if TYPE_CHECKING:
@@ -67,7 +68,19 @@ RACE = re.compile(r"race (\d+):")
 RACERS, RACE_CAP = 40, 25
 SPEND_COUNTERS = ("submitted", "succeeded", "resumed", "cancelled")
 BUDGETS = {"budgets": {"race": {"videos": RACE_CAP, "period": "forever"}}, "budget_store": "kling_ledger"}
-GENERATE, COPY = "generation.generate", "generation.copy"
+#: The DAG's two layouts (kling_cluster_dag.py): the task of each that stores the video, and its others.
+STORED_BY = {"one_run": "one_run.generate", "two_tasks": "two_tasks.copy"}
+GENERATES = ["one_run.generate", "two_tasks.generate"]
+#: The size of each simulated video: a 5 s Kling video at 1080p is a few megabytes, and the copies
+#: (hashing, writing) should weigh what they weigh in production, in a worker or in the triggerer.
+VIDEO_BYTES = 8 * 1024 * 1024
+#: A video ready this long after an outage of the API or the database ended is counted as "outside" it.
+OUTAGE_TAIL = 30.0
+
+
+def layout_of(task_id: str) -> str:
+    """``one_run`` or ``two_tasks``: every task id of the DAG starts with its layout's name."""
+    return task_id.split(".")[0].removesuffix("_prompts")
 
 
 @dataclass(frozen=True)
@@ -220,6 +233,7 @@ class Cluster:
     shape: Shape
     token: str
     sim_url: str
+    layouts: list[str] = field(default_factory=lambda: list(STORED_BY))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     #: How each Airflow process was started, to start it again; those this run killed on purpose.
     commands: dict[str, list[str]] = field(default_factory=dict)
@@ -366,6 +380,7 @@ class Cluster:
             "AIRFLOW__OPENLINEAGE__DISABLED": "True",
             "KLING_CLUSTER_RACERS": str(RACERS),
             "KLING_CLUSTER_GENERATIONS": str(self.shape.generations),
+            "KLING_CLUSTER_LAYOUTS": ",".join(self.layouts),
             "KLING_CLUSTER_VIDEO_DIR": str(self.root / "videos"),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
         }
@@ -457,7 +472,7 @@ class Observations:
     triggerer_cpu: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     #: Worker-slot seconds of each task run of the main run (before the budget race).
-    slots: list[float] = field(default_factory=list)
+    slots: list[tuple[str, float]] = field(default_factory=list)
     #: The budget race: task states, and the ledger's usage when it ended.
     race_states: dict[str, int] = field(default_factory=dict)
     race_ledger: tuple[int, int] = (0, 0)
@@ -594,19 +609,26 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     # call is held), and none of its generate tasks has a submit in flight: a submit cut off in
     # flight is another fault, after which the retry fails rather than pay again blindly (resume.py).
     # A task before its submit, or past it with its request recorded, is safe to kill.
+    def generation(task_id: str, map_index: int) -> int:
+        """The generation number of a mapped generate task (map indexes start at 0 in each layout)."""
+        return share(cluster, layout_of(task_id)).start + map_index
+
     def worker_1_in_the_window() -> bool:
         rows = query(
             cluster,
-            "SELECT ti.map_index, s.value FROM task_instance ti LEFT JOIN task_state_store s "
+            "SELECT ti.task_id, ti.map_index, s.value FROM task_instance ti LEFT JOIN task_state_store s "
             "ON s.dag_id = ti.dag_id AND s.run_id = ti.run_id AND s.task_id = ti.task_id "
             "AND s.map_index = ti.map_index AND s.key = 'kling_request' "
-            "WHERE ti.dag_id = 'kling_cluster' AND ti.task_id = %s AND ti.state = 'running' "
+            "WHERE ti.dag_id = 'kling_cluster' AND ti.task_id = ANY(%s) AND ti.state = 'running' "
             "AND ti.hostname = 'worker-1'",
-            GENERATE,
+            GENERATES,
         )
         held = {sim._index(rid) for rid in set(sim.holding)}
-        in_flight = [i for i, value in rows if value is not None and "request_id" not in value and i not in held]
-        return not in_flight and any(i in held for i, _ in rows)
+        on_worker = {generation(task, index): value for task, index, value in rows}
+        in_flight = [
+            i for i, value in on_worker.items() if value is not None and "request_id" not in value and i not in held
+        ]
+        return not in_flight and any(i in held for i in on_worker)
 
     deadline = time.monotonic() + 600
     last_raise = time.monotonic()
@@ -619,12 +641,13 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
         time.sleep(0.5)
     running = query(
         cluster,
-        "SELECT map_index FROM task_instance WHERE dag_id = 'kling_cluster' AND task_id = 'generation.generate' "
+        "SELECT task_id, map_index FROM task_instance WHERE dag_id = 'kling_cluster' AND task_id = ANY(%s) "
         "AND state = 'running' AND hostname = 'worker-1'",
+        GENERATES,
     )
     cluster.kill("worker-1")
     sim.released.set()
-    on_worker = {index for (index,) in running}
+    on_worker = {generation(task, index) for task, index in running}
     held = {sim._index(rid): rid for rid in set(sim.holding)}
     seen.killed_between_submit_and_deferral = sorted(rid for index, rid in held.items() if index in on_worker)
     print(
@@ -810,14 +833,23 @@ def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[
     n = cluster.shape.generations
     results: list[tuple[str, bool, str]] = []
     counts = task_states(cluster)
-    ok_tasks = counts.get((GENERATE, "success"), 0) == n and counts.get((COPY, "success"), 0) == n
-    succeeded = f"{counts.get((GENERATE, 'success'), 0)} generate and {counts.get((COPY, 'success'), 0)} copy tasks"
+    tasks = {
+        layout: [task for task in {*GENERATES, *STORED_BY.values()} if layout_of(task) == layout]
+        for layout in cluster.layouts
+    }
+    per_layout = {layout: len(share(cluster, layout)) for layout in cluster.layouts}
+    ok_tasks = all(counts.get((task, "success"), 0) == per_layout[layout] for layout in tasks for task in tasks[layout])
+    succeeded = "; ".join(
+        f"{layout}: " + " and ".join(f"{counts.get((task, 'success'), 0)} {task}" for task in sorted(tasks[layout]))
+        for layout in tasks
+    )
     results.append(("every generation succeeded", ok_tasks, succeeded))
-    expected = sim.video
-    digest = hashlib.sha256(expected).hexdigest()
+    digest = hashlib.sha256()
+    for chunk in synthetic_video_chunks(VIDEO_BYTES):
+        digest.update(chunk)
     landed = [cluster.root / "videos" / f"{i}.mp4" for i in range(n)]
-    whole = [p for p in landed if p.exists() and p.stat().st_size == len(expected)]
-    same = [p for p in whole if hashlib.sha256(p.read_bytes()).hexdigest() == digest]
+    whole = [p for p in landed if p.exists() and p.stat().st_size == VIDEO_BYTES]
+    same = [p for p in whole if file_sha256(p) == digest.hexdigest()]
     results.append(("every video landed whole (size and sha256)", len(same) == n, f"{len(same)} of {n}"))
     submits = sim.submits_by_generation
     once = [i for i in range(n) if submits.get(i) == 1]
@@ -865,6 +897,22 @@ def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[
     return results
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as reader:
+        for chunk in iter(lambda: reader.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def share(cluster: Cluster, layout: str) -> range:
+    """The generation numbers of one layout, split in order as the DAG splits them."""
+    n, layouts = cluster.shape.generations, cluster.layouts
+    per = -(-n // len(layouts))
+    first = layouts.index(layout) * per
+    return range(first, min(first + per, n))
+
+
 def token_leaks(cluster: Cluster, seen: Observations) -> list[str]:
     leaks = [note for note in seen.notes if "token" in note]
     dump_path = cluster.root / "dump.sql"
@@ -890,27 +938,7 @@ def percentile(values: list[float], q: float) -> float:
 def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, str]]:
     n = cluster.shape.generations
     offset = time.time() - time.monotonic()
-    # "video in storage": the end of each copy task; "ready": when the server finished rendering.
-    ends = dict(
-        query(
-            cluster,
-            "SELECT ti.map_index, ti.end_date FROM task_instance ti WHERE ti.dag_id = 'kling_cluster' "
-            "AND ti.task_id = 'generation.copy' AND ti.state = 'success'",
-        )
-    )
-    request_of = {
-        index: str(json_value(value))
-        for index, value in query(
-            cluster,
-            "SELECT map_index, value FROM xcom WHERE dag_id = 'kling_cluster' AND task_id = 'generation.generate' "
-            "AND key = 'return_value'",
-        )
-    }
-    overhead = [
-        ends[i].timestamp() - sim.ready_at(rid, offset)
-        for i, rid in request_of.items()
-        if i in ends and rid in sim.requests
-    ]
+    overhead = list(ready_to_stored(cluster, sim, offset).values())
     killed = seen.triggerer_killed_at
     takeover = [started - killed for started in survivor_trigger_starts(cluster, seen)]
     generations = set(sim.generations())
@@ -919,7 +947,7 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
     ]
     calls = sum(seen.calls.get(c, 0) for c in ("submit", "status", "result", "cancel", "video"))
     by_call = ", ".join(f"{count} {call}" for call, count in seen.calls.items())
-    slots = seen.slots
+    slots = [seconds for _, seconds in seen.slots]
     statsd = seen.statsd
     triggerer_cpu = sum(seen.triggerer_cpu.values())
     return [
@@ -947,6 +975,91 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
     ]  # fmt: skip
 
 
+def ready_to_stored(cluster: Cluster, sim: ClusterSimulator, offset: float) -> dict[tuple[str, int], float]:
+    """
+    Seconds from "video ready on the server" to "video in storage", per (layout, map index):
+    storage is the end of the task that stores it (``one_run.generate``, which the trigger ends once
+    the video landed; ``two_tasks.copy``).
+    """
+    ends = {
+        (layout_of(task), index): end.timestamp()
+        for task, index, end in query(
+            cluster,
+            "SELECT task_id, map_index, end_date FROM task_instance WHERE dag_id = 'kling_cluster' "
+            "AND task_id = ANY(%s) AND state = 'success'",
+            list(STORED_BY.values()),
+        )
+    }
+    return {
+        key: ends[key] - sim.ready_at(rid, offset)
+        for key, rid in request_ids(cluster).items()
+        if key in ends and rid in sim.requests
+    }
+
+
+def request_ids(cluster: Cluster) -> dict[tuple[str, int], str]:
+    """The request of each generation, per (layout, map index), from the generate tasks' XCom."""
+    rows = query(
+        cluster,
+        "SELECT task_id, map_index, value FROM xcom WHERE dag_id = 'kling_cluster' AND task_id = ANY(%s) "
+        "AND key = 'request_id'",
+        GENERATES,
+    )
+    return {(layout_of(task), index): str(json_value(value)) for task, index, value in rows}
+
+
+def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, ...]]:
+    """The layouts side by side: what each generation cost in task runs, worker slots, latency and calls."""
+    offset = time.time() - time.monotonic()
+    stored_after = ready_to_stored(cluster, sim, offset)
+    requests = request_ids(cluster)
+    fired = trigger_events(cluster)
+    outages = [seen.api_down, seen.database_down]
+
+    def outside_outages(rid: str) -> bool:
+        ready = sim.ready_at(rid, offset)
+        return not any(begin <= ready <= end + OUTAGE_TAIL for begin, end in outages if begin)
+
+    columns = []
+    for layout in cluster.layouts:
+        count = len(share(cluster, layout))
+        runs = [seconds for task, seconds in seen.slots if layout_of(task) == layout]
+        mine = {key: rid for key, rid in requests.items() if key[0] == layout}
+        latency = [stored_after[key] for key in mine if key in stored_after]
+        calm = [stored_after[key] for key, rid in mine.items() if key in stored_after and outside_outages(rid)]
+        seen_after = [fired[rid] - sim.ready_at(rid, offset) for rid in mine.values() if rid in fired]
+        answered = sum(len(sim.history.get(rid, [])) for rid in mine.values())
+        floor = sum(call_floor(sim, rid) for rid in mine.values())
+        columns.append(
+            [
+                f"{count}",
+                f"{len(runs) / count:.2f} ({len(runs)} runs)",
+                f"{sum(runs) / count:.1f} (median run {percentile(runs, 0.5):.1f} s)",
+                f"{percentile(calm, 0.5):.1f} s / {percentile(calm, 0.99):.1f} s ({len(calm)} generations)",
+                f"{percentile(latency, 0.5):.1f} s / {percentile(latency, 0.99):.1f} s",
+                f"{percentile(seen_after, 0.5):.1f} s / {percentile(seen_after, 0.99):.1f} s",
+                f"{(answered - floor) / count:+.1f} ({answered / count:.1f} answered, floor {floor / count:.1f})",
+            ]
+        )
+    names = [
+        "generations",
+        "task runs per generation",
+        "worker-slot seconds per generation",
+        f"ready -> stored, p50 / p99, ready outside the outages (API, database, to {OUTAGE_TAIL:.0f} s after)",
+        "ready -> stored, p50 / p99, every generation",
+        "  of which: ready -> seen by the trigger, p50 / p99",
+        "HTTP calls per generation beyond the floor (1 submit + rendering / 5 s + 1 video); calls refused in "
+        "an outage are not answered, so not counted",
+    ]
+    return [(name, *(column[row] for column in columns)) for row, name in enumerate(names)]
+
+
+def call_floor(sim: ClusterSimulator, rid: str) -> int:
+    """The calls any waiter needs for a request: one submit, a poll per interval of rendering, one video."""
+    _, run = sim._timeline(sim.requests[rid])
+    return 1 + math.ceil(run / 5.0) + 1
+
+
 def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
     """What each failure of the infrastructure did: tries that failed in its wake, processes restarted."""
     faults = [
@@ -967,14 +1080,19 @@ def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
             begin,
             end + 60,
         )
-        tries = ", ".join(f"{count} {task.split('.')[-1]}" for task, count in failed) or "none"
+        tries = ", ".join(f"{count} {task}" for task, count in failed) or "none"
         restarted = ", ".join(seen.restarted_after.get(key, [])) or "none"
         effect = f"tries failed in its wake: {tries}; processes restarted: {restarted}"
         rows.append((f"{label}: {end - begin:.0f} s", effect))
     return rows
 
 
-SLOT = re.compile(r"execute_workload\[[^\]]*\] (?:succeeded|raised|failed)[^\n]*? in ([0-9.]+)s")
+SLOT = re.compile(r"execute_workload\[([^\]]*)\] (?:succeeded|raised|failed)[^\n]*? in ([0-9.]+)s")
+#: The line a worker logs as it starts a task run: its Celery task id, then the workload (the task instance).
+WORKLOAD = re.compile(r"\[([0-9a-f-]{36})\] Executing workload in Celery: [^\n]*?task_id='([^']+)'")
+
+
+ENDED_IN_TRIGGERER = "the task ends here, in the triggerer"
 
 
 def trigger_events(cluster: Cluster) -> dict[str, float]:
@@ -985,10 +1103,14 @@ def trigger_events(cluster: Cluster) -> dict[str, float]:
     fired: dict[str, float] = {}
     for log in (cluster.logs / "tasks").rglob("*.trigger.*.log"):
         for line in log.read_text(errors="replace").splitlines():
-            if '"Trigger fired event"' not in line or "'outcome': 'succeeded'" not in line:
+            if '"Trigger fired event"' in line and "'outcome': 'succeeded'" in line:
+                record = json.loads(line)
+                match = re.search(r"'request_id': '([^']+)'", str(record.get("result", "")))
+            elif ENDED_IN_TRIGGERER in line:  # one_run: the trigger stored the video and ends the task
+                record = json.loads(line)
+                match = re.search(r"Kling request (\S+) succeeded", str(record.get("event", "")))
+            else:
                 continue
-            record = json.loads(line)
-            match = re.search(r"'request_id': '([^']+)'", str(record.get("result", "")))
             if match:
                 stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
                 fired[match.group(1)] = max(fired.get(match.group(1), 0.0), stamp)
@@ -1022,18 +1144,25 @@ def survivor_trigger_starts(cluster: Cluster, seen: Observations) -> list[float]
     return starts
 
 
-def worker_slot_seconds(cluster: Cluster) -> list[float]:
-    """How long each task run held a Celery worker's slot, from the workers' own task lines."""
-    runs: list[float] = []
+def worker_slot_seconds(cluster: Cluster) -> list[tuple[str, float]]:
+    """How long each task run held a Celery worker's slot, and its task, from the workers' own task lines."""
+    runs: list[tuple[str, float]] = []
     for name in ("worker-1", "worker-2"):
         path = cluster.logs / f"{name}.log"
         if path.exists():
-            runs += [float(m.group(1)) for m in SLOT.finditer(path.read_text(errors="replace"))]
+            text = path.read_text(errors="replace")
+            task_of = {match.group(1): match.group(2) for match in WORKLOAD.finditer(text)}
+            runs += [(task_of.get(m.group(1), "?"), float(m.group(2))) for m in SLOT.finditer(text)]
     return runs
 
 
 def report(
-    shape_name: str, results: list[tuple[str, bool, str]], rows: list[tuple[str, str]], seen: Observations
+    shape_name: str,
+    results: list[tuple[str, bool, str]],
+    rows: list[tuple[str, str]],
+    layouts: list[str],
+    side_by_side: list[tuple[str, ...]],
+    seen: Observations,
 ) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     lines = [
@@ -1044,6 +1173,16 @@ def report(
         "| check | held | |",
         "|---|---|---|",
         *[f"| {name} | {'yes' if ok else '**NO**'} | {detail} |" for name, ok, detail in results],
+        "",
+        "The layouts side by side, in this one run (`scripts/cluster/kling_cluster_dag.py`): `one_run` generates, "
+        "stores and ends in the triggerer; `two_tasks` generates, resumes on a worker, then copies in a task of "
+        "its own.",
+        "",
+        "| per generation | " + " | ".join(f"`{layout}`" for layout in layouts) + " |",
+        "|---|" + "---|" * len(layouts),
+        *["| " + " | ".join(row) + " |" for row in side_by_side],
+        "",
+        "The whole run:",
         "",
         "| measure | value |",
         "|---|---|",
@@ -1114,6 +1253,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the smaller scenario CI runs")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database dump)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/cluster.md")
+    parser.add_argument(
+        "--layout",
+        choices=["both", *STORED_BY],
+        default="both",
+        help="the DAG layout(s) to run: both side by side, the generations split between them (the default), "
+        "or one of them for every generation",
+    )
     args = parser.parse_args()
     shape = QUICK if args.quick else FULL
     token = f"cluster-token-{secrets.token_hex(12)}"
@@ -1124,21 +1270,29 @@ def main() -> int:
 
     statsd = StatsdListener()
     statsd.start()
-    with ClusterSimulator(shape, token=token, queue_seconds=1, run_seconds=1) as sim:
+    layouts = list(STORED_BY) if args.layout == "both" else [args.layout]
+    with ClusterSimulator(shape, token=token, queue_seconds=1, run_seconds=1, video_size=VIDEO_BYTES) as sim:
         cluster = Cluster(
-            root, shape, token, sim.url, statsd_port=statsd.port, fernet_key=Fernet.generate_key().decode()
+            root,
+            shape,
+            token,
+            sim.url,
+            layouts=layouts,
+            statsd_port=statsd.port,
+            fernet_key=Fernet.generate_key().decode(),
         )
         try:
             seen = run(cluster, sim, statsd)
             results = checks(cluster, sim, seen)
             rows = measures(cluster, sim, seen)
+            side_by_side = layout_rows(cluster, sim, seen)
         finally:
             cluster.stop_airflow()
             cluster.stop_postgres()
             if not args.keep:
                 shutil.rmtree(root, ignore_errors=True)
     statsd.close()
-    text = report("quick" if args.quick else "full", results, rows, seen)
+    text = report("quick" if args.quick else "full", results, rows, cluster.layouts, side_by_side, seen)
     print()
     print(text)
     if not args.no_doc:
