@@ -150,6 +150,9 @@ _SCHEMA = (
         state VARCHAR(20) NOT NULL, cost DOUBLE PRECISION, created_at DOUBLE PRECISION NOT NULL,
         settled_at DOUBLE PRECISION)""",
     "CREATE INDEX IF NOT EXISTS kling_budget_reservation_request ON kling_budget_reservation (request_id)",
+    # The requests whose end a trigger counted (finish_in_triggerer): a trigger run twice counts once.
+    """CREATE TABLE IF NOT EXISTS kling_request_end (
+        request_id VARCHAR(250) PRIMARY KEY, ended_at DOUBLE PRECISION NOT NULL)""",
 )
 
 
@@ -239,6 +242,20 @@ class BudgetLedger:
         reservation still open changes, so settling twice changes nothing; returns whether one did.
         """
         return self._finish("request_id", request_id, spent=spent, cost=cost)
+
+    def first_end(self, request_id: str) -> bool:
+        """
+        Record that the end of ``request_id`` is being counted; whether this is the first time (a
+        trigger that runs twice, after a triggerer failover, finds it recorded the second time).
+        """
+        with self._transaction() as cursor:
+            self._execute(
+                cursor,
+                "INSERT INTO kling_request_end (request_id, ended_at) VALUES (?, ?) "
+                "ON CONFLICT (request_id) DO NOTHING",
+                (request_id, time.time()),
+            )
+            return bool(cursor.rowcount == 1)
 
     def usage(self, budget: Budget, now: float | None = None) -> Usage:
         """What the current period of ``budget`` has used."""

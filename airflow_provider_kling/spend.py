@@ -5,8 +5,9 @@ metrics through Airflow's own ``Stats`` (StatsD or OpenTelemetry, as the deploym
 Every metric is emitted by the task process on a worker, where a submit is paid and where a wait
 ends when the trigger's event is read there, so each counts once whatever the triggerer does (a
 trigger may run twice on a failover). The one exception is a task that ends in the triggerer
-(``finish_in_triggerer``): its trigger counts the success (``succeeded``, ``cost``, the timers), and
-may count it twice if it runs twice; the ledger settles a request once all the same.
+(``finish_in_triggerer``): its trigger counts the success (``succeeded``, ``cost``, the timers),
+once where the connection has a ledger (:meth:`Spend.ended_once`), else possibly twice if it runs
+twice.
 
 Counters (tagged ``model``, ``dag_id``, ``task_id`` where known):
 
@@ -139,6 +140,20 @@ class Spend:
             log.warning(
                 "Could not record how Kling request %s ended (%s) in the budget ledger: %s", request_id, ending, err
             )
+
+    def ended_once(self, request_id: str, ending: Ending, result: Mapping[str, Any] | None = None) -> bool:
+        """
+        :meth:`ended`, unless the end was counted already: a trigger may run twice (a triggerer
+        failover), and the ledger of the connection remembers which ends were counted. Without a
+        ledger it counts (and a failover may count twice). Returns whether it counted.
+
+        :raises Exception: the ledger could not be reached; nothing was counted.
+        """
+        if self.config.store is not None and self.ledger is not None and not self.ledger.first_end(request_id):
+            log.info("The end of Kling request %s was counted already", request_id)
+            return False
+        self.ended(request_id, ending, result)
+        return True
 
     def _timers(self, result: Mapping[str, Any]) -> None:
         timings = result.get("timings")

@@ -17,10 +17,28 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import pytest
 import requests
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
 from tests.conftest import AIRFLOW, free_port, wait_until
+
+try:  # Airflow 3.3+: the task state store, where a later try finds its request, came with the mixin
+    import airflow.sdk.bases.resumablejobmixin  # noqa: F401
+
+    HAS_TASK_STATE_STORE = True
+except ImportError:
+    HAS_TASK_STATE_STORE = False
+
+#: Marks a test of later tries (retries, clears) in real Airflow 3.3 processes, through the REST API.
+ON_AIRFLOW_3_3_PROCESSES = [
+    pytest.mark.integration,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(
+        not (AIRFLOW_V_3_0_PLUS and HAS_TASK_STATE_STORE),
+        reason="later tries are decided on Airflow 3.3's task state store, through its REST API",
+    ),
+]
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

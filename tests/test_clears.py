@@ -11,26 +11,9 @@ from __future__ import annotations
 
 import json
 
-import pytest
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
+from tests.airflow_processes import ON_AIRFLOW_3_3_PROCESSES, AirflowProcesses
 
-from tests.airflow_processes import AirflowProcesses
-
-try:  # Airflow 3.3+: the task state store, where a cleared task finds its request, came with the mixin
-    import airflow.sdk.bases.resumablejobmixin  # noqa: F401
-
-    HAS_TASK_STATE_STORE = True
-except ImportError:
-    HAS_TASK_STATE_STORE = False
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(
-        not (AIRFLOW_V_3_0_PLUS and HAS_TASK_STATE_STORE),
-        reason="clears are decided on Airflow 3.3's task state store, through its REST API",
-    ),
-]
+pytestmark = ON_AIRFLOW_3_3_PROCESSES
 
 DAG_ID = "kling_clears"
 DAG_FILE = """

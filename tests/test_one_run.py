@@ -8,20 +8,9 @@ from __future__ import annotations
 
 import hashlib
 
-import pytest
-from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
+from tests.airflow_processes import ON_AIRFLOW_3_3_PROCESSES, AirflowProcesses
 
-from tests.airflow_processes import AirflowProcesses
-from tests.test_clears import HAS_TASK_STATE_STORE
-
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.timeout(900),
-    pytest.mark.skipif(
-        not (AIRFLOW_V_3_0_PLUS and HAS_TASK_STATE_STORE),
-        reason="the clear after a triggerer's end is decided on Airflow 3.3's task state store",
-    ),
-]
+pytestmark = ON_AIRFLOW_3_3_PROCESSES
 
 DAG_ID = "kling_one_run"
 DAG_FILE = """

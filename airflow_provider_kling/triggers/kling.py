@@ -109,9 +109,18 @@ class KlingRequestTrigger(BaseTrigger):
                 )
                 return TriggerEvent(event)
         spend = Spend(hook, tags=end.tags)
-        spend.ended(rid, "succeeded", result)
+        try:
+            counted = spend.ended_once(rid, "succeeded", result)
+        except Exception as err:  # noqa: BLE001 - a worker counts it instead, exactly once
+            self.log.warning(
+                "Could not record the end of Kling request %s in the budget ledger (%s): the task resumes on a "
+                "worker, which records it",
+                rid,
+                err,
+            )
+            return TriggerEvent(event)  # the video is stored: the worker does not store it again
         stored_after = ready_to_stored(result.get("finished_at")) if end.store is not None else None
-        if stored_after is not None:
+        if counted and stored_after is not None:
             spend.timing("ready_to_stored", stored_after)
         xcoms: dict[str, Any] = {"result": result}
         if end.returns is not None:

@@ -1029,7 +1029,7 @@ def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
         calm = [stored_after[key] for key, rid in mine.items() if key in stored_after and outside_outages(rid)]
         seen_after = [fired[rid] - sim.ready_at(rid, offset) for rid in mine.values() if rid in fired]
         answered = sum(len(sim.history.get(rid, [])) for rid in mine.values())
-        floor = sum(call_floor(sim, rid) for rid in mine.values())
+        floor = sum(call_floor(sim, rid, offset, seen.api_down) for rid in mine.values())
         columns.append(
             [
                 f"{count}",
@@ -1048,16 +1048,21 @@ def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
         f"ready -> stored, p50 / p99, ready outside the outages (API, database, to {OUTAGE_TAIL:.0f} s after)",
         "ready -> stored, p50 / p99, every generation",
         "  of which: ready -> seen by the trigger, p50 / p99",
-        "HTTP calls per generation beyond the floor (1 submit + rendering / 5 s + 1 video); calls refused in "
-        "an outage are not answered, so not counted",
+        "HTTP calls answered per generation beyond the floor (1 submit + a poll per 5 s of rendering while the "
+        "API was up + 1 video)",
     ]
     return [(name, *(column[row] for column in columns)) for row, name in enumerate(names)]
 
 
-def call_floor(sim: ClusterSimulator, rid: str) -> int:
-    """The calls any waiter needs for a request: one submit, a poll per interval of rendering, one video."""
+def call_floor(sim: ClusterSimulator, rid: str, offset: float, api_down: tuple[float, float]) -> int:
+    """
+    The calls any waiter needs for a request: one submit, a poll per interval of rendering while the
+    API answered (nobody can poll it while it is down), one video.
+    """
+    ready = sim.ready_at(rid, offset)
     _, run = sim._timeline(sim.requests[rid])
-    return 1 + math.ceil(run / 5.0) + 1
+    down = max(0.0, min(ready, api_down[1]) - max(ready - run, api_down[0])) if api_down[0] else 0.0
+    return 1 + math.ceil(max(run - down, 0.0) / 5.0) + 1
 
 
 def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -302,3 +303,40 @@ async def test_concurrent_triggers_read_their_connection_once(sim, mocker):
     events = await asyncio.gather(*(_first_event(_trigger(rid)) for rid in rids))
     assert {event["outcome"] for event in events} == {"succeeded"}
     assert lookups.call_count == 1
+
+
+def _ending_trigger(rid: str, destination) -> KlingRequestTrigger:
+    store = {"destination": str(destination), "overwrite": True}
+    return _trigger(rid, end_task={"store": store, "returns": "request_id", "tags": {"dag_id": "d"}})
+
+
+async def test_a_trigger_run_twice_stores_twice_and_counts_once(sim, tmp_path, monkeypatch, mocker):
+    """A triggerer failover runs a trigger again: the second copy stores again, and the ledger counts it once."""
+    from airflow.triggers.base import TaskSuccessEvent
+
+    from airflow_provider_kling.spend import Spend
+
+    ledger = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")})
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", ledger)
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(extra={"budget_store": "kling_ledger"}))
+    rid = _submit(sim)
+    counted = mocker.spy(Spend, "ended")
+    for _ in range(2):
+        run = _ending_trigger(rid, tmp_path / "v.mp4").run()
+        event = await anext(run)
+        assert isinstance(event, TaskSuccessEvent)
+        assert event.xcoms["return_value"] == rid
+        assert event.xcoms["result"]["stored"]["size_bytes"] == len(sim.video)
+    assert counted.call_count == 1
+    assert (tmp_path / "v.mp4").read_bytes() == sim.video
+    assert sim.calls["video"] == 2
+
+
+async def test_a_trigger_that_cannot_record_the_end_hands_it_to_a_worker(sim, tmp_path, monkeypatch):
+    ledger = json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "no such folder" / "ledger.db")})
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", ledger)
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(extra={"budget_store": "kling_ledger"}))
+    rid = _submit(sim)
+    event = await _first_event(_ending_trigger(rid, tmp_path / "v.mp4"))
+    assert event["outcome"] == "succeeded"  # a plain event: the task resumes on a worker, which counts it
+    assert event["result"]["stored"]["uri"] == (tmp_path / "v.mp4").as_uri()  # and does not store it again
