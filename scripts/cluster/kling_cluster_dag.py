@@ -33,7 +33,16 @@ RETRY = {
     "retry_exponential_backoff": 2,
     "max_retry_delay": timedelta(seconds=60),
 }
-GENERATE = {"wait_for_completion": True, "deferrable": True, "include_cost": True, "pool": "kling_generations"}
+# Both layouts at the same priority (Airflow weighs a task by its downstream tasks by default, which
+# would start every two_tasks submit first): the scheduler then starts them by map index, interleaved.
+SAME_PRIORITY = {"weight_rule": "absolute", "priority_weight": 1}
+GENERATE = {
+    "wait_for_completion": True,
+    "deferrable": True,
+    "include_cost": True,
+    "pool": "kling_generations",
+    **SAME_PRIORITY,
+}
 
 
 def share(layout: str) -> range:
@@ -81,6 +90,7 @@ with DAG(
                 request_id=generate.output,
                 destination=f"{VIDEO_DIR}/{{{{ ti.map_index + {share('two_tasks').start} }}}}.mp4",
                 overwrite=True,
+                **SAME_PRIORITY,
                 **RETRY,
             )
 

@@ -714,11 +714,18 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     cluster.spawn("scheduler", ["scheduler"])
     print("restarted the scheduler", flush=True)
 
-    # 5. The API is down: every call finds its connection refused, for minutes.
+    # 5. The API is down: every call finds its connection refused, for minutes. It strikes the waits,
+    # once every generation has submitted: a submit that meets an outage fails its try in any layout
+    # (nothing was created, so the retry submits), and whether the scheduler had started every
+    # submit by then was luck, which made one run of a layout unlike the next.
     def deferred() -> int:
         return len(query(cluster, "SELECT 1 FROM task_instance WHERE dag_id = 'kling_cluster' AND state = 'deferred'"))
 
-    wait_for("generations waiting in the triggerers", lambda: deferred() > 0 or run_is_over(cluster), 300)
+    wait_for(
+        "every generation to have submitted, and waits in the triggerers",
+        lambda: (len(sim.submits_by_generation) >= n and deferred() > 0) or run_is_over(cluster),
+        600,
+    )
     if run_is_over(cluster):
         seen.notes.append("the run ended before the API went down: no generation met the outage")
         return
