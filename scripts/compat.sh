@@ -29,7 +29,7 @@ TEST_TOOLS=(pytest==9.2.0 pytest-asyncio==1.5.0 pytest-mock==3.17.0 pytest-timeo
 # ...and the rules for strings we did not write, the review's stale-form refusal among them, which
 # takes another path before 3.3 (HITLTrigger).
 SMOKE=(
-  "tests/dags/test_example_dags.py::test_main_example_generates_copies_and_notifies"
+  "tests/dags/test_example_dags.py::test_main_example_generates_stores_and_notifies"
   "tests/transfers"
   "tests/test_cli.py"
   "tests/test_untrusted.py"

@@ -117,8 +117,8 @@ def test_the_kling_video_link_opens_the_video(api_server: ApiServer, start_dag, 
 
     start_dag("kling_text_to_video").finish()
     (dag_run,) = DagRun.find(dag_id="kling_text_to_video")[-1:]
-    video_url = xcoms(dag_run)[("wait", "return_value")]["video_url"]
-    ti = {"dag_id": "kling_text_to_video", "dag_run_id": dag_run.run_id, "task_id": "wait"}
+    video_url = xcoms(dag_run)[("generate", "result")]["video_url"]
+    ti = {"dag_id": "kling_text_to_video", "dag_run_id": dag_run.run_id, "task_id": "generate"}
 
     page.goto(api_server.page_of(ti, "details"))
     link = page.get_by_role("link", name="Kling video")
