@@ -76,11 +76,14 @@ class ApiServer:
         """The review ``task_id`` of ``run`` once it waits for a person (not one a stopped run left)."""
 
         def find() -> dict[str, Any] | None:
+            # Parked, not only asked: an answer that lands while the task is still on its way to
+            # awaiting_input finds nothing to resume, and the run waits for ever.
             return next(
                 (
                     d
                     for d in self.pending_reviews(run.dag_id)
                     if d["task_instance"]["task_id"] == task_id
+                    and d["task_instance"].get("state") == "awaiting_input"
                     and datetime.fromisoformat(d["created_at"].replace("Z", "+00:00")) >= run.started
                 ),
                 None,
