@@ -118,9 +118,15 @@ class AirflowProcesses:
         self.wait_until("the DAGs to be parsed", lambda: self.query("select count(*) from dag")[0][0] > 0, 120)
 
     def stop(self, name: str) -> None:
+        """SIGTERM, and SIGKILL if it is still there after 30 s: an Airflow 2.11.0 triggerer stopped in
+        its first seconds has been seen to ignore SIGTERM for minutes."""
         proc = self.procs.pop(name)
         _signal_group(proc, signal.SIGTERM)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout=30)
 
     def stop_all(self) -> None:
         """SIGTERM to each process group, SIGKILL to what is left after 20 s; every process reaped."""
