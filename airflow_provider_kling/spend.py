@@ -175,6 +175,12 @@ class Spend:
         if found is not None:
             found.gauge(f"kling.{name}", value, delta=True, tags=self.tags)
 
+    def stored(self, finished_at: str | None) -> None:
+        """``kling.ready_to_stored``: from the request's ``finished_at`` on the server to its video landing now."""
+        seconds = ready_to_stored(finished_at)
+        if seconds is not None:
+            self.timing("ready_to_stored", seconds)
+
     def timing(self, name: str, seconds: float) -> None:
         found = stats()
         if found is not None:

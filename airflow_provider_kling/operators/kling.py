@@ -339,11 +339,7 @@ class KlingTextToVideoOperator(BaseOperator):
         store = self.video_store
         if store is not None and not result.get("stored"):
             result["stored"] = store.save(self.hook, result, log=self.log)
-            from airflow_provider_kling.spend import ready_to_stored
-
-            stored_after = ready_to_stored(result.get("finished_at"))
-            if stored_after is not None:
-                self.spend.timing("ready_to_stored", stored_after)
+            self.spend.stored(result.get("finished_at"))
         self._stored = result["stored"]["uri"] if result.get("stored") else None
         submission = self._submission(context)
         if not counted and submission.first_to_count(result["request_id"]):

@@ -100,7 +100,9 @@ class KlingVideoToStorageOperator(BaseOperator):
         ti.xcom_push(key="content_type", value=saved.content_type)
         self.log.info("Copied %d bytes (sha256 %s) to %s", saved.size_bytes, saved.sha256, saved.uri)
         self._describe_asset_events(context, {"uri": saved.uri, "size_bytes": saved.size_bytes, "sha256": saved.sha256})
-        self._time_ready_to_stored(finished_at)
+        from airflow_provider_kling.spend import Spend
+
+        Spend.of_task(self.hook, self).stored(finished_at)
         self._stored = saved.uri
         return saved.uri
 
@@ -113,14 +115,6 @@ class KlingVideoToStorageOperator(BaseOperator):
 
             return OperatorLineage()
         return stored_video_lineage(self._stored)
-
-    def _time_ready_to_stored(self, finished_at: str | None) -> None:
-        """``kling.ready_to_stored``: from the request's ``finished_at`` on the server to the video landing here."""
-        from airflow_provider_kling.spend import Spend, ready_to_stored
-
-        seconds = ready_to_stored(finished_at)
-        if seconds is not None:
-            Spend.of_task(self.hook, self).timing("ready_to_stored", seconds)
 
     def _describe_asset_events(self, context: Context, extra: dict[str, Any]) -> None:
         """Put the copy's URI, size and digest on the events of this task's asset outlets."""

@@ -92,7 +92,7 @@ class KlingRequestTrigger(BaseTrigger):
         """
         from airflow.triggers.base import TaskSuccessEvent
 
-        from airflow_provider_kling.spend import Spend, ready_to_stored
+        from airflow_provider_kling.spend import Spend
 
         end = self.wait.end_task
         assert end is not None
@@ -119,9 +119,8 @@ class KlingRequestTrigger(BaseTrigger):
                 err,
             )
             return TriggerEvent(event)  # the video is stored: the worker does not store it again
-        stored_after = ready_to_stored(result.get("finished_at")) if end.store is not None else None
-        if counted and stored_after is not None:
-            spend.timing("ready_to_stored", stored_after)
+        if counted and end.store is not None:
+            spend.stored(result.get("finished_at"))
         xcoms: dict[str, Any] = {"result": result}
         if end.returns is not None:
             xcoms["return_value"] = rid if end.returns == "request_id" else result
