@@ -229,6 +229,43 @@ class KlingUnusableVideoError(KlingMalformedResponseError, AirflowFailException)
     """
 
 
+class KlingVideoExpiredError(KlingAPIError):
+    """
+    The host of a finished request's video refused it (HTTP 403, 404 or 410): its URL has most likely
+    expired. A retry of the task, or ``kling result REQUEST_ID``, fetches a fresh URL; nothing is paid again.
+    """
+
+
+class KlingNotAVideoError(KlingError):
+    """
+    What the video URL served is not a playable video: a web page, JSON, an image, a file FFmpeg
+    cannot open, no video stream, a first frame that does not decode. Nothing was stored. A failed
+    download, not a failed generation: a retry fetches the video again and never pays again.
+
+    :param came: what came instead, in words (``an HTML page``, ``text/html``, ``no video stream``).
+    """
+
+    def __init__(self, message: str, *, came: str, **fields: Any) -> None:
+        self.came = came
+        super().__init__(message, came=came, **fields)
+
+
+class KlingVideoShapeError(KlingError, AirflowFailException):
+    """
+    The video is not the shape that was asked for (``verify="strict"``): its aspect ratio or
+    duration is off by more than the stated tolerance. It was not stored. Never retried: the
+    request is finished and billed, and a retry would only fetch the same video.
+
+    :param request_id: the generation request.
+    :param mismatch: how the video differs, in words.
+    """
+
+    def __init__(self, message: str, *, request_id: str, mismatch: list[str]) -> None:
+        self.request_id = request_id
+        self.mismatch = list(mismatch)
+        super().__init__(message, request_id=request_id, mismatch=self.mismatch)
+
+
 class KlingStaleReviewError(KlingError, AirflowFailException):
     """
     A review's form would show another take than the one it decides on: Airflow 3.1 to 3.3 keep

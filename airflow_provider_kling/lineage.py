@@ -8,10 +8,14 @@ do (``get_openlineage_facets_on_complete``), when Airflow's OpenLineage provider
   (``lineage_prompt=True``). The token is never part of any of it.
 - The copy's output dataset is the stored video itself, its namespace and name taken from its
   ``ObjectStoragePath`` (``file``, ``s3://bucket``...), not the temporary ``.part`` file Airflow's
-  hook-level lineage saw: an operator that names its outputs replaces hook-level lineage.
+  hook-level lineage saw: an operator that names its outputs replaces hook-level lineage. It
+  carries a ``kling_video`` dataset facet (:class:`KlingVideoDatasetFacet`): the request the video
+  came from, its size and digest, and what FFmpeg read of it (duration, resolution, frame rate,
+  codecs, audio, any mismatch with what was asked), so a lineage tool that starts from a file
+  finds the request that paid for it, whichever operator stored it.
 
-The facet's JSON schema ships in the package (``facets/KlingGenerationRunFacet.json``); its
-``_schemaURL`` is that schema's ``$id``.
+The facets' JSON schemas ship in the package (``facets/*.json``); each ``_schemaURL`` is its
+schema's ``$id``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,25 @@ if TYPE_CHECKING:
 
 FACET_NAME = "kling_generation"
 SCHEMA_ID = "urn:airflow-provider-kling:facet:KlingGenerationRunFacet:1"
+VIDEO_FACET_NAME = "kling_video"
+VIDEO_SCHEMA_ID = "urn:airflow-provider-kling:facet:KlingVideoDatasetFacet:1"
+#: The facet's fields, and the keys of a result's ``stored`` they are read from.
+VIDEO_FACET_FIELDS = {
+    "sizeBytes": "size_bytes",
+    "sha256": "sha256",
+    "durationSeconds": "duration_s",
+    "width": "width",
+    "height": "height",
+    "aspectRatio": "aspect_ratio",
+    "frameRate": "frame_rate",
+    "videoCodec": "video_codec",
+    "pixelFormat": "pixel_format",
+    "hasAudio": "has_audio",
+    "audioCodec": "audio_codec",
+    "container": "container",
+    "poster": "poster",
+    "mismatch": "mismatch",
+}
 
 
 def facet_class() -> Any:
@@ -55,6 +78,42 @@ def facet_class() -> Any:
 
 
 _FACET: Any = None
+_VIDEO_FACET: Any = None
+
+
+def video_facet_class() -> Any:
+    """:class:`KlingVideoDatasetFacet`, defined on first use (OpenLineage's classes load only then)."""
+    global _VIDEO_FACET
+    if _VIDEO_FACET is None:
+        from airflow.providers.common.compat.openlineage.facet import DatasetFacet
+        from attrs import define
+
+        @define
+        class KlingVideoDatasetFacet(DatasetFacet):
+            """A stored Kling video: the request it came from, its size and digest, and what FFmpeg read of it."""
+
+            requestId: str | None = None
+            sizeBytes: int | None = None
+            sha256: str | None = None
+            durationSeconds: float | None = None
+            width: int | None = None
+            height: int | None = None
+            aspectRatio: str | None = None
+            frameRate: float | None = None
+            videoCodec: str | None = None
+            pixelFormat: str | None = None
+            hasAudio: bool | None = None
+            audioCodec: str | None = None
+            container: str | None = None
+            poster: str | None = None
+            mismatch: list[str] | None = None
+
+            @staticmethod
+            def _get_schema() -> str:
+                return VIDEO_SCHEMA_ID
+
+        _VIDEO_FACET = KlingVideoDatasetFacet
+    return _VIDEO_FACET
 
 
 def generation_facts(
@@ -76,27 +135,35 @@ def generation_facts(
     }
 
 
-def generation_lineage(facts: Mapping[str, Any] | None, cost: Any = None, stored: str | None = None) -> Any:
+def generation_lineage(
+    facts: Mapping[str, Any] | None, cost: Any = None, stored: Mapping[str, Any] | None = None
+) -> Any:
     """
     The ``OperatorLineage`` of one generation: its run facet (none before a request) and, when the
     task stored the video (``destination``), the stored video as its output dataset.
     """
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    outputs = stored_video_lineage(stored).outputs if stored else []
+    request_id = facts.get("requestId") if facts else None
+    outputs = stored_video_lineage(stored, request_id).outputs if stored else []
     if not facts:
         return OperatorLineage(outputs=outputs)
     price = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
     return OperatorLineage(run_facets={FACET_NAME: facet_class()(**facts, cost=price)}, outputs=outputs)
 
 
-def stored_video_lineage(uri: str) -> Any:
-    """The ``OperatorLineage`` of a copy: the stored video as its one output dataset."""
+def stored_video_lineage(stored: Mapping[str, Any], request_id: str | None = None) -> Any:
+    """
+    The ``OperatorLineage`` of a copy: the stored video (a result's ``stored``: ``uri`` and its
+    facts) as its one output dataset, with its ``kling_video`` facet naming ``request_id``.
+    """
     from airflow.providers.common.compat.openlineage.facet import Dataset
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-    namespace, name = dataset_name(uri)
-    return OperatorLineage(outputs=[Dataset(namespace=namespace, name=name)])
+    namespace, name = dataset_name(str(stored["uri"]))
+    described = {field: stored.get(key) for field, key in VIDEO_FACET_FIELDS.items()}
+    facet = video_facet_class()(requestId=request_id, **described)
+    return OperatorLineage(outputs=[Dataset(namespace=namespace, name=name, facets={VIDEO_FACET_NAME: facet})])
 
 
 def dataset_name(uri: str) -> tuple[str, str]:

@@ -39,6 +39,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow.providers.common.compat.sdk import BaseOperator, Context
 
     from airflow_provider_kling.hooks.kling import KlingHook
@@ -158,7 +160,14 @@ class SubmitOnce:
         self.max_paid_submits = max_paid_submits
         self.holder = holder
 
-    def submit_or_resume(self, body: ValidBody) -> str:
+    def submit_or_resume(self, body: ValidBody, *, before_paying: Callable[[], None] | None = None) -> str:
+        """
+        The request of this task: an earlier try's, resumed, or a new one, paid for.
+
+        :param before_paying: what must hold before a new request is paid for (the destination of
+            its video can be written, say); raises to refuse. A resumed request does not run it:
+            what it checks passed before that request was paid for.
+        """
         from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
 
         fingerprint = input_fingerprint(self.model, body)
@@ -168,6 +177,8 @@ class SubmitOnce:
         if resumed is not None:
             self.spend.resumed()
             return resumed
+        if before_paying is not None:
+            before_paying()
         paid = int(recorded.get("paid") or 0)
         self._check_paid_cap(paid)
         seconds = _video_seconds(body)

@@ -18,6 +18,7 @@ Counters (tagged ``model``, ``dag_id``, ``task_id`` where known):
 - ``kling.billed_without_video``: a running request whose wait ended without a video;
 - ``kling.budget_refused``: a budget refused a submit before anything was sent;
 - ``kling.video_seconds``: seconds of video generated (its ``duration``);
+- ``kling.shape_mismatch``: a stored video is not the shape asked for (aspect ratio, duration);
 
 the gauge ``kling.cost`` (a delta: each finished request adds what RunComfy reported), and the
 timers ``kling.queued`` and ``kling.rendering`` (as the wait saw them, to a poll interval) and
@@ -175,11 +176,16 @@ class Spend:
         if found is not None:
             found.gauge(f"kling.{name}", value, delta=True, tags=self.tags)
 
-    def stored(self, finished_at: str | None) -> None:
-        """``kling.ready_to_stored``: from the request's ``finished_at`` on the server to its video landing now."""
+    def stored(self, finished_at: str | None, stored: Mapping[str, Any] | None = None) -> None:
+        """
+        A video landed: ``kling.ready_to_stored``, from the request's ``finished_at`` on the server to
+        now, and ``kling.shape_mismatch`` when the video is not the shape asked for (its ``mismatch``).
+        """
         seconds = ready_to_stored(finished_at)
         if seconds is not None:
             self.timing("ready_to_stored", seconds)
+        if stored and stored.get("mismatch"):
+            self.count("shape_mismatch")
 
     def timing(self, name: str, seconds: float) -> None:
         found = stats()

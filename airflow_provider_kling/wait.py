@@ -612,6 +612,8 @@ class TaskWaiter:
         self.current: RequestWait | None = None
         #: A user's stop already dealt with the request.
         self.killed = False
+        #: The request whose video is ready: what fails after (storing it) ends no wait.
+        self.video_ready: str | None = None
 
     @property
     def log(self) -> Logger:
@@ -731,11 +733,14 @@ class TaskWaiter:
         from airflow_provider_kling.exceptions import KlingError
 
         self.killed = False
+        self.video_ready = None
         if isinstance(request_id, str):
             self.current = replace(self.template, request_id=request_id)
         try:
             yield
         except BaseException as err:
+            if self.video_ready is not None:
+                raise  # the request finished with a video (counted then); storing it failed: a retry fetches it
             exit = exit_of(err)
             rid = None
             if not self.killed and (exit is not None or isinstance(err, KlingError)):

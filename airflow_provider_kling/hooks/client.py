@@ -27,7 +27,7 @@ from airflow_provider_kling.constants import (
     READ_TIMEOUT,
 )
 from airflow_provider_kling.exceptions import KlingError
-from airflow_provider_kling.hooks.download import DownloadedVideo, download_video
+from airflow_provider_kling.hooks.download import DownloadedVideo, VideoRules, download_video
 from airflow_provider_kling.hooks.responses import read_answer, submit_failure
 from airflow_provider_kling.hooks.target import USER_AGENT, ApiTarget, model_path, request_path
 from airflow_provider_kling.hooks.transport import Timeouts, send
@@ -207,10 +207,12 @@ class KlingClient(CallSettings):
         max_bytes: int = MAX_VIDEO_BYTES,
         overwrite: bool = True,
         storage_conn_id: str | None = None,
+        rules: VideoRules | None = None,
     ) -> DownloadedVideo:
         """
-        Stream a video to storage, where it appears whole or not at all
-        (:func:`~airflow_provider_kling.hooks.download.download_video`).
+        Stream a video to storage, where it appears whole and checked, or not at all
+        (:func:`~airflow_provider_kling.hooks.download.download_video`): a web page, an image or a
+        file FFmpeg cannot play is refused, and the video's facts and poster come back with it.
 
         The destination is a local path, or any URI Airflow's ``ObjectStoragePath`` understands
         (``file://``, ``s3://``, ``gs://``...; ``storage_conn_id`` names its connection). The API
@@ -218,6 +220,7 @@ class KlingClient(CallSettings):
 
         :raises KlingInputError: the URL is not http(s), or the destination exists and
             ``overwrite`` is false.
+        :raises KlingNotAVideoError: what came is not a playable video; nothing was stored.
         :raises KlingError: the download failed, was cut short, or is larger than ``max_bytes``.
         """
         return download_video(
@@ -228,4 +231,5 @@ class KlingClient(CallSettings):
             max_bytes=max_bytes,
             overwrite=overwrite,
             storage_conn_id=storage_conn_id,
+            rules=rules or VideoRules(),
         )

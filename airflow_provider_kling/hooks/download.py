@@ -1,10 +1,12 @@
 """
-Copy a video to storage, where it appears whole or not at all.
+Copy a video to storage, where it appears whole and checked, or not at all.
 
 The destination is a local path or any URI that Airflow's ``ObjectStoragePath`` understands. The
 video streams in chunks (constant memory, the next chunks read in a second thread while this one
 hashes and writes) to a temporary name beside the destination, is checked against the length the
-server announced, and is then moved into place; a failed copy leaves nothing behind.
+server announced and as a video (:mod:`airflow_provider_kling.media`: what was served, its first
+bytes, then FFmpeg's probe), gets its poster frame beside it, and is then moved into place; a
+failed copy leaves nothing behind, not even a folder made for it.
 """
 
 from __future__ import annotations
@@ -12,17 +14,35 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from functools import partial
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 import requests
 import urllib3
 
 from airflow_provider_kling.constants import MAX_VIDEO_BYTES
-from airflow_provider_kling.exceptions import KlingAPIError, KlingConnectionError, KlingError, KlingInputError
+from airflow_provider_kling.exceptions import (
+    KlingAPIError,
+    KlingConnectionError,
+    KlingError,
+    KlingInputError,
+    KlingNotAVideoError,
+    KlingVideoExpiredError,
+    KlingVideoShapeError,
+    excerpt,
+)
+from airflow_provider_kling.media import (
+    ExpectedShape,
+    VideoFacts,
+    container_problem,
+    content_type_problem,
+    inspect_video,
+    shape_mismatch,
+)
 from airflow_provider_kling.streaming import read_ahead
 from airflow_provider_kling.untrusted import video_url_problem
 
@@ -35,19 +55,56 @@ if TYPE_CHECKING:
 
 #: Bytes read at a time when streaming a video.
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+#: ``warn``: a video of another shape than asked lands, its ``mismatch`` said; ``strict``: it is refused.
+Verify = Literal["warn", "strict"]
 #: A video is compressed already: asking the server not to compress it again saves its CPU and ours.
 DOWNLOAD_HEADERS = {"Accept-Encoding": "identity"}
 
 
 @dataclass(frozen=True)
 class DownloadedVideo:
-    """A video saved by :func:`download_video`: ``size_bytes`` and ``sha256`` describe the file that landed."""
+    """
+    A video saved by :func:`download_video` or :func:`copy_video`: ``size_bytes`` and ``sha256``
+    describe the file that landed, ``facts`` what FFmpeg read of it, ``poster`` where its poster
+    frame (a JPEG beside it) landed, if one was asked for.
+    """
 
     path: str
     uri: str
     size_bytes: int
     sha256: str
     content_type: str
+    facts: VideoFacts
+    poster: str | None = None
+
+    def stored(self) -> dict[str, Any]:
+        """What a result's ``stored`` (and an asset event's extra) holds: where, how big, and the facts."""
+        return {
+            "uri": self.uri,
+            "size_bytes": self.size_bytes,
+            "sha256": self.sha256,
+            "content_type": self.content_type,
+            **self.facts.to_dict(),
+            "poster": self.poster,
+        }
+
+
+@dataclass(frozen=True)
+class VideoRules:
+    """
+    What a landing video must be, besides a playable video.
+
+    :param expect: the shape the request asked for; a video of another shape is reported in its
+        facts' ``mismatch`` (and logged by the caller), or refused with ``verify="strict"``.
+    :param verify: ``"warn"`` (report a mismatch) or ``"strict"`` (refuse the video).
+    :param poster: store a poster frame (``<name>.jpg``) beside the video.
+    :param request_id: the request the video comes from, for the words of a refusal.
+    """
+
+    expect: ExpectedShape | None = None
+    verify: Verify = "warn"
+    poster: bool = True
+    request_id: str | None = None
 
 
 def storage_path(
@@ -63,15 +120,59 @@ def storage_path(
     return ObjectStoragePath(str(destination), conn_id=conn_id)
 
 
-def destination_path(
+def check_destination(
     destination: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None, *, overwrite: bool
 ) -> Path | ObjectStoragePath:
-    """Where a video will land, its folder made; refused if it exists and ``overwrite`` is false."""
-    dest = storage_path(destination, conn_id)
-    if not overwrite and dest.exists():
+    """
+    Whether a video can land at ``destination``, checked without writing anything: its storage
+    connection exists; it does not exist already unless ``overwrite`` (a destination still naming
+    ``{request_id}`` cannot be looked up yet); and, on a local disk, its folder is a folder (or can
+    be made) that this process may write in. An operator runs it before the paid submit, and the
+    store again before it writes, with the same words.
+
+    :raises KlingInputError: naming the field and what to change.
+    """
+    if conn_id:
+        _check_connection(conn_id)
+    named = os.fspath(destination) if isinstance(destination, (str, os.PathLike)) else str(destination)
+    pending = REQUEST_ID_FIELD in named
+    dest = storage_path(named.replace(REQUEST_ID_FIELD, "request-id") if pending else destination, conn_id)
+    if isinstance(dest, Path):
+        _check_folder(dest)
+    if not overwrite and not pending and dest.exists():
         raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
-    dest.parent.mkdir(parents=True, exist_ok=True)
     return dest
+
+
+#: Replaced by the request's id in a destination (``s3://bucket/{request_id}.mp4``).
+REQUEST_ID_FIELD = "{request_id}"
+
+
+def _check_connection(conn_id: str) -> None:
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise KlingInputError(
+            f"storage_conn_id: there is no Airflow connection {conn_id!r}; add it, or leave storage_conn_id "
+            "out to use the store's default credentials"
+        ) from None
+
+
+def _check_folder(dest: Path) -> None:
+    """A local destination's folder must be a folder this process can write in, or one it can make."""
+    if dest.is_dir():
+        raise KlingInputError(f"destination: {dest} is a folder; name the video file (.../{{request_id}}.mp4)")
+    folder = dest.parent
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise KlingInputError(f"destination: cannot make the folder {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write in" if existing == folder else "make folders in"
+        raise KlingInputError(f"destination: no permission to {what} {existing}")
 
 
 def download_video(
@@ -83,55 +184,189 @@ def download_video(
     max_bytes: int = MAX_VIDEO_BYTES,
     overwrite: bool = True,
     storage_conn_id: str | None = None,
+    rules: VideoRules = VideoRules(),
 ) -> DownloadedVideo:
     """
-    Stream the video at ``url`` to ``destination``. The session carries no API token: a media host
-    never sees it, even behind a redirect.
+    Stream the video at ``url`` to ``destination``, checked: the ``Content-Type`` and the first
+    bytes must be a video's, and FFmpeg must find a video stream whose first frame decodes, before
+    the file is moved into place. The session carries no API token: a media host never sees it,
+    even behind a redirect.
 
     A server that compresses the answer anyway (``Content-Encoding: gzip``) is read as it was
     sent: its ``Content-Length`` is compared with the bytes that came over the wire, and the file
     gets the original, decoded bytes.
 
     :raises KlingInputError: the URL is not http(s), or the destination exists and ``overwrite`` is false.
+    :raises KlingVideoExpiredError: the video host refused the URL (403, 404, 410).
+    :raises KlingNotAVideoError: what came is not a playable video; nothing was stored.
+    :raises KlingVideoShapeError: ``verify="strict"`` and the video has another shape than asked.
     :raises KlingError: the download failed, was cut short, or is larger than ``max_bytes``.
     """
     problem = video_url_problem(url)
     if problem is not None:
         raise KlingInputError(f"video_url: must be an http(s) URL with a host ({problem})")
-    dest = destination_path(destination, storage_conn_id, overwrite=overwrite)
+    dest = check_destination(destination, storage_conn_id, overwrite=overwrite)
     try:
         response = session.get(url, stream=True, headers=DOWNLOAD_HEADERS, timeout=(timeouts.connect, timeouts.read))
     except requests.RequestException as err:
         raise KlingConnectionError(f"GET video: {type(err).__name__}", request_sent=True) from err
     with response:
         if response.status_code != 200:
-            raise KlingAPIError("Could not fetch the video", status_code=response.status_code, body=response.text[:300])
+            raise _refused_url(response, rules.request_id)
         announced = int(response.headers.get("Content-Length") or 0) or None
         encoded = response.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
         if announced and not encoded and announced > max_bytes:
             raise KlingError(f"The video is {announced} bytes, over the {max_bytes}-byte cap")
+        content_type = response.headers.get("Content-Type", "application/octet-stream")
         chunks = read_ahead(partial(response.raw.read, DOWNLOAD_CHUNK_BYTES, decode_content=True))
 
-        def check_length() -> None:
+        def on_wire() -> str:
             # Content-Length counts the bytes on the wire, which are the encoded ones when encoded.
-            on_wire = response.raw.tell()
-            if announced is not None and on_wire != announced:
-                raise KlingConnectionError(
-                    f"The video download was cut short: {on_wire} of {announced} bytes", request_sent=True
-                )
+            came = response.raw.tell()
+            return f"{came} of {announced} announced bytes came" if announced is not None else f"{came} bytes came"
+
+        def check_length() -> None:
+            if announced is not None and response.raw.tell() != announced:
+                raise KlingConnectionError(f"The video download was cut short: {on_wire()}", request_sent=True)
 
         try:
             with closing(chunks):
-                size, sha256 = write_whole(dest, chunks, max_bytes=max_bytes, check=check_length)
+                first = next(chunks, b"")
+                refuse_what_is_not_video(content_type, first)
+                return land_video(
+                    dest,
+                    chain([first], chunks),
+                    max_bytes=max_bytes,
+                    rules=rules,
+                    content_type=content_type,
+                    check=check_length,
+                )
         except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
-            raise KlingConnectionError(f"The video download failed ({type(err).__name__})", request_sent=True) from err
+            raise KlingConnectionError(
+                f"The video download was cut short: {on_wire()} ({type(err).__name__})", request_sent=True
+            ) from err
+
+
+def _refused_url(response: requests.Response, request_id: str | None) -> KlingError:
+    """The error of a video host that answered anything but 200."""
+    if response.status_code in EXPIRED_STATUSES:
+        fresh = f"`kling result {request_id}`" if request_id else "the request's result (`kling result REQUEST_ID`)"
+        return KlingVideoExpiredError(
+            f"The video URL answered HTTP {response.status_code}: it has most likely expired. A retry of the task "
+            f"fetches a fresh URL from the request's result (nothing is paid again), as {fresh} does",
+            status_code=response.status_code,
+            request_id=request_id,
+            body=response.text[:300],
+        )
+    return KlingAPIError("Could not fetch the video", status_code=response.status_code, body=response.text[:300])
+
+
+#: What a media host answers for a URL that has expired (a signed URL past its time answers 403).
+EXPIRED_STATUSES = (403, 404, 410)
+
+
+def refuse_what_is_not_video(content_type: str | None, head: bytes) -> None:
+    """
+    The cheap checks, before a byte is written: a ``Content-Type`` that cannot be a video, and
+    first bytes that open no video container, are refused, naming what came instead.
+
+    :raises KlingNotAVideoError: ``text/html, an HTML page``...
+    """
+    served = content_type_problem(content_type)
+    kind = container_problem(head)
+    if served is None and kind is None:
+        return
+    came = ", ".join(part for part in (served, kind) if part)
+    quoted = excerpt(head[:120].decode("utf-8", "replace"), 80) if kind and kind != "an empty body" else ""
+    raise KlingNotAVideoError(
+        f"The video URL served {came}, not a video{f' ({quoted!r})' if quoted else ''}: nothing was stored",
+        came=came,
+    )
+
+
+def land_video(
+    dest: Path | ObjectStoragePath,
+    chunks: Iterable[bytes],
+    *,
+    max_bytes: int,
+    rules: VideoRules,
+    content_type: str = "video/mp4",
+    check: Callable[[], None] | None = None,
+) -> DownloadedVideo:
+    """
+    Write ``chunks`` beside ``dest``, check that they are a playable video (and of the asked
+    shape, with ``verify="strict"``), land its poster, then move the video into place: a video
+    lands whole and checked, with its poster, or nothing lands. Folders made for it are removed
+    again when nothing lands.
+    """
+    made = _make_folder(dest)
+    landed: dict[str, Any] = {}
+
+    def checked(part: Path | ObjectStoragePath) -> None:
+        if check is not None:
+            check()
+        facts, image = _inspect(part, rules.poster)
+        facts = facts.with_mismatch(shape_mismatch(facts, rules.expect))
+        if facts.mismatch and rules.verify == "strict":
+            rid = rules.request_id or "the request"
+            raise KlingVideoShapeError(
+                f"The video of {rid} is not the shape asked for ({'; '.join(facts.mismatch)}); verify='strict', so "
+                f"it was not stored. It is billed: `kling download {rid} FILE` fetches it as it is",
+                request_id=rules.request_id or "",
+                mismatch=list(facts.mismatch),
+            )
+        if image is not None:
+            poster = poster_path(dest)
+            write_whole(poster, [image], max_bytes=max_bytes)
+            landed["poster"] = poster
+        landed["facts"] = facts
+
+    try:
+        size, sha256 = write_whole(dest, chunks, max_bytes=max_bytes, before_move=checked)
+    except BaseException:
+        if "poster" in landed:
+            landed["poster"].unlink(missing_ok=True)
+        for folder in reversed(made):
+            with suppress(OSError):
+                folder.rmdir()  # only while empty
+        raise
+    poster_at = landed.get("poster")
     return DownloadedVideo(
         path=str(dest),
         uri=uri_of(dest),
         size_bytes=size,
         sha256=sha256,
-        content_type=response.headers.get("Content-Type", "application/octet-stream"),
+        content_type=content_type,
+        facts=landed["facts"],
+        poster=uri_of(poster_at) if poster_at is not None else None,
     )
+
+
+def poster_path(dest: Path | ObjectStoragePath) -> Path | ObjectStoragePath:
+    """Where a video's poster frame goes: beside it, ``teaser.mp4`` -> ``teaser.jpg``."""
+    return dest.parent / f"{dest.stem if dest.suffix else dest.name}.jpg"
+
+
+def _inspect(part: Path | ObjectStoragePath, poster: bool) -> tuple[VideoFacts, bytes | None]:
+    """Probe a written file: a local one by its path, an object store's through its file object."""
+    if isinstance(part, Path):
+        return inspect_video(str(part), poster=poster)
+    with part.open("rb") as reader:
+        return inspect_video(reader, poster=poster)
+
+
+def _make_folder(dest: Path | ObjectStoragePath) -> list[Path]:
+    """Make ``dest``'s folder; return the local folders made (outermost first), to remove on failure."""
+    if not isinstance(dest, Path):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return []
+    missing = []
+    folder = dest.parent
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return missing[::-1]
 
 
 def copy_video(
@@ -142,18 +377,23 @@ def copy_video(
     storage_conn_id: str | None = None,
     overwrite: bool = False,
     max_bytes: int = MAX_VIDEO_BYTES,
+    poster: bool = True,
 ) -> DownloadedVideo:
     """
-    Copy a stored video to another place (local or object storage), whole or not at all: to
-    publish an approved take, say. Streams in chunks; a failed copy leaves nothing behind.
+    Copy a stored video to another place (local or object storage), whole or not at all, checked
+    as a download is, with its poster: to publish an approved take, say. Streams in chunks; a
+    failed copy leaves nothing behind.
 
     :raises KlingInputError: the destination exists and ``overwrite`` is false.
+    :raises KlingNotAVideoError: the source is not a playable video.
     :raises FileNotFoundError: there is no ``source``.
     """
-    dest = destination_path(destination, storage_conn_id, overwrite=overwrite)
+    dest = check_destination(destination, storage_conn_id, overwrite=overwrite)
     with storage_path(source, source_conn_id).open("rb") as reader:
-        size, sha256 = write_whole(dest, iter(partial(reader.read, DOWNLOAD_CHUNK_BYTES), b""), max_bytes=max_bytes)
-    return DownloadedVideo(path=str(dest), uri=uri_of(dest), size_bytes=size, sha256=sha256, content_type="video/mp4")
+        chunks = iter(partial(reader.read, DOWNLOAD_CHUNK_BYTES), b"")
+        first = next(chunks, b"")
+        refuse_what_is_not_video(None, first)
+        return land_video(dest, chain([first], chunks), max_bytes=max_bytes, rules=VideoRules(poster=poster))
 
 
 def write_whole(
@@ -161,11 +401,11 @@ def write_whole(
     chunks: Iterable[bytes],
     *,
     max_bytes: int,
-    check: Callable[[], None] | None = None,
+    before_move: Callable[[Path | ObjectStoragePath], None] | None = None,
 ) -> tuple[int, str]:
     """
-    Write ``chunks`` to a temporary name beside ``dest``, run ``check``, then move the file into
-    place; on any failure remove the temporary file. Returns the size and the sha256 written.
+    Write ``chunks`` to a temporary name beside ``dest``, run ``before_move`` on it, then move the
+    file into place; on any failure remove the temporary file. Returns the size and the sha256 written.
     """
     digest = hashlib.sha256()
     size = 0
@@ -178,8 +418,8 @@ def write_whole(
                     raise KlingError(f"The video is over the {max_bytes}-byte cap")
                 digest.update(chunk)
                 out.write(chunk)
-        if check is not None:
-            check()
+        if before_move is not None:
+            before_move(part)
         if isinstance(part, Path) and isinstance(dest, Path):
             part.replace(dest)  # atomic on one file system
         else:

@@ -85,7 +85,16 @@ class KlingTextToVideoOperator(BaseOperator):
         ``stored``. One task then generates and stores. ``{request_id}`` in it is replaced by the
         request's id. Needs ``wait_for_completion``. Templated.
     :param storage_conn_id: the Airflow connection of the destination's object store. Templated.
-    :param overwrite: replace an existing ``destination``; refused by default.
+    :param overwrite: replace an existing ``destination``; refused by default. An existing
+        ``destination`` (without ``{request_id}``), a storage connection that does not exist, or a
+        local folder that cannot be made or written is refused before the paid submit.
+    :param verify: what a stored video must be besides playable (it always must be: a web page or
+        a file FFmpeg cannot decode is refused, and a retry fetches it again without paying):
+        ``"warn"`` (default) stores a video whose aspect ratio or duration is not the one asked
+        for, says so in the log, the ``kling.shape_mismatch`` metric and the facts' ``mismatch``;
+        ``"strict"`` refuses it and fails the task (``KlingVideoShapeError``, never retried).
+    :param poster: store a poster frame (``<name>.jpg``, a frame a third of the way in) beside the
+        stored video; its URI is ``stored["poster"]``.
     :param finish_in_triggerer: end the task in the triggerer once the video is ready (and stored,
         with ``destination``), as Airflow's ``end_from_trigger`` does: a generation then costs one
         worker run, the submit. Needs ``deferrable`` and ``wait_for_completion``. Every other end
@@ -138,6 +147,8 @@ class KlingTextToVideoOperator(BaseOperator):
         destination: str | None = None,
         storage_conn_id: str | None = None,
         overwrite: bool = False,
+        verify: Literal["warn", "strict"] = "warn",
+        poster: bool = True,
         finish_in_triggerer: bool = False,
         **kwargs: Any,
     ) -> None:
@@ -167,13 +178,17 @@ class KlingTextToVideoOperator(BaseOperator):
         self.destination = destination
         self.storage_conn_id = storage_conn_id
         self.overwrite = overwrite
+        self.verify = verify
+        self.poster = poster
         self.finish_in_triggerer = finish_in_triggerer
         _check_layout(self)
         #: What lineage says of this try's generation (``lineage.generation_facts``), once submitted.
         self._lineage: dict[str, Any] | None = None
         self._cost: Any = None
-        #: Where this try stored the video, for lineage.
-        self._stored: str | None = None
+        #: What this try stored (``stored``: where, and the video's facts), for lineage.
+        self._stored: dict[str, Any] | None = None
+        #: The shape the input asks for (``duration``, ``aspect_ratio``), to check the video against.
+        self._expect: dict[str, Any] | None = None
 
     @property
     def result_xcom_keys(self) -> tuple[str, ...]:
@@ -217,7 +232,11 @@ class KlingTextToVideoOperator(BaseOperator):
         return input_body(self.model, fields, self.input)
 
     def execute(self, context: Context) -> str:
+        from airflow_provider_kling.media import ExpectedShape
+
         body = self.build_input()
+        expect = ExpectedShape.of_input(body)
+        self._expect = expect.to_dict() if expect is not None else None
         request_id = self._submit_or_resume(context, body)
         context["ti"].xcom_push(key="request_id", value=request_id)
         from airflow_provider_kling.lineage import generation_facts
@@ -237,7 +256,7 @@ class KlingTextToVideoOperator(BaseOperator):
                 end = self._end_in_triggerer()
                 # A later try must tell a task the triggerer ended from one stopped before it deferred.
                 marks = self._submission(context).ends_in_triggerer if end is not None and self.resume else None
-                carry = {"lineage": self._lineage}
+                carry = {"lineage": self._lineage, "expect": self._expect}
                 result = waiter.check_then_defer(context, wait, carry=carry, end_task=end, before_defer=marks)
             else:
                 result = waiter.on_worker(wait)
@@ -249,6 +268,7 @@ class KlingTextToVideoOperator(BaseOperator):
 
         carried = event.get("carry") if isinstance(event, dict) else None
         self._lineage = carried.get("lineage") if isinstance(carried, dict) else None
+        self._expect = carried.get("expect") if isinstance(carried, dict) else None
         counted = isinstance(event, dict) and event.get("counted") is True  # dag.test(): the trigger ended it
         return self._finish(context, result_from_event(event), counted=counted)
 
@@ -275,8 +295,12 @@ class KlingTextToVideoOperator(BaseOperator):
         return value if isinstance(value, str) else None
 
     def _submit_or_resume(self, context: Context, body: ValidBody) -> str:
-        """Resume the request of an earlier try when it can be, else submit (and record it at once)."""
-        return self._submission(context).submit_or_resume(body)
+        """
+        Resume the request of an earlier try when it can be, else submit (and record it at once),
+        once what can be known before paying is checked: where the video will be stored.
+        """
+        store = self.video_store
+        return self._submission(context).submit_or_resume(body, before_paying=store.check if store else None)
 
     def _submission(self, context: Context) -> SubmitOnce:
         from airflow_provider_kling.resume import SubmitOnce
@@ -316,11 +340,19 @@ class KlingTextToVideoOperator(BaseOperator):
     @property
     def video_store(self) -> VideoStore | None:
         """Where the video goes (rendered ``destination``), if anywhere."""
+        from airflow_provider_kling.media import ExpectedShape
         from airflow_provider_kling.store import VideoStore
 
         if not self.destination:
             return None
-        return VideoStore(str(self.destination), self.storage_conn_id or None, overwrite=self.overwrite)
+        return VideoStore(
+            str(self.destination),
+            self.storage_conn_id or None,
+            overwrite=self.overwrite,
+            expect=ExpectedShape.from_dict(self._expect),
+            verify=self.verify,
+            poster=self.poster,
+        )
 
     def _end_in_triggerer(self) -> EndInTriggerer | None:
         """How the trigger ends this task once the video is ready, or ``None`` for a worker run (and why)."""
@@ -336,14 +368,21 @@ class KlingTextToVideoOperator(BaseOperator):
         return EndInTriggerer(store=self.video_store, returns=returns, tags=self.spend.tags)
 
     def _finish(self, context: Context, result: KlingResult, *, counted: bool = False) -> str:
+        self.waiter.video_ready = result["request_id"]
+        submission = self._submission(context)
+        # Counted before the store: the request is billed whether or not its video lands here, and
+        # a retry after a failed store (which fetches the video again) must not count it twice.
+        if not counted and submission.first_to_count(result["request_id"]):
+            self.waiter.done(result)
         store = self.video_store
         if store is not None and not result.get("stored"):
             result["stored"] = store.save(self.hook, result, log=self.log)
-            self.spend.stored(result.get("finished_at"))
-        self._stored = result["stored"]["uri"] if result.get("stored") else None
-        submission = self._submission(context)
-        if not counted and submission.first_to_count(result["request_id"]):
-            self.waiter.done(result)
+            self.spend.stored(result.get("finished_at"), result["stored"])
+        if result.get("stored"):
+            from airflow_provider_kling.store import describe_asset_events
+
+            describe_asset_events(self, context, result["stored"])
+        self._stored = result.get("stored") or None
         self._cost = result.get("cost")
         context["ti"].xcom_push(key="result", value=result)
         submission.finished()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import Asset, BaseOperator
+from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_provider_kling.constants import DEFAULT_CONN_ID, MAX_VIDEO_BYTES
 from airflow_provider_kling.exceptions import KlingInputError
@@ -24,9 +24,13 @@ class KlingVideoToStorageOperator(BaseOperator):
 
     RunComfy does not promise how long output URLs live, so copy each video somewhere you own.
     The copy streams in chunks (constant memory) to a temporary name beside the destination and
-    is moved into place once its size matches ``Content-Length``: a reader never sees a partial
-    file, and a failed copy leaves nothing behind. Pushes XComs ``size_bytes``, ``sha256`` and
-    ``content_type``. With ``outlets=[Asset(...)]``, downstream DAGs can be scheduled on new videos.
+    is moved into place once its size matches ``Content-Length`` and it is checked as a video: a
+    web page, an image or a file FFmpeg cannot decode is refused (``KlingNotAVideoError``; a retry
+    fetches it again). A reader never sees a partial file, and a failed copy leaves nothing
+    behind. Pushes XComs ``size_bytes``, ``sha256``, ``content_type`` and ``stored`` (all of it
+    and the video's facts: ``duration_s``, ``width``, ``height``, ``frame_rate``, ``video_codec``,
+    ``has_audio``..., and ``poster``). With ``outlets=[Asset(...)]``, downstream DAGs can be
+    scheduled on new videos; the asset event's extra carries the same.
 
     :param destination: where the video goes: a local path or an ``ObjectStoragePath`` URI
         (``file://``, ``s3://``, ``gs://``...). Templated.
@@ -36,6 +40,7 @@ class KlingVideoToStorageOperator(BaseOperator):
     :param storage_conn_id: the Airflow connection of the destination's object store. Templated.
     :param overwrite: replace an existing destination; refused by default.
     :param max_bytes: refuse a video larger than this (default 500 MB).
+    :param poster: store a poster frame (``<name>.jpg``) beside the video.
     :param kling_conn_id: the ``kling`` connection, used to fetch the result of ``request_id``.
     :param hook_params: extra keyword arguments for the hook (timeouts, retries).
     """
@@ -52,6 +57,7 @@ class KlingVideoToStorageOperator(BaseOperator):
         storage_conn_id: str | None = None,
         overwrite: bool = False,
         max_bytes: int = MAX_VIDEO_BYTES,
+        poster: bool = True,
         kling_conn_id: str = DEFAULT_CONN_ID,
         hook_params: dict[str, Any] | None = None,
         **kwargs: Any,
@@ -63,10 +69,12 @@ class KlingVideoToStorageOperator(BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.overwrite = overwrite
         self.max_bytes = max_bytes
+        self.poster = poster
         self.kling_conn_id = kling_conn_id
         self.hook_params = hook_params or {}
-        #: Where the video landed, for lineage.
-        self._stored: str | None = None
+        #: What landed (``stored``) and the request it came from, for lineage.
+        self._stored: dict[str, Any] | None = None
+        self._request_id: str | None = None
 
     @cached_property
     def hook(self) -> KlingHook:
@@ -81,11 +89,15 @@ class KlingVideoToStorageOperator(BaseOperator):
             raise KlingInputError(
                 "destination: must be a path or a URI such as file:///videos/x.mp4 or s3://bucket/x.mp4"
             )
+        from airflow_provider_kling.hooks.download import VideoRules
+        from airflow_provider_kling.store import describe_asset_events, describe_facts
+
         finished_at = None
+        request_id = str(self.request_id) if self.request_id else None
         if self.video_url:
             url = self.video_url
         else:
-            result = self.hook.get_result(str(self.request_id)).require_video(str(self.request_id))
+            result = self.hook.get_result(str(request_id)).require_video(str(request_id))
             url, finished_at = result["video_url"], result.get("finished_at")
         saved = self.hook.download_video(
             url,
@@ -93,17 +105,22 @@ class KlingVideoToStorageOperator(BaseOperator):
             max_bytes=self.max_bytes,
             overwrite=self.overwrite,
             storage_conn_id=self.storage_conn_id,
+            rules=VideoRules(poster=self.poster, request_id=request_id),
         )
+        stored = {**saved.stored(), "request_id": request_id}
         ti = context["ti"]
         ti.xcom_push(key="size_bytes", value=saved.size_bytes)
         ti.xcom_push(key="sha256", value=saved.sha256)
         ti.xcom_push(key="content_type", value=saved.content_type)
-        self.log.info("Copied %d bytes (sha256 %s) to %s", saved.size_bytes, saved.sha256, saved.uri)
-        self._describe_asset_events(context, {"uri": saved.uri, "size_bytes": saved.size_bytes, "sha256": saved.sha256})
+        ti.xcom_push(key="stored", value=stored)
+        self.log.info(
+            "Copied %d bytes (sha256 %s) to %s; %s", saved.size_bytes, saved.sha256, saved.uri, describe_facts(stored)
+        )
+        describe_asset_events(self, context, stored)
         from airflow_provider_kling.spend import Spend
 
-        Spend.of_task(self.hook, self).stored(finished_at)
-        self._stored = saved.uri
+        Spend.of_task(self.hook, self).stored(finished_at, stored)
+        self._stored, self._request_id = stored, request_id
         return saved.uri
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -114,10 +131,4 @@ class KlingVideoToStorageOperator(BaseOperator):
             from airflow.providers.openlineage.extractors import OperatorLineage
 
             return OperatorLineage()
-        return stored_video_lineage(self._stored)
-
-    def _describe_asset_events(self, context: Context, extra: dict[str, Any]) -> None:
-        """Put the copy's URI, size and digest on the events of this task's asset outlets."""
-        for outlet in self.outlets:
-            if isinstance(outlet, Asset):
-                context["outlet_events"][outlet].extra.update(extra)
+        return stored_video_lineage(self._stored, self._request_id)

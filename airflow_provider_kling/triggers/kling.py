@@ -120,7 +120,7 @@ class KlingRequestTrigger(BaseTrigger):
             )
             return TriggerEvent(event)  # the video is stored: the worker does not store it again
         if counted and end.store is not None:
-            spend.stored(result.get("finished_at"))
+            spend.stored(result.get("finished_at"), result["stored"])
         xcoms: dict[str, Any] = {"result": result}
         if end.returns is not None:
             xcoms["return_value"] = rid if end.returns == "request_id" else result
