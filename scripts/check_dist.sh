@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the wheel and the sdist, install the wheel (not the source tree) in a clean environment
 # with the locked dependency versions, and check what a user gets: the provider registered with
-# Airflow, the simulator's sample MP4 and py.typed shipped, and both console scripts working.
+# Airflow, the simulator making its MP4s (PyAV), py.typed shipped, and both console scripts working.
 set -euo pipefail
 uv=$1 python=$2
 cd "$(dirname "$0")/.."
@@ -30,7 +30,7 @@ package = Path(airflow_provider_kling.__file__).parent
 assert not package.is_relative_to(root), f"imported from the source tree: {package}"
 assert (package / "py.typed").exists(), "py.typed is missing from the wheel"
 video = sample_video()
-assert video[4:8] == b"ftyp", "the simulator's sample MP4 is missing or not an MP4"
+assert video[4:8] == b"ftyp", "the simulator cannot make its MP4s (PyAV)"
 print(f"wheel OK: {package.name} {airflow_provider_kling.__version__}, sample MP4 {len(video)} bytes")
 PY
 "$work/venv/bin/airflow" providers list 2>/dev/null | grep -q "airflow-provider-kling" \
@@ -38,5 +38,5 @@ PY
 "$work/venv/bin/kling" --help >/dev/null
 "$work/venv/bin/kling-simulator" --help >/dev/null
 tar -tzf "$root/$sdist" >"$work/sdist.txt"
-grep -q "/airflow_provider_kling/testing/data/kling-sample.mp4$" "$work/sdist.txt" || { echo "the sdist lacks the sample MP4"; exit 1; }
+grep -q "/airflow_provider_kling/facets/KlingVideoDatasetFacet.json$" "$work/sdist.txt" || { echo "the sdist lacks the video facet's schema"; exit 1; }
 echo "dist OK: $(basename "$wheel") registers with Airflow; $(basename "$sdist") built"

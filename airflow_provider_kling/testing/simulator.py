@@ -4,11 +4,13 @@ A RunComfy Model API simulator: a real HTTP server (aiohttp) on loopback.
 It answers the four documented calls with the documented bodies (both status sets,
 ``queue_position`` while queued, error bodies with ``error_code``/``error_message``, 202 on
 cancel with ``outcome``), follows a timeline per request (queued, then running, then finished),
-and serves a playable MP4 behind each video URL.
+and serves a real MP4 behind each video URL, of the duration and aspect ratio the request asked
+for (made with PyAV: :mod:`airflow_provider_kling.testing.media`).
 
 Outcomes are scripted per request: :meth:`RunComfySimulator.script` sets the scenario of the next
 submits, and a prompt containing ``[sim:fail]`` or ``[sim:cancel]`` picks one from any process, as
-``[sim:queue=SECONDS]`` and ``[sim:run=SECONDS]`` set how long it stays queued and running.
+``[sim:queue=SECONDS]`` and ``[sim:run=SECONDS]`` set how long it stays queued and running, and
+``[sim:shape=9:16]``, ``[sim:seconds=3]`` and ``[sim:media=html_page]`` what its video URL serves.
 Faults (429, 5xx, a proxy's HTML error page, dropped connections, answers that are slow, never
 come, are cut short or malformed, a gzip-encoded video...) are queued per call with
 :meth:`RunComfySimulator.inject`. A scenario may put its video on another host, or behind a
@@ -30,10 +32,11 @@ import uuid
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from importlib import resources
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
+
+from airflow_provider_kling.testing.media import SIGN_IN_PAGE, make_video, padded_video, undecodable_video
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -56,19 +59,20 @@ PROXY_ERROR_PAGE = (
 HANG_SECONDS = 3600.0
 
 
-def sample_video() -> bytes:
-    """The MP4 served behind every video URL: 5 s, 16:9, H.264 with sound."""
-    return resources.files("airflow_provider_kling.testing").joinpath("data/kling-sample.mp4").read_bytes()
+def sample_video(seconds: float = 5.0, aspect_ratio: str = "16:9") -> bytes:
+    """The MP4 served for a request of the default shape: 5 s, 16:9, H.264 with sound."""
+    return make_video(seconds, aspect_ratio)
 
 
-def synthetic_video_chunks(size: int, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
-    """The bytes of a synthetic video of ``size`` bytes, in chunks (deterministic, so tests can hash them)."""
-    block = bytes(range(256)) * (chunk_bytes // 256)
-    sent = 0
-    while sent < size:
-        chunk = block[: min(chunk_bytes, size - sent)]
-        sent += len(chunk)
-        yield chunk
+def synthetic_video_chunks(size: int) -> Iterator[bytes]:
+    """A real MP4 of ``size`` bytes, in chunks (the sample, padded; deterministic, so tests can hash it)."""
+    return padded_video(size)
+
+
+#: What a scenario's video URL serves: the video, a sign-in page (200, ``text/html``), the same page
+#: labelled ``video/mp4`` (a misconfigured CDN), an MP4 with sound and no picture, or an MP4 whose
+#: frames do not decode.
+Media = Literal["video", "html_page", "html_as_mp4", "audio_only", "undecodable"]
 
 
 @dataclass
@@ -88,6 +92,9 @@ class Scenario:
         to the other host).
     :param video_url: the result names this as the video instead (``javascript:...``,
         ``file:///etc/passwd``...), to test what a client does with a URL that is not a video's.
+    :param media: what the video URL serves (:data:`Media`).
+    :param served_aspect_ratio: serve a video of this aspect ratio, whatever was asked for.
+    :param served_seconds: serve a video this long, whatever was asked for.
     """
 
     outcome: Outcome = "succeeded"
@@ -99,6 +106,9 @@ class Scenario:
     expire: bool = False
     video_host: Literal["api", "other", "redirect"] = "api"
     video_url: str | None = None
+    media: Media = "video"
+    served_aspect_ratio: str | None = None
+    served_seconds: float | None = None
 
 
 @dataclass
@@ -175,8 +185,9 @@ class RunComfySimulator:
     :param run_seconds: default seconds a request runs.
     :param host: address to listen on (loopback only).
     :param port: port to listen on; 0 picks a free one.
-    :param video: the bytes served as every video; the packaged sample MP4 by default.
-    :param video_size: serve a synthetic video of this many bytes instead (streamed, never held in
+    :param video: the bytes served as every video; by default, an MP4 of the shape each request
+        asked for (:attr:`video` is the one of the default shape, 5 s at 16:9).
+    :param video_size: serve a real MP4 of this many bytes instead, padded (streamed, never held in
         memory; its bytes are :func:`synthetic_video_chunks`), to test large transfers.
     """
 
@@ -198,6 +209,7 @@ class RunComfySimulator:
         self.run_seconds = run_seconds
         self.host = host
         self.port = port
+        self._fixed_video = video is not None
         self.video = video if video is not None else sample_video()
         self.video_size = video_size
         self.requests: dict[str, SimulatedRequest] = {}
@@ -473,8 +485,17 @@ class RunComfySimulator:
         outcome: Outcome = "succeeded"
         if "[sim:fail]" in prompt or "[sim:cancel]" in prompt:
             outcome = "failed" if "[sim:fail]" in prompt else "cancelled"
-        timing = {key: float(value) for key, value in re.findall(r"\[sim:(queue|run)=([0-9.]+)\]", prompt)}
-        return Scenario(outcome=outcome, queue_seconds=timing.get("queue"), run_seconds=timing.get("run"))
+        timing = {key: float(value) for key, value in re.findall(r"\[sim:(queue|run|seconds)=([0-9.]+)\]", prompt)}
+        shape = re.search(r"\[sim:shape=([0-9]+:[0-9]+)\]", prompt)
+        media = re.search(r"\[sim:media=(html_page|html_as_mp4|audio_only|undecodable)\]", prompt)
+        return Scenario(
+            outcome=outcome,
+            queue_seconds=timing.get("queue"),
+            run_seconds=timing.get("run"),
+            media=media.group(1) if media else "video",  # type: ignore[arg-type]
+            served_aspect_ratio=shape.group(1) if shape else None,
+            served_seconds=timing.get("seconds"),
+        )
 
     async def _status(self, request: web.Request) -> web.StreamResponse:
         fault, answer = await self._fault_first(request, "status")
@@ -555,16 +576,20 @@ class RunComfySimulator:
         if sim_request is None:
             return web.Response(status=404, text="no such video")
         self._record(rid, "video")
+        if sim_request.scenario.media in ("html_page", "html_as_mp4"):
+            served_as = "text/html" if sim_request.scenario.media == "html_page" else "video/mp4"
+            return web.Response(body=SIGN_IN_PAGE, content_type=served_as)
+        video = self.video_of(sim_request)
         if fault is not None and fault.kind == "gzip":
             # Compressed whatever the client asked for (Accept-Encoding: identity included), as some
             # CDNs do: Content-Length counts the compressed bytes.
-            body = gzip.compress(b"".join(self._video_chunks()))
+            body = gzip.compress(b"".join(self._video_chunks(video)))
             return web.Response(body=body, headers={"Content-Type": "video/mp4", "Content-Encoding": "gzip"})
-        size = len(self.video) if self.video_size is None else self.video_size
+        size = len(video) if self.video_size is None else self.video_size
         response = web.StreamResponse(headers={"Content-Type": "video/mp4", "Content-Length": str(size)})
         await response.prepare(request)
         budget = size // 2 if fault is not None and fault.kind == "truncate" else size
-        for chunk in self._video_chunks():
+        for chunk in self._video_chunks(video):
             if len(chunk) > budget:
                 await response.write(chunk[:budget])
                 assert request.transport is not None
@@ -575,8 +600,22 @@ class RunComfySimulator:
         await response.write_eof()
         return response
 
-    def _video_chunks(self) -> Iterator[bytes]:
-        return iter([self.video]) if self.video_size is None else synthetic_video_chunks(self.video_size)
+    def _video_chunks(self, video: bytes) -> Iterator[bytes]:
+        return iter([video]) if self.video_size is None else synthetic_video_chunks(self.video_size)
+
+    def video_of(self, sim_request: SimulatedRequest) -> bytes:
+        """The MP4 a request's video URL serves: of the shape it asked for, unless its scenario says otherwise."""
+        scenario = sim_request.scenario
+        if scenario.media == "undecodable":
+            return undecodable_video()
+        if self._fixed_video:
+            return self.video
+        try:
+            seconds = scenario.served_seconds or float(sim_request.input.get("duration") or 5)
+        except (TypeError, ValueError):
+            seconds = 5.0
+        ratio = scenario.served_aspect_ratio or str(sim_request.input.get("aspect_ratio") or "16:9")
+        return make_video(seconds, ratio, video=scenario.media != "audio_only")
 
     async def _done(self, request: web.Request) -> web.Response:
         """404 until the request is finished, then 200: what a plain ``HttpSensor`` can wait on."""

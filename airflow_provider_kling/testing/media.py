@@ -1,0 +1,120 @@
+"""
+The videos the simulator serves: real MP4s (H.264, with AAC sound unless asked otherwise) made with
+PyAV at the duration and aspect ratio a request asked for, small enough to make in a fraction of a
+second, and the ways a media host goes wrong (a sign-in page, an audio-only file, a file whose
+frames do not decode).
+
+Its own rules, not the provider's: it knows the shapes as RunComfy serves them, at a tenth of the size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import tempfile
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+#: The simulator's frame sizes per aspect ratio: Kling's 1920x1080, 1080x1920 and 1080x1080, scaled down.
+FRAME_SIZES = {"16:9": (320, 180), "9:16": (180, 320), "1:1": (240, 240)}
+FRAMES_PER_SECOND = 24
+AUDIO_RATE = 48_000
+#: A media host's sign-in page, served with 200 where a video was expected (a captive portal, an expired session).
+SIGN_IN_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Sign in</title></head><body><h1>Sign in to continue</h1>"
+    b"<form method='post'><input name='user'><input type='password' name='pass'></form></body></html>"
+)
+
+
+@lru_cache(maxsize=32)
+def make_video(seconds: float = 5.0, aspect_ratio: str = "16:9", *, audio: bool = True, video: bool = True) -> bytes:
+    """
+    An MP4 of ``seconds`` at ``aspect_ratio`` (moving bands, a 440 Hz tone), its index first
+    (``faststart``); ``video=False`` leaves the video stream out (an audio-only file).
+    """
+    import av
+
+    width, height = FRAME_SIZES.get(aspect_ratio, FRAME_SIZES["16:9"])
+    handle, path = tempfile.mkstemp(suffix=".mp4")  # faststart rewrites the file: it needs a real one
+    os.close(handle)
+    try:
+        with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            # Every stream is added before the first packet is written.
+            picture = (
+                out.add_stream("libx264", rate=FRAMES_PER_SECOND, options={"preset": "ultrafast"}) if video else None
+            )
+            sound = out.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio else None
+            if picture is not None:
+                picture.width, picture.height, picture.pix_fmt = width, height, "yuv420p"
+                for index in range(round(seconds * FRAMES_PER_SECOND)):
+                    for packet in picture.encode(_frame(width, height, index)):
+                        out.mux(packet)
+                for packet in picture.encode():
+                    out.mux(packet)
+            if sound is not None:
+                _tone(out, sound, seconds)
+        with open(path, "rb") as made:
+            return made.read()
+    finally:
+        os.unlink(path)
+
+
+def _frame(width: int, height: int, index: int) -> Any:
+    import av
+
+    frame = av.VideoFrame(width, height, "yuv420p")
+    luma = frame.planes[0]
+    row = bytes((x + index * 4) % 200 + 16 for x in range(luma.line_size))
+    luma.update((row * height)[: luma.buffer_size])
+    frame.planes[1].update(bytes([128 + index % 40]) * frame.planes[1].buffer_size)
+    frame.planes[2].update(bytes([128]) * frame.planes[2].buffer_size)
+    frame.pts = index
+    return frame
+
+
+def _tone(out: Any, stream: Any, seconds: float) -> None:
+    import av
+
+    samples = 1024
+    tone = struct.pack(
+        f"<{samples}h", *(int(3000 * math.sin(2 * math.pi * 440 * k / AUDIO_RATE)) for k in range(samples))
+    )
+    for block in range(math.ceil(seconds * AUDIO_RATE / samples)):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.sample_rate = AUDIO_RATE
+        frame.planes[0].update(tone)
+        frame.pts = block * samples
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode():
+        out.mux(packet)
+
+
+def undecodable_video() -> bytes:
+    """An MP4 whose index is whole but whose frames are noise: FFmpeg opens it, and its first frame does not decode."""
+    good = make_video(1.0, audio=False)
+    mdat = good.find(b"mdat")
+    payload = bytes((i * 131 + 7) % 256 for i in range(len(good) - mdat - 4))
+    return good[: mdat + 4] + payload
+
+
+def padded_video(size: int) -> Iterator[bytes]:
+    """
+    A real MP4 of exactly ``size`` bytes, in chunks: the sample video, then a ``free`` box of filler
+    (which players skip), so large transfers move a file that FFmpeg still plays. Deterministic,
+    so a test can hash it.
+    """
+    video = make_video()
+    filler = size - len(video) - 8
+    if filler < 0:
+        raise ValueError(f"a padded video is at least {len(video) + 8} bytes")
+    yield video + struct.pack(">I", filler + 8) + b"free"
+    block = bytes(range(256)) * 4096
+    while filler > 0:
+        chunk = block[: min(len(block), filler)]
+        filler -= len(chunk)
+        yield chunk
