@@ -6,6 +6,7 @@
     kling result REQUEST_ID --json
     kling cancel REQUEST_ID
     kling download REQUEST_ID ./kite.mp4
+    kling submit --prompt "A red kite over a hill" --wait --download ./kite.mp4
 
 Credentials come from ``RUNCOMFY_API_TOKEN`` (and ``RUNCOMFY_BASE_URL``, for another endpoint)
 when set, else from an Airflow connection (``--conn-id``, default ``kling_default``); an explicit
@@ -25,7 +26,6 @@ import os
 import sys
 import time
 from contextlib import contextmanager, redirect_stdout
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
 from airflow_provider_kling.constants import (
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from airflow_provider_kling.hooks.client import KlingClient
     from airflow_provider_kling.models import ResultResponse
     from airflow_provider_kling.spend import Spend
+    from airflow_provider_kling.store import VideoStore
     from airflow_provider_kling.wait import RequestWait
 
 TOKEN_ENV = "RUNCOMFY_API_TOKEN"
@@ -115,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--model", default=KLING_TEXT_TO_VIDEO_MODEL, help="RunComfy model path")
     submit.add_argument("--input", dest="input_json", help="the whole input as a JSON object (for other models)")
     submit.add_argument("--budget", help="the budget of the connection to spend from (checked before paying)")
+    submit.add_argument(
+        "--download",
+        metavar="DESTINATION",
+        help="with --wait: save the video here (a path or a URI), checked before paying that it can land",
+    )
+    submit.add_argument("--overwrite", action="store_true", help="with --download: replace an existing file")
     _add_wait_options(
         submit, "wait for the generation to finish and print its result; Ctrl-C cancels it while it is queued"
     )
@@ -125,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     result = commands.add_parser("result", help="print a request's result (video URL, error)")
     result.add_argument("request_id")
     result.add_argument("--cost", action="store_true", help="include what the request cost")
+    result.add_argument(
+        "--facts",
+        action="store_true",
+        help="fetch the video, check it and print its facts (duration, resolution, codec, audio); nothing is kept",
+    )
     _add_wait_options(result, "wait for the request to finish first")
 
     commands.add_parser("budget", help="show each budget of the connection: cap, spent, reserved, period")
@@ -161,11 +173,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KlingError as err:
             print(f"kling {args.command}: {err}", file=sys.stderr)
             return 1
+        except Exception as err:  # noqa: BLE001 - one line, never a traceback: what to set, or what failed
+            problem, code = _problem(err, args.conn_id)
+            print(f"kling {args.command}: {problem}", file=sys.stderr)
+            return code
         except KeyboardInterrupt:
             print(f"kling {args.command}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
     _print(answer, as_json=args.json)
     return 1 if answer.get("status") in ("failed", "cancelled") and args.command != "cancel" else 0
+
+
+def _problem(err: Exception, conn_id: str | None) -> tuple[str, int]:
+    """
+    The one line (and exit code) for an error that is not the provider's: no credentials at all (2,
+    a usage error), a destination the OS refuses, a URI whose store is not installed (1). Anything
+    else is named by its type and message, still on one line.
+    """
+    from airflow_provider_kling.untrusted import redact
+
+    if type(err).__name__ == "AirflowNotFoundException":  # Airflow's, so not importable without it
+        conn = conn_id or DEFAULT_CONN_ID
+        return (
+            f"no credentials: set {TOKEN_ENV} (your RunComfy API token), or add the Airflow connection {conn!r} "
+            f"(airflow connections add {conn} --conn-type kling --conn-password TOKEN)",
+            2,
+        )
+    if isinstance(err, OSError):
+        return f"{err.strerror or type(err).__name__}: {err.filename or err}", 1
+    return redact(f"{type(err).__name__}: {err}"), 1
 
 
 @contextmanager
@@ -223,6 +259,9 @@ def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
             raise KlingInputError(f"--input: must be a JSON object ({err})") from None
     # Flags left out take the model's defaults; --input goes over them, as the operator's input does.
     data = input_body(args.model, {key: value for key, value in flags.items() if value is not None}, extra)
+    store = _store_of(args, data)
+    if store is not None:
+        store.check()  # before paying: a video that could not land is not paid for
     spend = _spend(hook, args.budget, args.model)
     seconds = float(data.get("duration") or 0)
     reservation = spend.reserve(seconds, holder="kling submit") if spend is not None else None
@@ -246,7 +285,26 @@ def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     if spend is not None:
         answer = result.as_dict()
         spend.ended(rid, "succeeded" if answer.get("status") == "succeeded" else "failed", answer)
-    return _checked(result, rid)
+    checked = _checked(result, rid)
+    if store is not None and checked.get("status") == "succeeded":
+        checked["stored"] = store.save(hook, result.require_video(rid), log=_log)
+    return checked
+
+
+_log = logging.getLogger("airflow_provider_kling.cli")
+
+
+def _store_of(args: argparse.Namespace, data: Any) -> VideoStore | None:
+    """Where ``submit --wait --download`` puts the video, and the shape it must have."""
+    from airflow_provider_kling.exceptions import KlingInputError
+    from airflow_provider_kling.media import ExpectedShape
+    from airflow_provider_kling.store import VideoStore
+
+    if not args.download:
+        return None
+    if not args.wait:
+        raise KlingInputError("--download: needs --wait (the video is saved once it is ready)")
+    return VideoStore(args.download, overwrite=args.overwrite, expect=ExpectedShape.of_input(data))
 
 
 def _spend(hook: KlingClient, budget: str | None, model: str) -> Spend | None:
@@ -297,8 +355,23 @@ def _status(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
 
 def _result(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     if args.wait:
-        return _checked(_finished(hook, args.request_id, args, include_cost=args.cost), args.request_id)
-    return _checked(hook.get_result(args.request_id, include_cost=args.cost), args.request_id)
+        result = _finished(hook, args.request_id, args, include_cost=args.cost)
+    else:
+        result = hook.get_result(args.request_id, include_cost=args.cost)
+    answer = _checked(result, args.request_id)
+    if args.facts and answer.get("status") == "succeeded":
+        import tempfile
+
+        from airflow_provider_kling.hooks.download import VideoRules
+
+        with tempfile.TemporaryDirectory(prefix="kling-facts-") as folder:
+            saved = hook.download_video(
+                result.require_video(args.request_id)["video_url"],
+                f"{folder}/video.mp4",
+                rules=VideoRules(poster=False, request_id=args.request_id),
+            )
+        answer["facts"] = {**saved.facts.to_dict(), "size_bytes": saved.size_bytes, "sha256": saved.sha256}
+    return answer
 
 
 def _checked(result: ResultResponse, request_id: str) -> dict[str, Any]:
@@ -316,10 +389,13 @@ def _cancel(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _download(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
+    from airflow_provider_kling.hooks.download import VideoRules
+
     result = _finished(hook, args.request_id, args) if args.wait else hook.get_result(args.request_id)
     video_url = result.require_video(args.request_id)["video_url"]
-    saved = hook.download_video(video_url, args.destination, overwrite=args.overwrite)
-    return {"request_id": args.request_id, "status": result.status.value, **asdict(saved)}
+    rules = VideoRules(request_id=args.request_id)
+    saved = hook.download_video(video_url, args.destination, overwrite=args.overwrite, rules=rules)
+    return {"request_id": args.request_id, "status": result.status.value, "path": saved.path, **saved.stored()}
 
 
 def _finished(

@@ -1,10 +1,13 @@
 """
 Post-process each new Kling video: scheduled on the ``kling_videos`` asset.
 
-``KlingVideoToStorageOperator`` puts the copy's ``uri``, ``size_bytes`` and ``sha256`` on the
-asset event; this DAG reads the video back, measures its duration from the MP4 header, and writes
-``<video>.manifest.json`` next to it. Run by hand (no asset event), it writes the manifests missing
-in ``KLING_VIDEO_DIR``.
+The task that stored a video put what it knows on the asset event: ``uri``, ``size_bytes``,
+``sha256`` and the video's facts as FFmpeg read them when it landed (``duration_s``, ``width``,
+``height``, ``aspect_ratio``, ``frame_rate``, ``video_codec``, ``has_audio``, ``poster``, and
+``mismatch`` when it is not the shape that was asked for). This DAG writes them to
+``<video>.manifest.json`` beside each video, without reading the video again, and says when a
+take is not the shape asked for. Run by hand (no asset event), it checks the videos of
+``KLING_VIDEO_DIR`` that have no manifest with the same probe.
 """
 
 from __future__ import annotations
@@ -18,21 +21,38 @@ from airflow.providers.common.compat.sdk import DAG, Asset, task
 
 KLING_VIDEOS = Asset(uri="file:///kling-videos")
 VIDEO_DIR = Path(os.environ.get("KLING_VIDEO_DIR") or Path(os.environ.get("AIRFLOW_HOME", ".")) / "kling-videos")
+#: What the manifest keeps of a stored video.
+MANIFEST_KEYS = (
+    "size_bytes",
+    "sha256",
+    "duration_s",
+    "width",
+    "height",
+    "aspect_ratio",
+    "frame_rate",
+    "video_codec",
+    "has_audio",
+    "poster",
+    "mismatch",
+)
 
 
-def mp4_duration_seconds(data: bytes) -> float | None:
-    """The duration in an MP4's ``mvhd`` box (movie header), or ``None`` when there is none."""
-    at = data.find(b"mvhd")
-    if at < 0 or len(data) < at + 32:
-        return None
-    body = at + 4
-    if data[body] == 1:  # version 1: 64-bit times
-        timescale = int.from_bytes(data[body + 20 : body + 24], "big")
-        duration = int.from_bytes(data[body + 24 : body + 32], "big")
-    else:
-        timescale = int.from_bytes(data[body + 12 : body + 16], "big")
-        duration = int.from_bytes(data[body + 16 : body + 20], "big")
-    return round(duration / timescale, 3) if timescale else None
+def probe(uri: str) -> dict[str, Any]:
+    """What the store would have said of a video found on disk: its digest and its facts (FFmpeg's)."""
+    import hashlib
+
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_kling.media import inspect_video
+
+    video = ObjectStoragePath(uri)
+    digest = hashlib.sha256()
+    with video.open("rb") as reader:
+        for chunk in iter(lambda: reader.read(1 << 20), b""):
+            digest.update(chunk)
+        reader.seek(0)
+        facts, _ = inspect_video(reader, poster=False)
+    return {"uri": uri, "size_bytes": video.stat().st_size, "sha256": digest.hexdigest(), **facts.to_dict()}
 
 
 with DAG(
@@ -44,41 +64,36 @@ with DAG(
 ):
 
     @task
-    def new_videos(**context: Any) -> list[str]:
-        """The URIs of the videos that triggered this run (or, by hand, those without a manifest)."""
-        uris = [
-            str(event.extra["uri"])
+    def new_videos(**context: Any) -> list[dict[str, Any]]:
+        """What the triggering events say of each new video (or, by hand, of each video without a manifest)."""
+        stored = [
+            dict(event.extra)
             for events in (context.get("triggering_asset_events") or {}).values()
             for event in events
             if event.extra.get("uri")
         ]
-        if not uris and VIDEO_DIR.is_dir():
-            uris = [
-                p.absolute().as_uri()
+        if not stored and VIDEO_DIR.is_dir():
+            stored = [
+                probe(p.absolute().as_uri())
                 for p in sorted(VIDEO_DIR.rglob("*.mp4"))
                 if not p.with_name(p.name + ".manifest.json").exists()
             ]
-        print(f"Kling videos to post-process: {len(uris)}")
-        return uris
+        print(f"Kling videos to post-process: {len(stored)}")
+        return stored
 
     @task
-    def write_manifest(uri: str) -> dict[str, Any]:
-        """Measure one video and write ``<video>.manifest.json`` beside it."""
-        import hashlib
+    def write_manifest(stored: dict[str, Any]) -> dict[str, Any]:
+        """Write ``<video>.manifest.json`` beside one video: where it is, its digest and its facts."""
         import json
 
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-        video = ObjectStoragePath(uri)
-        data = video.read_bytes()
-        manifest = {
-            "video": uri,
-            "size_bytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(),
-            "duration_seconds": mp4_duration_seconds(data),
-        }
+        video = ObjectStoragePath(stored["uri"])
+        manifest = {"video": stored["uri"], **{key: stored.get(key) for key in MANIFEST_KEYS}}
         (video.parent / f"{video.name}.manifest.json").write_text(json.dumps(manifest, indent=2))
         print(f"Kling video manifest: {json.dumps(manifest)}")
+        for mismatch in manifest["mismatch"] or []:
+            print(f"Not the shape asked for: {mismatch}")
         return manifest
 
-    write_manifest.expand(uri=new_videos())
+    write_manifest.expand(stored=new_videos())

@@ -42,6 +42,7 @@ from airflow.providers.common.compat.sdk import (
     Asset,
     Param,
     TaskGroup,
+    XComArg,
     task,
 )
 
@@ -148,6 +149,7 @@ with DAG(
                     prompt=prompt_of(number),
                     result=result,
                     stored_uri=copy.output,
+                    stored=XComArg(copy, key="stored"),  # the video's facts, shown beside the link
                     video_link=f"{VIDEO_FOLDER_URL}/takes/{request_id}.mp4" if VIDEO_FOLDER_URL else None,
                     duration="{{ params.duration }}",
                     take=number,
@@ -182,6 +184,8 @@ with DAG(
                 "published_uri": published.uri,
                 "size_bytes": published.size_bytes,
                 "sha256": published.sha256,
+                "poster": published.poster,  # the published copy is checked too, with its poster
+                **published.facts.to_dict(),
             }
             context["outlet_events"][KLING_PUBLISHED].extra.update(
                 {k: record[k] for k in ("published_uri", "request_id", "take", "reviewer", "sha256")}

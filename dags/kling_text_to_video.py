@@ -3,14 +3,17 @@ Generate a Kling 1.6 video and store it in one task, then notify.
 
 generate (submits, waits in the triggerer, stores the video, ends there) -> notify
 
-One task generates and stores: ``destination`` lands the video whole (size and sha256), and
+One task generates and stores: ``destination`` lands the video whole and checked (a playable
+video, its facts read by FFmpeg: duration, resolution, frame rate, codec, audio; a poster frame
+beside it), and
 ``finish_in_triggerer`` ends the task in the triggerer once it landed, so the generation costs
 one worker run, its paid submit (docs/cluster.md compares this layout with generate -> copy).
 The video goes to ``KLING_VIDEO_DESTINATION`` (a folder URI such as ``s3://bucket/videos``, with
 ``KLING_STORAGE_CONN_ID`` for its connection) or else ``KLING_VIDEO_DIR`` (default:
 ``$AIRFLOW_HOME/kling-videos``), named after its request. The notice goes to Slack or email when
-their connection exists, else to the task log, and emits the ``kling_videos`` asset (with the
-video's ``uri``, ``size_bytes`` and ``sha256``), on which ``kling_on_new_video`` is scheduled.
+their connection exists, else to the task log, with the video's facts, and emits the
+``kling_videos`` asset (with the video's ``uri``, ``size_bytes``, ``sha256`` and facts), on which
+``kling_on_new_video`` is scheduled.
 """
 
 from __future__ import annotations
@@ -70,14 +73,18 @@ with DAG(
     def notify(prompt: str, **context: Any) -> str:
         """Say what was generated and where it landed (Slack, email, or the task log); announce the video."""
         from airflow_provider_kling.notifications.kling import video_notifier
+        from airflow_provider_kling.store import describe_facts
 
         result = context["ti"].xcom_pull(task_ids="generate", key="result")
-        stored = result["stored"]
-        context["outlet_events"][KLING_VIDEOS].extra.update(stored)  # uri, size_bytes, sha256, content_type
+        stored = result["stored"]  # uri, size_bytes, sha256, the facts (duration_s, width, height...), poster
+        context["outlet_events"][KLING_VIDEOS].extra.update(stored)
         message = (
             f"Kling video ready: prompt={prompt!r} request_id={result['request_id']} "
-            f"uri={stored['uri']} size={stored['size_bytes']} bytes cost={result.get('cost')}"
+            f"uri={stored['uri']} size={stored['size_bytes']} bytes cost={result.get('cost')} "
+            f"video: {describe_facts(stored)} poster={stored['poster']}"
         )
+        for mismatch in stored["mismatch"]:  # the take is not the shape asked for
+            message += f" NOT AS ASKED: {mismatch}"
         video_notifier(message, to=os.environ.get("KLING_NOTIFY_EMAIL", "")).notify(context)  # type: ignore[arg-type]
         return message
 

@@ -82,6 +82,11 @@ class KlingReviewOperator(HITLBranchOperator):
     :param stored_uri: where the copy of the video is stored (shown; the link is ``video_url``
         unless ``video_link`` is given). Templated.
     :param video_link: the link the reviewer opens; default: the result's ``video_url``. Templated.
+    :param stored: what the store said of the video (the ``stored`` XCom of
+        :class:`~airflow_provider_kling.transfers.kling_to_storage.KlingVideoToStorageOperator`, or
+        the result's ``stored`` when the generating task stored it, the default): its facts
+        (duration, resolution, frame rate, codec, audio) and any mismatch with what was asked are
+        shown beside the link. Templated.
     :param duration: the length in seconds, shown to the reviewer. Templated.
     :param take: which take this is (1, 2...), shown and recorded.
     :param max_takes: how many takes the DAG allows, shown to the reviewer.
@@ -96,6 +101,7 @@ class KlingReviewOperator(HITLBranchOperator):
         "result",
         "stored_uri",
         "video_link",
+        "stored",
         "duration",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"result": "json", "body": "md"}
@@ -111,6 +117,7 @@ class KlingReviewOperator(HITLBranchOperator):
         revise_task_id: str | None = None,
         stored_uri: str | None = None,
         video_link: str | None = None,
+        stored: Any = None,
         duration: int | str | None = None,
         take: int = 1,
         max_takes: int = 1,
@@ -136,6 +143,7 @@ class KlingReviewOperator(HITLBranchOperator):
         self.result = result
         self.stored_uri = stored_uri
         self.video_link = video_link
+        self.stored = stored
         self.duration = duration
         self.take = take
         self.max_takes = max_takes
@@ -213,6 +221,13 @@ class KlingReviewOperator(HITLBranchOperator):
         ]
         if self.stored_uri:
             lines += ["", f"**Stored copy:** {markdown_code(self.stored_uri)}"]
+        stored = self.stored if isinstance(self.stored, dict) else result.get("stored")
+        if isinstance(stored, dict) and stored.get("video_codec"):
+            from airflow_provider_kling.store import describe_facts
+
+            lines += ["", f"**The video:** {markdown_text(describe_facts(stored))}"]
+            for mismatch in stored.get("mismatch") or []:
+                lines += ["", f"**Not as asked:** {markdown_text(mismatch)}"]
         facts = [f"take {self.take} of {self.max_takes}"]
         if self.duration not in (None, ""):
             facts.append(f"{markdown_text(self.duration)} s")
