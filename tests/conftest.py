@@ -40,6 +40,20 @@ TEST_DAGS = Path(__file__).parent / "dag_files"
 TOKEN = SIMULATOR_TOKEN
 #: Fast retries for tests; the policy itself is the same as in production.
 FAST_HOOK = {"retry_delay": 0.01, "max_attempts": 3}
+#: The facts of the simulator's video of the default shape (5 s at 16:9, with sound), as FFmpeg reads them.
+CHECKED_5S_16_9 = {
+    "duration_s": 5.013,
+    "width": 320,
+    "height": 180,
+    "aspect_ratio": "16:9",
+    "frame_rate": 24.0,
+    "video_codec": "h264",
+    "pixel_format": "yuv420p",
+    "has_audio": True,
+    "audio_codec": "aac",
+    "container": "mov,mp4,m4a,3gp,3g2,mj2",
+    "mismatch": [],
+}
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ jsonschema = pytest.importorskip("jsonschema")
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 DAGS = Path(__file__).parent / "dag_files"
-FACET_SCHEMA = Path(__file__).parent.parent / "airflow_provider_kling" / "facets" / "KlingGenerationRunFacet.json"
+FACETS = Path(__file__).parent.parent / "airflow_provider_kling" / "facets"
+FACET_SCHEMA = FACETS / "KlingGenerationRunFacet.json"
+VIDEO_FACET_SCHEMA = FACETS / "KlingVideoDatasetFacet.json"
 PROMPT = "a lighthouse keeper's secret recipe [sim:queue=0.2][sim:run=0.3]"
 #: The RunEvent fields the OpenLineage 2-0-2 spec requires, written from its documentation: a check
 #: of the envelope our facets and datasets travel in (the spec's own schema file is not on this machine).
@@ -89,3 +91,15 @@ def test_the_generation_and_the_stored_video_are_described_without_the_token_or_
     outputs = complete("store")["outputs"]
     assert [(o["namespace"], o["name"]) for o in outputs] == [("file", str(destination))]  # the video, not a .part
     assert ".part" not in json.dumps(complete("store"))
+    # Whichever task stored a video, its dataset names the request that paid for it, and what it is.
+    generated = complete("generate")["outputs"]
+    assert [(o["namespace"], o["name"]) for o in generated] == [("file", str(destination.with_name("generated.mp4")))]
+    video_schema = json.loads(VIDEO_FACET_SCHEMA.read_text())
+    for output in (*outputs, *generated):
+        video = output["facets"]["kling_video"]
+        jsonschema.validate(video, video_schema, format_checker=jsonschema.FormatChecker())
+        assert video["requestId"] == request_id
+        assert video["durationSeconds"] == pytest.approx(10, abs=0.1)
+        assert (video["width"], video["height"], video["hasAudio"]) == (320, 180, True)
+        assert video["poster"].endswith(".jpg")
+        assert video["mismatch"] == []

@@ -11,7 +11,7 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 #: Loaded by these imports, they would cost every DAG parse: HTTP clients, model building, retry
 #: machinery, Airflow's trigger modules. Our hooks and models pull them in, so those load lazily.
-HEAVY = ("aiohttp", "pydantic", "tenacity", "requests", "urllib3", "airflow.triggers")
+HEAVY = ("aiohttp", "pydantic", "tenacity", "requests", "urllib3", "airflow.triggers", "av")
 OURS_HEAVY = ("airflow_provider_kling.hooks", "airflow_provider_kling.models", "airflow_provider_kling.triggers")
 
 PROBE = """

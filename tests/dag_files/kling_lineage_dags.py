@@ -1,9 +1,10 @@
-"""The DAG the lineage test runs with ``airflow dags test``: a generation, then its copy to storage."""
+"""The DAG the lineage test runs with ``airflow dags test``: a generation that stores, then a copy to storage."""
 
 from __future__ import annotations
 
 import os
 from datetime import datetime
+from pathlib import Path
 
 from airflow.providers.common.compat.sdk import DAG
 
@@ -11,6 +12,7 @@ from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
 
 FAST = {"retry_delay": 0.01, "max_attempts": 3, "read_timeout": 1.0}
+DESTINATION = os.environ.get("KLING_LINEAGE_DESTINATION", "/tmp/kling-lineage/video.mp4")
 
 with DAG("kling_lineage", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
     generate = KlingTextToVideoOperator(
@@ -22,11 +24,13 @@ with DAG("kling_lineage", schedule=None, start_date=datetime(2026, 1, 1), catchu
         include_cost=True,
         poll_interval=0.05,
         hook_params=FAST,
+        destination=str(Path(DESTINATION).with_name("generated.mp4")),  # the one-task store, beside the copy
+        overwrite=True,
     )
     copy = KlingVideoToStorageOperator(
         task_id="store",
         request_id="{{ ti.xcom_pull(task_ids='generate') }}",
-        destination=os.environ.get("KLING_LINEAGE_DESTINATION", "/tmp/kling-lineage/video.mp4"),
+        destination=DESTINATION,
         hook_params=FAST,
     )
     generate >> copy

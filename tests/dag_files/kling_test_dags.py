@@ -12,7 +12,7 @@ from airflow_provider_kling.resume import RequestRecord, VariableRecord
 from airflow_provider_kling.sensors.kling import KlingRequestSensor
 
 FAST = {"retry_delay": 0.01, "max_attempts": 3, "read_timeout": 1.0}
-PARAMS = {"prompt": "a paper boat on a rainy street", "duration": 5}
+PARAMS = {"prompt": "a paper boat on a rainy street", "duration": 5, "aspect_ratio": "16:9", "storage_conn_id": ""}
 RETRY: dict[str, Any] = {"retries": 4, "retry_delay": timedelta(seconds=0)}
 
 
@@ -163,3 +163,43 @@ with _dag("kling_taskflow_ends_in_triggerer") as taskflow_ends_in_triggerer:
         return str(result["stored"]["uri"])
 
     where(stored_teaser())
+
+# The checked video, in every layout that stores: a try whose download is refused fails, and its
+# retry fetches the video again (resuming the request: never paying again); "strict" refuses a
+# video of another shape than asked, and is never retried.
+CHECKED_LAYOUTS = {
+    "polling": {"deferrable": False},
+    "deferrable": {"deferrable": True},
+    "ends_in_triggerer": {"deferrable": True, "finish_in_triggerer": True},
+}
+for _layout, _how in CHECKED_LAYOUTS.items():
+    for _verify in ("warn", "strict"):
+        with _dag(f"kling_checked_{_verify}_{_layout}"):
+            _generate(
+                wait_for_completion=True,
+                destination="{{ params.destination }}",
+                storage_conn_id="{{ params.storage_conn_id }}",
+                aspect_ratio="{{ params.aspect_ratio }}",
+                verify=_verify,
+                retries=1,
+                retry_delay=timedelta(seconds=0),
+                **_how,
+            )
+
+with _dag("kling_checked_warn_taskflow") as checked_taskflow:
+    from airflow.providers.common.compat.sdk import task
+
+    @task.kling(
+        poll_interval=0.05,
+        hook_params=FAST,
+        destination="{{ params.destination }}",
+        storage_conn_id="{{ params.storage_conn_id }}",
+        finish_in_triggerer=True,
+        retries=1,
+        retry_delay=timedelta(seconds=0),
+    )
+    def generate(**context: Any) -> dict[str, Any]:
+        params = context["params"]
+        return {"prompt": params["prompt"], "aspect_ratio": params["aspect_ratio"], "duration": params["duration"]}
+
+    generate()

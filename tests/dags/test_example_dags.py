@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections import Counter
 from typing import TYPE_CHECKING
 
@@ -72,18 +71,16 @@ def test_batch_maps_over_prompts_and_the_summary_names_the_failure(run_dag, sim,
 
 def test_on_new_video_writes_a_manifest_beside_each_video(run_dag, video_dir):
     video = video_dir / "sim-1.mp4"
-    shutil.copyfile(_sample_path(), video)
+    video.write_bytes(sample_video(10, "9:16"))
     dag_run = _run_example(run_dag, "kling_on_new_video")
     assert "failed" not in {str(ti.state) for ti in dag_run.get_task_instances()}
     manifest = json.loads((video_dir / "sim-1.mp4.manifest.json").read_text())
     assert manifest["video"] == video.as_uri()
-    assert manifest["size_bytes"] == len(sample_video())
-    assert manifest["sha256"] == hashlib.sha256(sample_video()).hexdigest()
-    assert manifest["duration_seconds"] == pytest.approx(5.0, abs=0.1)
-
-
-def _sample_path() -> Path:
-    return REPO / "airflow_provider_kling" / "testing" / "data" / "kling-sample.mp4"
+    assert manifest["size_bytes"] == len(sample_video(10, "9:16"))
+    assert manifest["sha256"] == hashlib.sha256(sample_video(10, "9:16")).hexdigest()
+    assert manifest["duration_s"] == pytest.approx(10.0, abs=0.1)
+    assert (manifest["width"], manifest["height"], manifest["aspect_ratio"]) == (180, 320, "9:16")
+    assert manifest["has_audio"] is True
 
 
 @pytest.mark.skipif(AIRFLOW_V_3_1_PLUS, reason="on Airflow 3.1+ the review DAG reviews (tests/ui)")

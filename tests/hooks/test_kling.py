@@ -20,7 +20,7 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.hooks.kling import KlingAsyncHook, KlingHook, api_target, shared_sessions
 from airflow_provider_kling.models import CancelOutcome, RequestStatus, ResultStatus
 from airflow_provider_kling.testing import Fault, Scenario
-from tests.conftest import FAST_HOOK, TOKEN, free_port
+from tests.conftest import CHECKED_5S_16_9, FAST_HOOK, TOKEN, free_port
 
 PROMPT = {"prompt": "a lighthouse in a storm"}
 
@@ -235,7 +235,9 @@ def test_download_is_whole_and_matches_the_server(hook, sim, tmp_path):
     assert (tmp_path / "v.mp4").read_bytes() == sim.video
     assert saved.size_bytes == len(sim.video)
     assert saved.content_type == "video/mp4"
-    assert list(tmp_path.iterdir()) == [tmp_path / "v.mp4"]
+    assert saved.facts.to_dict() == CHECKED_5S_16_9
+    assert saved.poster == (tmp_path / "v.jpg").as_uri()
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "v.jpg", tmp_path / "v.mp4"]
 
 
 def test_download_cut_short_leaves_no_file(hook, sim, tmp_path):

@@ -13,7 +13,7 @@ import pytest
 from airflow_provider_kling.exceptions import KlingInputError
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 from airflow_provider_kling.testing import Fault
-from tests.conftest import TOKEN, states, xcoms
+from tests.conftest import CHECKED_5S_16_9, TOKEN, states, xcoms
 
 LAYOUTS = ["kling_operator_stores_polling", "kling_operator_stores_deferrable", "kling_operator_ends_in_triggerer"]
 
@@ -32,8 +32,11 @@ def test_the_generating_task_stores_the_video_whole(run_dag, sim, tmp_path, capf
         "size_bytes": len(sim.video),
         "sha256": hashlib.sha256(sim.video).hexdigest(),
         "content_type": "video/mp4",
+        **CHECKED_5S_16_9,
+        "poster": destination.with_suffix(".jpg").as_uri(),
     }
-    assert [p.name for p in destination.parent.iterdir()] == ["teaser.mp4"]  # no partial file left
+    assert destination.with_suffix(".jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
+    assert sorted(p.name for p in destination.parent.iterdir()) == ["teaser.jpg", "teaser.mp4"]  # no partial file
     assert sim.calls["submit"] == 1
     assert sim.calls["video"] == 1
     out = capfd.readouterr().out + caplog.text

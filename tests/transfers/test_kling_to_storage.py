@@ -12,7 +12,7 @@ from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.testing import Fault, Scenario
 from airflow_provider_kling.testing.simulator import synthetic_video_chunks
 from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
-from tests.conftest import FAST_HOOK, states, xcoms
+from tests.conftest import CHECKED_5S_16_9, FAST_HOOK, states, xcoms
 
 
 def _run_copy(run_dag, destination) -> object:
@@ -31,12 +31,24 @@ def test_copy_lands_whole_reports_its_digest_and_emits_the_asset(run_dag, sim, t
     assert values[("copy", "size_bytes")] == len(sim.video)
     assert values[("copy", "sha256")] == hashlib.sha256(sim.video).hexdigest()
     assert values[("copy", "content_type")] == "video/mp4"
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["video.mp4"]  # no part file left behind
+    assert values[("copy", "stored")] == {
+        "uri": f"file://{dest}",
+        "size_bytes": len(sim.video),
+        "sha256": hashlib.sha256(sim.video).hexdigest(),
+        "content_type": "video/mp4",
+        **CHECKED_5S_16_9,
+        "poster": f"file://{dest.with_suffix('.jpg')}",
+        "request_id": values[("generate", "return_value")],
+    }
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["video.jpg", "video.mp4"]  # no part file left behind
     with create_session() as session:
         events = _asset_events(session, "file:///kling-test-videos", dag_run.run_id)
         assert len(events) == 1
         assert events[0].extra["uri"] == f"file://{dest}"  # downstream DAGs learn where the video is
         assert events[0].extra["size_bytes"] == len(sim.video)
+        assert events[0].extra["duration_s"] == CHECKED_5S_16_9["duration_s"]  # and what the video is
+        assert events[0].extra["aspect_ratio"] == "16:9"
+        assert events[0].extra["has_audio"] is True
 
 
 def _asset_events(session, uri: str, run_id: str) -> list:
@@ -154,7 +166,7 @@ def test_publishing_a_stored_copy_lands_whole_and_refuses_to_overwrite(tmp_path)
 
     stored = tmp_path / "takes" / "a.mp4"
     stored.parent.mkdir()
-    stored.write_bytes(b"\x00mp4" * 300_000)  # 1.2 MB: more than one chunk
+    stored.write_bytes(b"".join(synthetic_video_chunks(1_200_000)))  # a real MP4 of more than one chunk
     published = copy_video(stored.as_uri(), tmp_path / "published" / "a.mp4")
     target = tmp_path / "published" / "a.mp4"
     assert target.read_bytes() == stored.read_bytes()
@@ -168,7 +180,7 @@ def test_a_publish_cut_short_leaves_nothing_in_the_published_folder(tmp_path, mo
     from airflow_provider_kling.hooks.download import copy_video
 
     stored = tmp_path / "a.mp4"
-    stored.write_bytes(b"x" * 3_000_000)
+    stored.write_bytes(b"".join(synthetic_video_chunks(3_000_000)))
     reads = 0
     real_open = type(stored).open
 
