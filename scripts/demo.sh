@@ -48,7 +48,7 @@ run_dag() {
 run_dag kling_text_to_video
 grep -o "Kling video ready: .*" "$AIRFLOW_HOME/kling_text_to_video.log" | tail -n 1 | sed "s/ \[airflow[.].*//"
 video=$(ls -t "$KLING_VIDEO_DIR"/*.mp4 | head -n 1)
-echo "The MP4 landed at: $video"
+echo "The MP4 landed at: $video (its poster frame: ${video%.mp4}.jpg)"
 
 if [ -z "${RUNCOMFY_API_TOKEN:-}" ]; then  # a batch on RunComfy would bill three more videos
     run_dag kling_batch_prompts
