@@ -48,8 +48,10 @@ def test_a_generation_ends_in_the_triggerer_after_one_worker_run(kling_simulator
         rid = airflow.xcom(DAG_ID, run_id, "generate", "request_id")
         assert airflow.xcom(DAG_ID, run_id, "generate", "return_value") == rid
         result = airflow.xcom(DAG_ID, run_id, "generate", "result")
-        (video,) = videos.iterdir()
+        (video,) = videos.glob("*.mp4")
         assert video.read_bytes() == sim.video
+        assert result["stored"]["poster"] == video.with_suffix(".jpg").as_uri()  # stored in the triggerer, checked
+        assert result["stored"]["video_codec"] == "h264"
         assert result["stored"]["sha256"] == hashlib.sha256(sim.video).hexdigest()
         assert result["stored"]["uri"] == video.as_uri()
         assert result["cost"] == 0.5

@@ -858,6 +858,10 @@ def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[
     whole = [p for p in landed if p.exists() and p.stat().st_size == VIDEO_BYTES]
     same = [p for p in whole if file_sha256(p) == digest.hexdigest()]
     results.append(("every video landed whole (size and sha256)", len(same) == n, f"{len(same)} of {n}"))
+    posters = [p.with_suffix(".jpg") for p in same]
+    checked = [p for p in posters if p.exists() and p.read_bytes()[:3] == b"\xff\xd8\xff"]
+    results.append(("every video was checked (FFmpeg's probe) and its poster landed beside it", len(checked) == n,
+                    f"{len(checked)} of {n} posters"))  # fmt: skip
     submits = sim.submits_by_generation
     once = [i for i in range(n) if submits.get(i) == 1]
     twice = {i: c for i, c in submits.items() if c != 1}
