@@ -1,0 +1,76 @@
+"""The run, start to end: the servers and processes up, the scenario, the checks, the report."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from airflow_provider_kling.testing.statsd import StatsdListener
+from kling_cluster.checks import checks
+from kling_cluster.processes import Cluster
+from kling_cluster.report import layout_rows, measures, report, spend_chart, write_doc
+from kling_cluster.scenario import run
+from kling_cluster.settings import FULL, QUICK, REPO, STORED_BY, VIDEO_BYTES
+from kling_cluster.simulator import ClusterSimulator
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the smaller scenario CI runs")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database dump)")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/cluster.md")
+    parser.add_argument(
+        "--layout",
+        choices=["both", *STORED_BY],
+        default="both",
+        help="the DAG layout(s) to run: both side by side, the generations split between them (the default), "
+        "or one of them for every generation",
+    )
+    args = parser.parse_args()
+    shape = QUICK if args.quick else FULL
+    token = f"cluster-token-{secrets.token_hex(12)}"
+    root = Path(tempfile.mkdtemp(prefix="kling-cluster-"))
+    root.chmod(0o755)
+    print(f"working in {root}", flush=True)
+    from cryptography.fernet import Fernet
+
+    statsd = StatsdListener()
+    statsd.start()
+    layouts = list(STORED_BY) if args.layout == "both" else [args.layout]
+    with ClusterSimulator(shape, token=token, queue_seconds=1, run_seconds=1, video_size=VIDEO_BYTES) as sim:
+        cluster = Cluster(
+            root,
+            shape,
+            token,
+            sim.url,
+            layouts=layouts,
+            statsd_port=statsd.port,
+            fernet_key=Fernet.generate_key().decode(),
+        )
+        try:
+            seen = run(cluster, sim, statsd)
+            results = checks(cluster, sim, seen)
+            rows = measures(cluster, sim, seen)
+            side_by_side = layout_rows(cluster, sim, seen)
+        finally:
+            cluster.stop_airflow()
+            cluster.stop_postgres()
+            if not args.keep:
+                shutil.rmtree(root, ignore_errors=True)
+    statsd.close()
+    text = report("quick" if args.quick else "full", results, rows, cluster.layouts, side_by_side, seen)
+    print()
+    print(text)
+    if not args.no_doc:
+        write_doc(text)
+        (REPO / "docs" / "img" / "cluster-spend.svg").write_text(spend_chart(statsd, seen))
+    failed = [name for name, ok, _ in results if not ok]
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    print("\nall checks held")
+    return 0

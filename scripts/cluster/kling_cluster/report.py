@@ -1,0 +1,324 @@
+"""The report of a run: the layouts side by side, the whole run's measures, the faults; written to docs/cluster.md."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_kling.testing.statsd import StatsdListener
+    from kling_cluster.processes import Cluster
+    from kling_cluster.simulator import ClusterSimulator
+
+    pass
+
+
+from kling_cluster.checks import percentile
+from kling_cluster.observations import Observations, json_value, query
+from kling_cluster.settings import DOC, GENERATES, OUTAGE_TAIL, SPEND_COUNTERS, STORED_BY, layout_of, share
+
+
+def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, str]]:
+    n = cluster.shape.generations
+    offset = time.time() - time.monotonic()
+    overhead = list(ready_to_stored(cluster, sim, offset).values())
+    killed = seen.triggerer_killed_at
+    takeover = [started - killed for started in survivor_trigger_starts(cluster, seen)]
+    generations = set(sim.generations())
+    detection = [
+        fired - sim.ready_at(rid, offset) for rid, fired in trigger_events(cluster).items() if rid in generations
+    ]
+    calls = sum(seen.calls.get(c, 0) for c in ("submit", "status", "result", "cancel", "video"))
+    by_call = ", ".join(f"{count} {call}" for call, count in seen.calls.items())
+    slots = [seconds for _, seconds in seen.slots]
+    statsd = seen.statsd
+    triggerer_cpu = sum(seen.triggerer_cpu.values())
+    return [
+        ("generations", f"{n}"),
+        ("wall time", f"{seen.finished - seen.started:.0f} s"),
+        ("overhead beyond rendering, p50 / p99 (video ready on the server -> video in storage)",
+         f"{percentile(overhead, 0.5):.1f} s / {percentile(overhead, 0.99):.1f} s"),
+        ("  of which: video ready -> the trigger's event, p50 / p99",
+         f"{percentile(detection, 0.5):.1f} s / {percentile(detection, 0.99):.1f} s (the poll interval is 5 s)"),
+        ("generations in flight at once (submitted, not finished), at the peak", f"{peak_in_flight(sim, offset)}"),
+        ("surviving triggerer took over (trigger rows moved)", f"{seen.moved_over_at - killed:.1f} s"),
+        ("a moved trigger running again on the survivor, after the kill: p50 / max",
+         f"{percentile(takeover, 0.5):.1f} s / {max(takeover, default=float('nan')):.1f} s ({len(takeover)} triggers)"),
+        ("HTTP calls per generation", f"{calls / n:.1f} ({by_call}; {sim.refused} refused in the window)"),
+        ("triggerer CPU seconds per generation", f"{triggerer_cpu / n:.3f} ({triggerer_cpu:.1f} s in all)"),
+        ("worker-slot seconds per generation",
+         f"{sum(slots) / n:.1f} ({len(slots)} task runs, median {percentile(slots, 0.5):.1f} s)"),
+        ("tasks SIGKILLed between submit and deferral", f"{len(seen.killed_between_submit_and_deferral)}"),
+        *fault_rows(cluster, seen),
+        ("spend, from the metrics (main run and race): submitted / succeeded / resumed / cancelled",
+         " / ".join(f"{statsd.total(f'kling.{name}'):.0f}" for name in SPEND_COUNTERS)),
+        ("  seconds of video / cost reported",
+         f"{statsd.total('kling.video_seconds'):.0f} s / {statsd.total('kling.cost', 'g'):.2f}"),
+        ("  budget race refusals (kling.budget_refused)", f"{statsd.total('kling.budget_refused'):.0f}"),
+    ]  # fmt: skip
+
+
+def ready_to_stored(cluster: Cluster, sim: ClusterSimulator, offset: float) -> dict[tuple[str, int], float]:
+    """
+    Seconds from "video ready on the server" to "video in storage", per (layout, map index):
+    storage is the end of the task that stores it (``one_run.generate``, which the trigger ends once
+    the video landed; ``two_tasks.copy``).
+    """
+    ends = {
+        (layout_of(task), index): end.timestamp()
+        for task, index, end in query(
+            cluster,
+            "SELECT task_id, map_index, end_date FROM task_instance WHERE dag_id = 'kling_cluster' "
+            "AND task_id = ANY(%s) AND state = 'success'",
+            list(STORED_BY.values()),
+        )
+    }
+    return {
+        key: ends[key] - sim.ready_at(rid, offset)
+        for key, rid in request_ids(cluster).items()
+        if key in ends and rid in sim.requests
+    }
+
+
+def request_ids(cluster: Cluster) -> dict[tuple[str, int], str]:
+    """The request of each generation, per (layout, map index), from the generate tasks' XCom."""
+    rows = query(
+        cluster,
+        "SELECT task_id, map_index, value FROM xcom WHERE dag_id = 'kling_cluster' AND task_id = ANY(%s) "
+        "AND key = 'request_id'",
+        GENERATES,
+    )
+    return {(layout_of(task), index): str(json_value(value)) for task, index, value in rows}
+
+
+def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, ...]]:
+    """The layouts side by side: what each generation cost in task runs, worker slots, latency and calls."""
+    offset = time.time() - time.monotonic()
+    stored_after = ready_to_stored(cluster, sim, offset)
+    requests = request_ids(cluster)
+    fired = trigger_events(cluster)
+    outages = [seen.api_down, seen.database_down]
+
+    def outside_outages(rid: str) -> bool:
+        ready = sim.ready_at(rid, offset)
+        return not any(begin <= ready <= end + OUTAGE_TAIL for begin, end in outages if begin)
+
+    columns = []
+    for layout in cluster.layouts:
+        count = len(share(cluster, layout))
+        runs = [seconds for task, seconds in seen.slots if layout_of(task) == layout]
+        mine = {key: rid for key, rid in requests.items() if key[0] == layout}
+        latency = [stored_after[key] for key in mine if key in stored_after]
+        calm = [stored_after[key] for key, rid in mine.items() if key in stored_after and outside_outages(rid)]
+        seen_after = [fired[rid] - sim.ready_at(rid, offset) for rid in mine.values() if rid in fired]
+        answered = sum(len(sim.history.get(rid, [])) for rid in mine.values())
+        floor = sum(call_floor(sim, rid, offset, seen.api_down) for rid in mine.values())
+        columns.append(
+            [
+                f"{count}",
+                f"{len(runs) / count:.2f} ({len(runs)} runs)",
+                f"{sum(runs) / count:.1f} (median run {percentile(runs, 0.5):.1f} s)",
+                f"{percentile(calm, 0.5):.1f} s / {percentile(calm, 0.99):.1f} s ({len(calm)} generations)",
+                f"{percentile(latency, 0.5):.1f} s / {percentile(latency, 0.99):.1f} s",
+                f"{percentile(seen_after, 0.5):.1f} s / {percentile(seen_after, 0.99):.1f} s",
+                f"{(answered - floor) / count:+.1f} ({answered / count:.1f} answered, floor {floor / count:.1f})",
+            ]
+        )
+    names = [
+        "generations",
+        "task runs per generation",
+        "worker-slot seconds per generation",
+        f"ready -> stored, p50 / p99, ready outside the outages (API, database, to {OUTAGE_TAIL:.0f} s after)",
+        "ready -> stored, p50 / p99, every generation",
+        "  of which: ready -> seen by the trigger, p50 / p99",
+        "HTTP calls answered per generation beyond the floor (1 submit + a poll per 5 s of rendering while the "
+        "API was up + 1 video)",
+    ]
+    return [(name, *(column[row] for column in columns)) for row, name in enumerate(names)]
+
+
+def call_floor(sim: ClusterSimulator, rid: str, offset: float, api_down: tuple[float, float]) -> int:
+    """
+    The calls any waiter needs for a request: one submit, a poll per interval of rendering while the
+    API answered (nobody can poll it while it is down), one video.
+    """
+    ready = sim.ready_at(rid, offset)
+    _, run = sim._timeline(sim.requests[rid])
+    down = max(0.0, min(ready, api_down[1]) - max(ready - run, api_down[0])) if api_down[0] else 0.0
+    return 1 + math.ceil(max(run - down, 0.0) / 5.0) + 1
+
+
+def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
+    """What each failure of the infrastructure did: tries that failed in its wake, processes restarted."""
+    faults = [
+        ("the API down (connections refused)", "the API", seen.api_down),
+        ("PostgreSQL down (a failover)", "PostgreSQL", seen.database_down),
+        ("Redis restarted (empty)", "Redis", (seen.broker_restarted_at, seen.broker_restarted_at)),
+    ]
+    rows = []
+    for label, key, (begin, end) in faults:
+        if not begin:
+            continue
+        # A try fails within a minute of the fault's end at the latest (its polls' retries, a heartbeat).
+        failed = query(
+            cluster,
+            "SELECT task_id, count(*) FROM task_instance_history WHERE dag_id = 'kling_cluster' "
+            "AND state IN ('failed', 'up_for_retry') AND end_date BETWEEN to_timestamp(%s) AND to_timestamp(%s) "
+            "GROUP BY task_id ORDER BY task_id",
+            begin,
+            end + 60,
+        )
+        tries = ", ".join(f"{count} {task}" for task, count in failed) or "none"
+        restarted = ", ".join(seen.restarted_after.get(key, [])) or "none"
+        effect = f"tries failed in its wake: {tries}; processes restarted: {restarted}"
+        rows.append((f"{label}: {end - begin:.0f} s", effect))
+    return rows
+
+
+ENDED_IN_TRIGGERER = "the task ends here, in the triggerer"
+
+
+def trigger_events(cluster: Cluster) -> dict[str, float]:
+    """
+    When each request's trigger fired its success event (the last time, if a moved trigger fired
+    twice). Error events (the API down) are left out: they come before the video is ready.
+    """
+    fired: dict[str, float] = {}
+    for log in (cluster.logs / "tasks").rglob("*.trigger.*.log"):
+        for line in log.read_text(errors="replace").splitlines():
+            if '"Trigger fired event"' in line and "'outcome': 'succeeded'" in line:
+                record = json.loads(line)
+                match = re.search(r"'request_id': '([^']+)'", str(record.get("result", "")))
+            elif ENDED_IN_TRIGGERER in line:  # one_run: the trigger stored the video and ends the task
+                record = json.loads(line)
+                match = re.search(r"Kling request (\S+) succeeded", str(record.get("event", "")))
+            else:
+                continue
+            if match:
+                stamp = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+                fired[match.group(1)] = max(fired.get(match.group(1), 0.0), stamp)
+    return fired
+
+
+def peak_in_flight(sim: ClusterSimulator, offset: float) -> int:
+    """The most requests of the main run submitted and not yet finished at one time."""
+    changes = []
+    for rid in sim.generations():
+        sim_request = sim.requests[rid]
+        changes += [(sim_request.created + offset, 1), (sim.ready_at(rid, offset), -1)]
+    peak = current = 0
+    for _, change in sorted(changes):
+        current += change
+        peak = max(peak, current)
+    return peak
+
+
+def survivor_trigger_starts(cluster: Cluster, seen: Observations) -> list[float]:
+    """When the survivor started each trigger it took over, from the trigger logs Airflow writes per triggerer."""
+    jobs = seen.triggerer_jobs
+    killed_id = jobs.get(seen.killed_triggerer)
+    survivor_id = next((job for host, job in jobs.items() if host != seen.killed_triggerer), None)
+    starts = []
+    for log in (cluster.logs / "tasks").rglob(f"*.trigger.{survivor_id}.log"):
+        before = log.with_name(log.name.replace(f".trigger.{survivor_id}.", f".trigger.{killed_id}."))
+        first = log.read_text(errors="replace").split("\n", 1)[0]
+        if before.exists() and first.startswith("{"):
+            starts.append(datetime.fromisoformat(json.loads(first)["timestamp"].replace("Z", "+00:00")).timestamp())
+    return starts
+
+
+def report(
+    shape_name: str,
+    results: list[tuple[str, bool, str]],
+    rows: list[tuple[str, str]],
+    layouts: list[str],
+    side_by_side: list[tuple[str, ...]],
+    seen: Observations,
+) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    lines = [
+        f"Run by `make cluster` ({shape_name} scenario) on {stamp}: PostgreSQL, Redis, Airflow "
+        f"{airflow_version()} with CeleryExecutor, two Celery workers and two triggerers, one machine "
+        f"({os.cpu_count()} CPUs).",
+        "",
+        "| check | held | |",
+        "|---|---|---|",
+        *[f"| {name} | {'yes' if ok else '**NO**'} | {detail} |" for name, ok, detail in results],
+        "",
+        "The layouts side by side, in this one run (`scripts/cluster/kling_cluster_dag.py`): `one_run` generates, "
+        "stores and ends in the triggerer; `two_tasks` generates, resumes on a worker, then copies in a task of "
+        "its own.",
+        "",
+        "| per generation | " + " | ".join(f"`{layout}`" for layout in layouts) + " |",
+        "|---|" + "---|" * len(layouts),
+        *["| " + " | ".join(row) + " |" for row in side_by_side],
+        "",
+        "The whole run:",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        *[f"| {name} | {value} |" for name, value in rows],
+        "",
+        "Faults, in order: SIGKILL of `worker-1` (tasks between submit and deferral: "
+        f"{len(seen.killed_between_submit_and_deferral)}), {seen.refusal[1] - seen.refusal[0]:.0f} s of "
+        f"429/503 from the API, SIGKILL of `{seen.killed_triggerer}` ({len(seen.moved)} triggers), "
+        "scheduler stop and start, the API down (connections refused) for "
+        f"{seen.api_down[1] - seen.api_down[0]:.0f} s, PostgreSQL stopped for "
+        f"{seen.database_down[1] - seen.database_down[0]:.0f} s, Redis restarted.",
+    ]
+    return "\n".join(lines)
+
+
+def spend_chart(statsd: StatsdListener, seen: Observations) -> str:
+    """An SVG of the run's spend over time, drawn from the metrics alone: paid submits and cost, cumulative."""
+    width, height, left, top, bottom = 640, 260, 50, 30, 40
+    ours = sorted(statsd.ours())
+    submits = [(at - seen.started, value) for at, name, value, kind in ours if name == "kling.submitted"]
+    costs = [(at - seen.started, value) for at, name, value, kind in ours if name == "kling.cost" and kind == "g"]
+    end = max([at for at, _ in submits + costs] + [1.0])
+
+    def path(points: list[tuple[float, float]], color: str) -> str:
+        total, drawn, peak = 0.0, [], sum(v for _, v in points) or 1.0
+        for at, value in points:
+            total += value
+            x = left + (width - left - 10) * at / end
+            y = height - bottom - (height - top - bottom) * total / peak
+            drawn.append(f"{x:.1f},{y:.1f}")
+        return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(drawn)}"/>'
+
+    paid, spent = sum(v for _, v in submits), sum(v for _, v in costs)
+    return "\n".join(
+        [
+            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            'font-family="Helvetica, Arial, sans-serif" font-size="12">',
+            f'<rect width="{width}" height="{height}" fill="#fff"/>',
+            f'<text x="{left}" y="18" font-weight="bold">Spend over the run, from the metrics alone</text>',
+            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#999"/>',
+            f'<text x="{left}" y="{height - 12}">0 s</text>',
+            f'<text x="{width - 10}" y="{height - 12}" text-anchor="end">{end:.0f} s</text>',
+            path(submits, "#7a4fb5"),
+            path(costs, "#3f8f3f"),
+            f'<text x="{left + 10}" y="{top + 16}" fill="#7a4fb5">kling.submitted: {paid:.0f} paid submits</text>',
+            f'<text x="{left + 10}" y="{top + 32}" fill="#3f8f3f">kling.cost: {spent:.2f} reported</text>',
+            "</svg>",
+        ]
+    )
+
+
+def airflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("apache-airflow")
+
+
+def write_doc(text: str) -> None:
+    start, end = "<!-- cluster results -->", "<!-- end of cluster results -->"
+    page = DOC.read_text()
+    before, _, rest = page.partition(start)
+    _, _, after = rest.partition(end)
+    DOC.write_text(f"{before}{start}\n{text}\n{end}{after}")
