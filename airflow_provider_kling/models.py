@@ -381,27 +381,3 @@ class CancelResponse(ResponseBody):
     status: str | None = None
     outcome: CancelOutcome
     """``cancelled``, or ``not_cancellable`` when the request already runs (and will be billed)."""
-
-
-class ErrorBody(BaseModel):
-    """RunComfy's error body."""
-
-    model_config = ConfigDict(extra="allow")
-
-    error_code: int | None = None
-    error_message: str | None = None
-    detail: Any = None
-
-    @classmethod
-    def parse(cls, text: str) -> ErrorBody | None:
-        """Read an error body; ``None`` when the text is not a JSON object with ``error_code`` or ``error_message``."""
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or not ({"error_code", "error_message"} & data.keys()):
-            return None
-        try:
-            return cls.model_validate(data)
-        except ValidationError:
-            return None

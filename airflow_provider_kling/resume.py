@@ -282,7 +282,8 @@ class SubmitOnce:
         if recorded.get("fingerprint") != fingerprint:
             self.log.warning("An earlier try submitted Kling request %s for another input; submitting anew", request_id)
             if not recorded.get("delivered"):  # one this task waited for: nobody else will
-                from airflow_provider_kling.wait import RequestWait, end_wait, ending_of
+                from airflow_provider_kling.exit_rule import end_wait, ending_of
+                from airflow_provider_kling.wait import RequestWait
                 from airflow_provider_kling.wait_plan import Exit
 
                 ended = end_wait(

@@ -81,7 +81,7 @@ class VideoStore:
 
         :raises KlingInputError: in the words the store would use after the generation.
         """
-        from airflow_provider_kling.hooks.download import check_destination
+        from airflow_provider_kling.hooks.destination import check_destination
 
         check_destination(self.destination, self.storage_conn_id, overwrite=self.overwrite)
 
@@ -97,7 +97,8 @@ class VideoStore:
         :raises KlingError: the download failed or was cut short; nothing is left behind.
         :raises KlingInputError: the destination exists and ``overwrite`` is false.
         """
-        from airflow_provider_kling.hooks.download import REQUEST_ID_FIELD, VideoRules
+        from airflow_provider_kling.hooks.destination import REQUEST_ID_FIELD
+        from airflow_provider_kling.hooks.download import VideoRules
 
         rid = str(result["request_id"])
         saved = hook.download_video(

@@ -1,10 +1,10 @@
 """
 One way to wait for a request: a pure planner that says what to do next.
 
-Four things wait for a RunComfy request: :meth:`KlingHook.wait <airflow_provider_kling.hooks.kling.KlingHook.wait>`
-(the polling operator, the poking sensor, the ``kling`` command), the trigger, and the operator's
-and the sensor's check before deferring. Each is a thin loop that does the I/O this module asks
-for, so they all follow the same rules:
+Four things wait for a RunComfy request: :func:`~airflow_provider_kling.follow.follow` on a
+worker (the polling operator, the poking sensor, and the ``kling`` command through ``wait_for``),
+the trigger, and the operator's and the sensor's check before deferring. Each is a thin loop that
+does the I/O this module asks for, so they all follow the same rules:
 
 - **fixed rate**: the next poll is due a poll interval after the *start* of the last one, so a slow
   answer does not push every later poll back;
@@ -236,7 +236,7 @@ def on_exit(
 ) -> ExitAction:
     """
     What a wait that ended by ``exit`` does to its request: the decision of the exit rule
-    (:func:`airflow_provider_kling.wait.end_wait`, which acts on it).
+    (:func:`airflow_provider_kling.exit_rule.end_wait`, which acts on it).
 
     Nobody waits for a request after its wait ends, so it would be billed for nothing: it is
     cancelled (free while queued). The exceptions: a request known to be finished; one seen running

@@ -193,12 +193,6 @@ class KlingClient(CallSettings):
         """Cancel a queued request; a running one answers ``not_cancellable`` and is still billed."""
         return self._call(CancelResponse, "POST", request_path(request_id, "cancel"), request_id=request_id)
 
-    def wait(self, request_id: str, **options: Any) -> ResultResponse:
-        """Block until the request finishes and return its result: :func:`~airflow_provider_kling.wait.wait_for`."""
-        from airflow_provider_kling.wait import wait_for
-
-        return wait_for(self, request_id, **options)
-
     def download_video(
         self,
         url: str,

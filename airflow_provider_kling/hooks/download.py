@@ -12,7 +12,6 @@ failed copy leaves nothing behind, not even a folder made for it.
 from __future__ import annotations
 
 import hashlib
-import os
 import uuid
 from contextlib import closing, suppress
 from dataclasses import dataclass
@@ -35,6 +34,13 @@ from airflow_provider_kling.exceptions import (
     KlingVideoShapeError,
     excerpt,
 )
+from airflow_provider_kling.hooks.destination import (
+    check_destination,
+    make_folder,
+    poster_path,
+    storage_path,
+    uri_of,
+)
 from airflow_provider_kling.media import (
     ExpectedShape,
     VideoFacts,
@@ -47,6 +53,7 @@ from airflow_provider_kling.streaming import read_ahead
 from airflow_provider_kling.untrusted import video_url_problem
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Callable, Iterable
 
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -105,74 +112,6 @@ class VideoRules:
     verify: Verify = "warn"
     poster: bool = True
     request_id: str | None = None
-
-
-def storage_path(
-    destination: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None = None
-) -> Path | ObjectStoragePath:
-    """A local :class:`~pathlib.Path` for a plain path, else an ``ObjectStoragePath`` (``s3://``...)."""
-    if isinstance(destination, (str, os.PathLike)) and "://" not in os.fspath(destination):
-        return Path(destination).absolute()
-    from airflow.providers.common.compat.sdk import ObjectStoragePath
-
-    if isinstance(destination, ObjectStoragePath) and conn_id is None:
-        return destination
-    return ObjectStoragePath(str(destination), conn_id=conn_id)
-
-
-def check_destination(
-    destination: str | os.PathLike[str] | ObjectStoragePath, conn_id: str | None, *, overwrite: bool
-) -> Path | ObjectStoragePath:
-    """
-    Whether a video can land at ``destination``, checked without writing anything: its storage
-    connection exists; it does not exist already unless ``overwrite`` (a destination still naming
-    ``{request_id}`` cannot be looked up yet); and, on a local disk, its folder is a folder (or can
-    be made) that this process may write in. An operator runs it before the paid submit, and the
-    store again before it writes, with the same words.
-
-    :raises KlingInputError: naming the field and what to change.
-    """
-    if conn_id:
-        _check_connection(conn_id)
-    named = os.fspath(destination) if isinstance(destination, (str, os.PathLike)) else str(destination)
-    pending = REQUEST_ID_FIELD in named
-    dest = storage_path(named.replace(REQUEST_ID_FIELD, "request-id") if pending else destination, conn_id)
-    if isinstance(dest, Path):
-        _check_folder(dest)
-    if not overwrite and not pending and dest.exists():
-        raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
-    return dest
-
-
-#: Replaced by the request's id in a destination (``s3://bucket/{request_id}.mp4``).
-REQUEST_ID_FIELD = "{request_id}"
-
-
-def _check_connection(conn_id: str) -> None:
-    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
-        raise KlingInputError(
-            f"storage_conn_id: there is no Airflow connection {conn_id!r}; add it, or leave storage_conn_id "
-            "out to use the store's default credentials"
-        ) from None
-
-
-def _check_folder(dest: Path) -> None:
-    """A local destination's folder must be a folder this process can write in, or one it can make."""
-    if dest.is_dir():
-        raise KlingInputError(f"destination: {dest} is a folder; name the video file (.../{{request_id}}.mp4)")
-    folder = dest.parent
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise KlingInputError(f"destination: cannot make the folder {folder}: {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        what = "write in" if existing == folder else "make folders in"
-        raise KlingInputError(f"destination: no permission to {what} {existing}")
 
 
 def download_video(
@@ -299,7 +238,7 @@ def land_video(
     lands whole and checked, with its poster, or nothing lands. Folders made for it are removed
     again when nothing lands.
     """
-    made = _make_folder(dest)
+    made = make_folder(dest)
     landed: dict[str, Any] = {}
 
     def checked(part: Path | ObjectStoragePath) -> None:
@@ -342,31 +281,12 @@ def land_video(
     )
 
 
-def poster_path(dest: Path | ObjectStoragePath) -> Path | ObjectStoragePath:
-    """Where a video's poster frame goes: beside it, ``teaser.mp4`` -> ``teaser.jpg``."""
-    return dest.parent / f"{dest.stem if dest.suffix else dest.name}.jpg"
-
-
 def _inspect(part: Path | ObjectStoragePath, poster: bool) -> tuple[VideoFacts, bytes | None]:
     """Probe a written file: a local one by its path, an object store's through its file object."""
     if isinstance(part, Path):
         return inspect_video(str(part), poster=poster)
     with part.open("rb") as reader:
         return inspect_video(reader, poster=poster)
-
-
-def _make_folder(dest: Path | ObjectStoragePath) -> list[Path]:
-    """Make ``dest``'s folder; return the local folders made (outermost first), to remove on failure."""
-    if not isinstance(dest, Path):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        return []
-    missing = []
-    folder = dest.parent
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return missing[::-1]
 
 
 def copy_video(
@@ -428,7 +348,3 @@ def write_whole(
         part.unlink(missing_ok=True)
         raise
     return size, digest.hexdigest()
-
-
-def uri_of(path: Path | ObjectStoragePath) -> str:
-    return path.as_uri() if isinstance(path, Path) else str(path)

@@ -2,14 +2,15 @@
 Hooks for RunComfy's Model API: :class:`KlingHook` (sync, ``requests``) for workers and
 :class:`KlingAsyncHook` (``aiohttp``) for triggers.
 
-Both speak the same four calls through one :class:`~airflow_provider_kling.retry.RetryPolicy`;
-how to wait with them lives in :mod:`airflow_provider_kling.wait`. The token travels only in the
-``Authorization`` header of calls to the API base URL: never to a media host, never into a log
-line or an error message.
+Both speak the same four calls through one :class:`~airflow_provider_kling.retry.RetryPolicy`; how
+to wait with them lives in a layer above, :mod:`airflow_provider_kling.follow`: a hook knows
+nothing of waits. The token travels only in the ``Authorization`` header of calls to the API base
+URL: never to a media host, never into a log line or an error message.
 
 The parts live beside this module: :mod:`.target` (the connection), :mod:`.transport` (one HTTP
 exchange and its failures), :mod:`.responses` (answers into typed bodies or errors),
-:mod:`.session_pool` (the async session shared per event loop) and :mod:`.download`.
+:mod:`.session_pool` (the async session shared per event loop), :mod:`.download` and
+:mod:`.destination` (where a video lands, checked).
 """
 
 from __future__ import annotations

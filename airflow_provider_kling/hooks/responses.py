@@ -7,7 +7,10 @@ exceptions module depends on nothing else of ours.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+import json
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from airflow_provider_kling.exceptions import (
     KlingAPIError,
@@ -23,7 +26,7 @@ from airflow_provider_kling.exceptions import (
     KlingServerError,
     KlingSubmitOutcomeUnknownError,
 )
-from airflow_provider_kling.models import ErrorBody, ResponseBody
+from airflow_provider_kling.models import ResponseBody
 from airflow_provider_kling.retry import is_safe_to_resubmit
 
 if TYPE_CHECKING:
@@ -122,3 +125,27 @@ def submit_failure(exc: KlingError, model: str) -> KlingError:
         f"unknown ({exc}). It was not repeated automatically, so that you do not pay twice: check "
         "your RunComfy request history before running this task again."
     )
+
+
+class ErrorBody(BaseModel):
+    """RunComfy's error body."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error_code: int | None = None
+    error_message: str | None = None
+    detail: Any = None
+
+    @classmethod
+    def parse(cls, text: str) -> ErrorBody | None:
+        """Read an error body; ``None`` when the text is not a JSON object with ``error_code`` or ``error_message``."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not ({"error_code", "error_message"} & data.keys()):
+            return None
+        try:
+            return cls.model_validate(data)
+        except ValidationError:
+            return None

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from airflow_provider_kling.resume import RequestRecord, SubmitOnce
     from airflow_provider_kling.spend import Spend
     from airflow_provider_kling.store import VideoStore
-    from airflow_provider_kling.wait import EndInTriggerer, TaskWaiter
+    from airflow_provider_kling.task_wait import TaskWaiter
+    from airflow_provider_kling.wait import EndInTriggerer
 
 
 class KlingTextToVideoOperator(BaseOperator):
@@ -198,7 +199,8 @@ class KlingTextToVideoOperator(BaseOperator):
     @cached_property
     def waiter(self) -> TaskWaiter:
         """How this task waits (read when it runs, once its fields are rendered)."""
-        from airflow_provider_kling.wait import RequestWait, TaskWaiter
+        from airflow_provider_kling.task_wait import TaskWaiter
+        from airflow_provider_kling.wait import RequestWait
         from airflow_provider_kling.wait_plan import PollSettings, WaitPlan
 
         options = RequestWait(
@@ -245,7 +247,7 @@ class KlingTextToVideoOperator(BaseOperator):
             model=self.model, request_id=request_id, body=body, share_prompt=self.lineage_prompt
         )
         if not self.wait_for_completion:
-            self._hand_off_request(context, request_id)
+            self._submission(context).handed_off(request_id)  # the request goes on: its record stays
             return request_id
         from airflow_provider_kling.wait_plan import WaitLimits
 
@@ -295,10 +297,7 @@ class KlingTextToVideoOperator(BaseOperator):
         return value if isinstance(value, str) else None
 
     def _submit_or_resume(self, context: Context, body: ValidBody) -> str:
-        """
-        Resume the request of an earlier try when it can be, else submit (and record it at once),
-        once what can be known before paying is checked: where the video will be stored.
-        """
+        """Resume an earlier try's request, else check where the video will land, then pay and record it."""
         store = self.video_store
         return self._submission(context).submit_or_resume(body, before_paying=store.check if store else None)
 
@@ -330,10 +329,6 @@ class KlingTextToVideoOperator(BaseOperator):
 
         return request_record(context)
 
-    def _hand_off_request(self, context: Context, request_id: str) -> None:
-        """Submit only: the request goes on after this task, so the record stays, marked as handed off."""
-        self._submission(context).handed_off(request_id)
-
     #: What the task returns, and so what a trigger that ends it pushes as ``return_value``.
     _returns: ClassVar[Literal["request_id", "result"]] = "request_id"
 
@@ -356,11 +351,12 @@ class KlingTextToVideoOperator(BaseOperator):
 
     def _end_in_triggerer(self) -> EndInTriggerer | None:
         """How the trigger ends this task once the video is ready, or ``None`` for a worker run (and why)."""
+        from airflow_provider_kling.task_wait import why_a_worker_must_end
         from airflow_provider_kling.wait import EndInTriggerer
 
         if not self.finish_in_triggerer:
             return None
-        why = _why_a_worker_must_end(self)
+        why = why_a_worker_must_end(self)
         if why:
             self.log.info("The task resumes on a worker when the video is ready, not in the triggerer: %s", why)
             return None
@@ -401,20 +397,3 @@ def _check_layout(task: KlingTextToVideoOperator) -> None:
         from airflow_provider_kling.exceptions import KlingInputError
 
         raise KlingInputError(f"{task.task_id}: {problem}")
-
-
-def _why_a_worker_must_end(task: BaseOperator) -> str | None:
-    """
-    Why a success must still end on a worker, if it must: what only a worker run reports. Airflow
-    refuses to load a DAG whose task sets ``end_from_trigger`` while a listener is registered; this
-    task decides when it runs instead, so the same DAG loads everywhere and lineage is never lost.
-    """
-    if task.outlets:
-        return "the task has outlets, whose asset events only a worker run emits"
-    try:
-        from airflow.sdk.listener import get_listener_manager
-    except ImportError:  # Airflow 2
-        from airflow.listeners.listener import get_listener_manager  # type: ignore[no-redef,assignment,unused-ignore]
-    if get_listener_manager().has_listeners:
-        return "a listener is registered (OpenLineage, say), and listeners see only a task that ends on a worker"
-    return None

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_kling.models import KlingResult
-    from airflow_provider_kling.wait import TaskWaiter
+    from airflow_provider_kling.task_wait import TaskWaiter
 
 
 class KlingRequestSensor(BaseSensorOperator):
@@ -88,7 +88,8 @@ class KlingRequestSensor(BaseSensorOperator):
     @cached_property
     def waiter(self) -> TaskWaiter:
         """How this task waits (read when it runs, once its fields are rendered)."""
-        from airflow_provider_kling.wait import RequestWait, TaskWaiter
+        from airflow_provider_kling.task_wait import TaskWaiter
+        from airflow_provider_kling.wait import RequestWait
         from airflow_provider_kling.wait_plan import PollSettings, WaitPlan
 
         options = RequestWait(

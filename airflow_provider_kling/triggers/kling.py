@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_kling.exceptions import KlingError, KlingUnusableVideoError, KlingWaitTimeout
+from airflow_provider_kling.exit_rule import end_wait_async
+from airflow_provider_kling.follow import follow_async
 from airflow_provider_kling.untrusted import video_url_problem
-from airflow_provider_kling.wait import RequestWait, end_wait_async, follow_async
+from airflow_provider_kling.wait import RequestWait
 from airflow_provider_kling.wait_plan import Exit
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from airflow_provider_kling.exceptions import (
     KlingSubmitOutcomeUnknownError,
     KlingWaitTimeout,
 )
+from airflow_provider_kling.follow import wait_for
 from airflow_provider_kling.hooks.kling import KlingAsyncHook, KlingHook, api_target, shared_sessions
 from airflow_provider_kling.models import CancelOutcome, RequestStatus, ResultStatus
 from airflow_provider_kling.testing import Fault, Scenario
@@ -47,7 +48,7 @@ def test_status_moves_from_queue_to_completed(hook, sim):
     assert queued.status is RequestStatus.IN_QUEUE
     assert queued.queue_position is not None
     assert queued.queue_position >= 1
-    result = hook.wait(rid, poll_interval=0.05)
+    result = wait_for(hook, rid, poll_interval=0.05)
     assert result.status is ResultStatus.SUCCEEDED
     assert hook.get_status(rid).status is RequestStatus.COMPLETED
 
@@ -85,7 +86,7 @@ def test_wait_cancels_a_request_stuck_in_the_queue(hook, sim):
     sim.script(Scenario(queue_seconds=30))
     rid = hook.submit(PROMPT).request_id
     with pytest.raises(KlingWaitTimeout, match=r"stayed queued past its queue limit.*will not be billed"):
-        hook.wait(rid, poll_interval=0.05, timeout=30, queue_timeout=0.2)
+        wait_for(hook, rid, poll_interval=0.05, timeout=30, queue_timeout=0.2)
     assert sim.requests[rid].cancelled_at is not None
 
 
@@ -93,7 +94,7 @@ def test_wait_deadline_on_a_running_request_says_it_is_billed(hook, sim):
     sim.script(Scenario(queue_seconds=0, run_seconds=30))
     rid = hook.submit(PROMPT).request_id
     with pytest.raises(KlingWaitTimeout, match=r"did not finish before its deadline.*will still be billed"):
-        hook.wait(rid, poll_interval=0.05, timeout=0.2, queue_timeout=0.1)
+        wait_for(hook, rid, poll_interval=0.05, timeout=0.2, queue_timeout=0.1)
 
 
 def test_invalid_input_sends_nothing(hook, sim):
