@@ -64,6 +64,10 @@ if TYPE_CHECKING:
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 #: ``warn``: a video of another shape than asked lands, its ``mismatch`` said; ``strict``: it is refused.
 Verify = Literal["warn", "strict"]
+#: Bytes handed to one write(2): a 1 MiB chunk is written in slices. On the machines we measure,
+#: 1 MiB writes into the page cache ran at 340 to 4,300 MB/s from one run to the next, and 64 KiB
+#: writes of the same bytes at 3,800 MB/s every time (curl writes in 16 KiB pieces).
+WRITE_SLICE_BYTES = 64 * 1024
 #: A video is compressed already: asking the server not to compress it again saves its CPU and ours.
 DOWNLOAD_HEADERS = {"Accept-Encoding": "identity"}
 
@@ -157,7 +161,15 @@ def download_video(
         if announced and not encoded and announced > max_bytes:
             raise KlingError(f"The video is {announced} bytes, over the {max_bytes}-byte cap")
         content_type = response.headers.get("Content-Type", "application/octet-stream")
-        chunks = read_ahead(partial(response.raw.read, DOWNLOAD_CHUNK_BYTES, decode_content=True))
+        digest = hashlib.sha256()
+
+        def read_and_hash() -> bytes:
+            # Hashed in the reading thread, so that hashing overlaps the writes of the other.
+            chunk: bytes = response.raw.read(DOWNLOAD_CHUNK_BYTES, decode_content=True)
+            digest.update(chunk)
+            return chunk
+
+        chunks = read_ahead(read_and_hash)
 
         def on_wire() -> str:
             # Content-Length counts the bytes on the wire, which are the encoded ones when encoded.
@@ -179,6 +191,7 @@ def download_video(
                     rules=rules,
                     content_type=content_type,
                     check=check_length,
+                    digest=digest,
                 )
         except (requests.RequestException, urllib3.exceptions.HTTPError) as err:
             raise KlingConnectionError(
@@ -231,6 +244,7 @@ def land_video(
     rules: VideoRules,
     content_type: str = "video/mp4",
     check: Callable[[], None] | None = None,
+    digest: Any = None,
 ) -> DownloadedVideo:
     """
     Write ``chunks`` beside ``dest``, check that they are a playable video (and of the asked
@@ -261,7 +275,7 @@ def land_video(
         landed["facts"] = facts
 
     try:
-        size, sha256 = write_whole(dest, chunks, max_bytes=max_bytes, before_move=checked)
+        size, sha256 = write_whole(dest, chunks, max_bytes=max_bytes, before_move=checked, digest=digest)
     except BaseException:
         if "poster" in landed:
             landed["poster"].unlink(missing_ok=True)
@@ -322,12 +336,14 @@ def write_whole(
     *,
     max_bytes: int,
     before_move: Callable[[Path | ObjectStoragePath], None] | None = None,
+    digest: Any = None,
 ) -> tuple[int, str]:
     """
     Write ``chunks`` to a temporary name beside ``dest``, run ``before_move`` on it, then move the
     file into place; on any failure remove the temporary file. Returns the size and the sha256 written.
     """
-    digest = hashlib.sha256()
+    hashed_already = digest is not None  # the producer of the chunks hashes them as it reads
+    digest = digest if hashed_already else hashlib.sha256()
     size = 0
     part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
     try:
@@ -336,8 +352,11 @@ def write_whole(
                 size += len(chunk)
                 if size > max_bytes:
                     raise KlingError(f"The video is over the {max_bytes}-byte cap")
-                digest.update(chunk)
-                out.write(chunk)
+                if not hashed_already:
+                    digest.update(chunk)
+                view = memoryview(chunk)
+                for start in range(0, len(view), WRITE_SLICE_BYTES):  # see WRITE_SLICE_BYTES
+                    out.write(view[start : start + WRITE_SLICE_BYTES])
         if before_move is not None:
             before_move(part)
         if isinstance(part, Path) and isinstance(dest, Path):
