@@ -52,7 +52,9 @@ def probe(uri: str) -> dict[str, Any]:
             digest.update(chunk)
         reader.seek(0)
         facts, _ = inspect_video(reader, poster=False)
-    return {"uri": uri, "size_bytes": video.stat().st_size, "sha256": digest.hexdigest(), **facts.to_dict()}
+    poster = video.parent / f"{video.stem}.jpg"  # the store puts it beside the video
+    found = {"uri": uri, "size_bytes": video.stat().st_size, "sha256": digest.hexdigest(), **facts.to_dict()}
+    return {**found, "poster": str(poster) if poster.exists() else None}
 
 
 with DAG(
