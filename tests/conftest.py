@@ -63,6 +63,18 @@ def sim(kling_simulator: RunComfySimulator) -> RunComfySimulator:
 
 
 @pytest.fixture
+def finished(sim: RunComfySimulator) -> Any:
+    """A request that has finished with a video: ``(hook, request_id, video_url)``."""
+    from airflow_provider_kling.hooks.kling import KlingHook
+    from airflow_provider_kling.testing import Scenario
+
+    sim.script(Scenario(queue_seconds=0, run_seconds=0))
+    with KlingHook(**FAST_HOOK) as hook:
+        rid = hook.submit({"prompt": "a red kite"}).request_id
+        yield hook, rid, hook.get_result(rid).output.video_url
+
+
+@pytest.fixture
 def env_token(sim: RunComfySimulator, monkeypatch: pytest.MonkeyPatch) -> RunComfySimulator:
     """The token and base URL in the environment, as a user of ``kling`` outside Airflow sets them."""
     monkeypatch.setenv("RUNCOMFY_API_TOKEN", TOKEN)

@@ -180,17 +180,8 @@ def test_strict_refuses_another_shape_and_never_retries(run_dag, sim, tmp_path, 
 # --- failures that say what happened ----------------------------------------------------------------
 
 
-@pytest.fixture
-def ready(sim):
-    """A finished request's video URL, and the hook."""
-    sim.script(Scenario(queue_seconds=0, run_seconds=0))
-    with KlingHook(**FAST_HOOK) as hook:
-        rid = hook.submit({"prompt": "a red kite"}).request_id
-        yield hook, rid, hook.get_result(rid).output.video_url
-
-
-def test_a_download_cut_short_names_the_bytes_received_and_announced(ready, sim, tmp_path):
-    hook, _, url = ready
+def test_a_download_cut_short_names_the_bytes_received_and_announced(finished, sim, tmp_path):
+    hook, _, url = finished
     sim.inject("video", Fault("truncate"))
     with pytest.raises(KlingConnectionError, match=rf"cut short: {len(sim.video) // 2} of {len(sim.video)} announced"):
         hook.download_video(url, tmp_path / "out" / "v.mp4")
@@ -198,10 +189,10 @@ def test_a_download_cut_short_names_the_bytes_received_and_announced(ready, sim,
 
 
 @pytest.mark.parametrize("status", [403, 404, 410])
-def test_an_expired_url_says_so_and_how_to_fetch_a_fresh_one(ready, sim, tmp_path, status):
+def test_an_expired_url_says_so_and_how_to_fetch_a_fresh_one(finished, sim, tmp_path, status):
     from airflow_provider_kling.hooks.download import VideoRules
 
-    hook, rid, url = ready
+    hook, rid, url = finished
     sim.inject("video", Fault("status", status, body="<Error><Code>AccessDenied</Code></Error>"))
     with pytest.raises(KlingVideoExpiredError, match=rf"HTTP {status}: it has most likely expired") as raised:
         hook.download_video(url, tmp_path / "v.mp4", rules=VideoRules(request_id=rid))
@@ -209,8 +200,8 @@ def test_an_expired_url_says_so_and_how_to_fetch_a_fresh_one(ready, sim, tmp_pat
     assert _files(tmp_path) == []
 
 
-def test_html_labelled_as_video_is_refused_by_its_first_bytes(ready, sim, tmp_path):
-    hook, _, url = ready
+def test_html_labelled_as_video_is_refused_by_its_first_bytes(finished, sim, tmp_path):
+    hook, _, url = finished
     sim.inject("video", Fault("status", 200, body=SIGN_IN_PAGE.decode(), content_type="video/mp4"))
     with pytest.raises(KlingNotAVideoError) as raised:
         hook.download_video(url, tmp_path / "v.mp4")

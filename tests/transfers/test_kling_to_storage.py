@@ -7,12 +7,11 @@ import pytest
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_0_PLUS
 
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingError, KlingInputError
-from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.links.kling import KlingVideoLink
 from airflow_provider_kling.testing import Fault, Scenario
 from airflow_provider_kling.testing.simulator import synthetic_video_chunks
 from airflow_provider_kling.transfers.kling_to_storage import KlingVideoToStorageOperator
-from tests.conftest import CHECKED_5S_16_9, FAST_HOOK, states, xcoms
+from tests.conftest import CHECKED_5S_16_9, states, xcoms
 
 
 def _run_copy(run_dag, destination) -> object:
@@ -88,14 +87,6 @@ def test_an_existing_destination_is_refused_and_kept(run_dag, sim, tmp_path, cap
     assert sim.calls["video"] == 0
 
 
-@pytest.fixture
-def finished(sim):
-    sim.script(Scenario(queue_seconds=0, run_seconds=0))
-    with KlingHook(**FAST_HOOK) as hook:
-        rid = hook.submit({"prompt": "a kite"}).request_id
-        yield hook, hook.get_result(rid).output.video_url
-
-
 @pytest.mark.parametrize("video_host", ["other", "redirect"])
 def test_a_video_on_another_host_is_copied_without_the_token(run_dag, sim, tmp_path, video_host):
     sim.script(Scenario(video_host=video_host))
@@ -118,7 +109,7 @@ def test_a_gzip_encoded_video_lands_as_the_original_bytes(run_dag, sim, tmp_path
 
 
 def test_a_connection_dropped_mid_stream_leaves_no_file(finished, sim, tmp_path):
-    hook, url = finished
+    hook, _, url = finished
     sim.inject("video", Fault("truncate"))
     with pytest.raises(KlingConnectionError, match=r"cut short|download failed"):
         hook.download_video(url, tmp_path / "v.mp4")
@@ -126,14 +117,14 @@ def test_a_connection_dropped_mid_stream_leaves_no_file(finished, sim, tmp_path)
 
 
 def test_a_video_over_the_cap_is_refused_before_writing(finished, tmp_path):
-    hook, url = finished
+    hook, _, url = finished
     with pytest.raises(KlingError, match="over the 1000-byte cap"):
         hook.download_video(url, tmp_path / "v.mp4", max_bytes=1000)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_large_video_streams_in_flat_memory(finished, sim, tmp_path):
-    hook, url = finished
+    hook, _, url = finished
     size = 200 * 1024 * 1024
     sim.video_size = size
     expected = hashlib.sha256()
