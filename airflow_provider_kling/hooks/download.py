@@ -213,14 +213,17 @@ def _refused_url(response: requests.Response, request_id: str | None) -> KlingEr
     return KlingAPIError("Could not fetch the video", status_code=response.status_code, body=response.text[:300])
 
 
+#: What may be quoted in a refusal: what came is text, not bytes.
+_TEXT_KINDS = ("an HTML page", "JSON", "an XML document", "text")
 #: What a media host answers for a URL that has expired (a signed URL past its time answers 403).
 EXPIRED_STATUSES = (403, 404, 410)
 
 
-def refuse_what_is_not_video(content_type: str | None, head: bytes) -> None:
+def refuse_what_is_not_video(content_type: str | None, head: bytes, *, source: str = "The video URL served") -> None:
     """
     The cheap checks, before a byte is written: a ``Content-Type`` that cannot be a video, and
-    first bytes that open no video container, are refused, naming what came instead.
+    first bytes that open no video container, are refused, naming what came instead (and quoting
+    it, when it is text).
 
     :raises KlingNotAVideoError: ``text/html, an HTML page``...
     """
@@ -229,9 +232,9 @@ def refuse_what_is_not_video(content_type: str | None, head: bytes) -> None:
     if served is None and kind is None:
         return
     came = ", ".join(part for part in (served, kind) if part)
-    quoted = excerpt(head[:120].decode("utf-8", "replace"), 80) if kind and kind != "an empty body" else ""
+    quoted = excerpt(head[:120].decode("utf-8", "replace"), 80) if kind in _TEXT_KINDS else ""
     raise KlingNotAVideoError(
-        f"The video URL served {came}, not a video{f' ({quoted!r})' if quoted else ''}: nothing was stored",
+        f"{source} {came}, not a video{f' ({quoted!r})' if quoted else ''}: nothing was stored",
         came=came,
     )
 
@@ -326,7 +329,7 @@ def copy_video(
     with storage_path(source, source_conn_id).open("rb") as reader:
         chunks = iter(partial(reader.read, DOWNLOAD_CHUNK_BYTES), b"")
         first = next(chunks, b"")
-        refuse_what_is_not_video(None, first)
+        refuse_what_is_not_video(None, first, source=f"{source} holds")
         return land_video(dest, chain([first], chunks), max_bytes=max_bytes, rules=VideoRules(poster=poster))
 
 
