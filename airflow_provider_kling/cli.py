@@ -163,13 +163,18 @@ def _airflow_warnings_only() -> Iterator[None]:
     stderr, and only its warnings and errors.
     """
     airflow_log = logging.getLogger("airflow")
-    level = airflow_log.level
-    airflow_log.setLevel(max(level, logging.WARNING))
+    # Airflow 2 logs a traceback of its own when a connection is in no secrets backend (no database
+    # yet, say): the command says in one line what to set instead.
+    connections_log = logging.getLogger("airflow.models.connection")
+    levels = airflow_log.level, connections_log.level
+    airflow_log.setLevel(max(levels[0], logging.WARNING))
+    connections_log.setLevel(logging.CRITICAL)
     try:
         with redirect_stdout(sys.stderr):
             yield
     finally:
-        airflow_log.setLevel(level)
+        airflow_log.setLevel(levels[0])
+        connections_log.setLevel(levels[1])
 
 
 def _token_from_environment(conn_id: str | None) -> bool:

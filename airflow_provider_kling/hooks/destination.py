@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from airflow_provider_kling.exceptions import KlingInputError
 
@@ -47,7 +47,7 @@ def check_destination(
     named = os.fspath(destination) if isinstance(destination, (str, os.PathLike)) else str(destination)
     pending = REQUEST_ID_FIELD in named
     dest = storage_path(named.replace(REQUEST_ID_FIELD, "request-id") if pending else destination, conn_id)
-    if isinstance(dest, Path):
+    if is_local(dest):
         _check_folder(dest)
     if not overwrite and not pending and dest.exists():
         raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
@@ -92,7 +92,7 @@ def poster_path(dest: Path | ObjectStoragePath) -> Path | ObjectStoragePath:
 
 def make_folder(dest: Path | ObjectStoragePath) -> list[Path]:
     """Make ``dest``'s folder; return the local folders made (outermost first), to remove on failure."""
-    if not isinstance(dest, Path):
+    if not is_local(dest):
         dest.parent.mkdir(parents=True, exist_ok=True)
         return []
     missing = []
@@ -102,6 +102,15 @@ def make_folder(dest: Path | ObjectStoragePath) -> list[Path]:
         folder = folder.parent
     dest.parent.mkdir(parents=True, exist_ok=True)
     return missing[::-1]
+
+
+def is_local(path: Path | ObjectStoragePath) -> TypeGuard[Path]:
+    """
+    Whether ``path`` is a plain local path (made from a path without a scheme), not an
+    ``ObjectStoragePath``, even a ``file://`` one: on Airflow 2 (universal-pathlib 0.2) an
+    ``ObjectStoragePath`` is a :class:`~pathlib.Path` too, whose ``str()`` is its URI.
+    """
+    return isinstance(path, Path) and not hasattr(path, "protocol")
 
 
 def uri_of(path: Path | ObjectStoragePath) -> str:

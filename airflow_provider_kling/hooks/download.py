@@ -36,6 +36,7 @@ from airflow_provider_kling.exceptions import (
 )
 from airflow_provider_kling.hooks.destination import (
     check_destination,
+    is_local,
     make_folder,
     poster_path,
     storage_path,
@@ -300,7 +301,7 @@ def land_video(
 
 def _inspect(part: Path | ObjectStoragePath, poster: bool) -> tuple[VideoFacts, bytes | None]:
     """Probe a written file: a local one by its path, an object store's through its file object."""
-    if isinstance(part, Path):
+    if is_local(part):
         return inspect_video(str(part), poster=poster)
     with part.open("rb") as reader:
         return inspect_video(reader, poster=poster)
