@@ -154,13 +154,33 @@ def _interrupt_while_waiting(sim, tmp_path, *argv: str) -> subprocess.CompletedP
     """Run the installed ``kling`` as a user does, and press Ctrl-C once it is waiting on a request."""
     kling = str(Path(sys.executable).parent / "kling")
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "home")}
-    proc = subprocess.Popen([kling, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [kling, *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        # As a shell starts it: Ctrl-C's default action, whatever this test process was left with
+        # (a child inherits an ignored SIGINT, and Python then never raises KeyboardInterrupt).
+        preexec_fn=_sigint_as_a_shell_leaves_it,
+    )
     deadline = time.monotonic() + 60
     while not (sim.calls["status"] + sim.calls["result"]) and time.monotonic() < deadline:
         time.sleep(0.05)  # the first poll has been answered: it is waiting
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        pytest.fail(
+            f"kling went on 60 s after Ctrl-C (SIGINT here: {signal.getsignal(signal.SIGINT)})\n{err}"
+        )
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _sigint_as_a_shell_leaves_it() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_while_waiting_cancels_the_queued_request_it_submitted(env_token, tmp_path):
