@@ -173,9 +173,7 @@ def _interrupt_while_waiting(sim, tmp_path, *argv: str) -> subprocess.CompletedP
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        pytest.fail(
-            f"kling went on 60 s after Ctrl-C (SIGINT here: {signal.getsignal(signal.SIGINT)})\n{err}"
-        )
+        pytest.fail(f"kling went on 60 s after Ctrl-C (SIGINT here: {signal.getsignal(signal.SIGINT)})\n{err}")
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
