@@ -48,6 +48,7 @@ lock() {
   for tool in "${TEST_TOOLS[@]}"; do newer+=(--exclude-newer-package "${tool%%==*}=2026-12-01"); done
   "$UV" pip compile --quiet --python "$PYTHON" --resolution "$resolution" "${newer[@]}" \
     --no-header --output-file "constraints/$name.txt" pyproject.toml "$input"
+  sed -i "s|$input|the test tools|" "constraints/$name.txt"  # not this machine's temporary file name
   rm -f "$input"
   echo "constraints/$name.txt: $(grep -E '^apache-airflow(-providers-common-compat)?==' "constraints/$name.txt" | tr '\n' ' ')"
 }
