@@ -109,18 +109,20 @@ class VideoStore:
             storage_conn_id=self.storage_conn_id,
             rules=VideoRules(expect=self.expect, verify=self.verify, poster=self.poster, request_id=rid),
         )
-        facts = saved.facts
+        stored = saved.stored()
         log.info(
             "Stored the video of Kling request %s: %d bytes (sha256 %s) at %s; %s",
             rid,
             saved.size_bytes,
             saved.sha256,
             saved.uri,
-            describe_facts(saved.stored()),
+            describe_facts(stored),
         )
-        if facts.mismatch:
-            log.warning("The video of Kling request %s is not the shape asked for: %s", rid, "; ".join(facts.mismatch))
-        return saved.stored()
+        if saved.facts.mismatch:
+            log.warning(
+                "The video of Kling request %s is not the shape asked for: %s", rid, "; ".join(saved.facts.mismatch)
+            )
+        return stored
 
 
 def describe_facts(stored: Mapping[str, Any]) -> str:
