@@ -5,8 +5,11 @@ UV_VERSION := 0.13.8
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 export UV_PYTHON_DOWNLOADS := never
+# The suite on two processes, a test file each at a time (pytest-xdist): most of its time is spent
+# waiting on servers, not computing. PYTEST_PARALLEL= runs it on one.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
-.PHONY: demo test test-airflow2 compat lint docs dist sync bench cluster screenshots chromium
+.PHONY: demo test test-airflow2 compat lint docs dist sync bench cluster screenshots chromium postgresql
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -23,24 +26,28 @@ demo: sync
 chromium:
 	bash scripts/os_packages.sh chromium=chromium
 
+## The OS's PostgreSQL, which the budget ledger's tests start in a temporary folder (Debian's package).
+postgresql:
+	bash scripts/os_packages.sh "/usr/lib/postgresql/*/bin/pg_ctl=postgresql"
+
 ## Run the whole test suite (the UI tests drive the OS's Chromium, installed here when missing).
-test: sync chromium
-	.venv/bin/pytest
+test: sync chromium postgresql
+	.venv/bin/pytest $(PYTEST_PARALLEL)
 
 ## The UI tests alone, writing their screenshots into docs/img/ (the ones the docs show).
 screenshots: sync chromium
 	KLING_SCREENSHOTS=docs/img .venv/bin/pytest tests/ui --basetemp=/tmp/kling-ui
 
 ## The whole suite again on the oldest supported Airflow (2.11), in its own environment.
-test-airflow2: $(UV)
+test-airflow2: $(UV) postgresql
 	UV_PROJECT_ENVIRONMENT=.venv-airflow2 $(UV) sync --locked --quiet --python $(PYTHON) \
 		--no-default-groups --group dev --group airflow2
-	.venv-airflow2/bin/pytest
+	.venv-airflow2/bin/pytest $(PYTEST_PARALLEL)
 
 ## The declared versions, tested: the suite at the lowest direct dependencies (Airflow 2.11.0, 3.3.0),
 ## a smoke run on Airflow 3.1 and 3.2 as of their release days (constraints/*.txt, into .venv-compat/).
-compat: $(UV)
-	bash scripts/compat.sh $(UV) $(PYTHON)
+compat: $(UV) postgresql
+	PYTEST_PARALLEL="$(PYTEST_PARALLEL)" bash scripts/compat.sh $(UV) $(PYTHON)
 
 ## The documentation site, built in strict mode (any warning fails), into .docs-site/.
 docs: $(UV)

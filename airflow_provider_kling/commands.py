@@ -161,8 +161,8 @@ def _budgets_of(hook: KlingClient, what: str) -> BudgetConfig:
 
 
 def _budget(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
-    from airflow_provider_kling.budgets import BudgetLedger
     from airflow_provider_kling.exceptions import KlingInputError
+    from airflow_provider_kling.ledger import BudgetLedger
 
     config = _budgets_of(hook, "budget")
     if not config.budgets:

@@ -298,6 +298,19 @@ class KlingBudgetExceededError(KlingError, AirflowFailException):
         super().__init__(message, budget=budget, period=period, cap=cap, spent=spent, reserved=reserved)
 
 
+class KlingBudgetStoreError(KlingError):
+    """
+    The budget ledger's database could not be opened or did not answer in time; raised before the paid
+    submit, so nothing was sent, and retried as any outage is.
+
+    :param store: the id of the ledger's Airflow connection (``budget_store``).
+    """
+
+    def __init__(self, message: str, *, store: str) -> None:
+        self.store = store
+        super().__init__(message, store=store)
+
+
 class KlingGenerationError(KlingError):
     """
     A generation request ended without a video, or was given up on: an outcome, not a transport fault.

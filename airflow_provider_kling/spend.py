@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from airflow_provider_kling.budgets import BudgetConfig, BudgetLedger
+    from airflow_provider_kling.budgets import BudgetConfig
     from airflow_provider_kling.hooks.client import KlingClient
+    from airflow_provider_kling.ledger import BudgetLedger
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Spend:
 
     @cached_property
     def ledger(self) -> BudgetLedger | None:
-        from airflow_provider_kling.budgets import BudgetLedger
+        from airflow_provider_kling.ledger import BudgetLedger
 
         store = self.config.store
         return BudgetLedger.from_connection(store) if store else None

@@ -25,7 +25,10 @@ PROFILES=(
 # Our floor of common-compat (1.14.1) came out after some of these Airflow releases: a user of those
 # upgrades it, so it is resolved as of its own day there. The test tools are those of uv.lock.
 COMPAT_FLOOR_DAY=2026-03-14
-TEST_TOOLS=(pytest==9.2.0 pytest-asyncio==1.5.0 pytest-mock==3.17.0 pytest-timeout==2.4.0)
+TEST_TOOLS=(pytest==9.2.0 pytest-asyncio==1.5.0 pytest-mock==3.17.0 pytest-timeout==2.4.0 pytest-xdist==3.8.0)
+# The budget ledger's stores, opened through their providers' hooks: resolved with the profile (the
+# lowest we declare, in pyproject.toml's dev group and extras, or as of the profile's day).
+LEDGER_STORES=("apache-airflow-providers-sqlite>=4.0" "apache-airflow-providers-postgres>=6.0")
 # ...and the rules for strings we did not write, the review's stale-form refusal among them, which
 # takes another path before 3.3 (HITLTrigger).
 SMOKE=(
@@ -43,7 +46,7 @@ lock() {
   name=$(field "$profile" 1) airflow=$(field "$profile" 2) resolution=$(field "$profile" 3) day=$(field "$profile" 4)
   local input
   input=$(mktemp)
-  printf '%s\n' $airflow "${TEST_TOOLS[@]}" >"$input"
+  printf '%s\n' $airflow "${TEST_TOOLS[@]}" "${LEDGER_STORES[@]}" >"$input"
   local newer=(--exclude-newer "$day" --exclude-newer-package "apache-airflow-providers-common-compat=$(later "$day" $COMPAT_FLOOR_DAY)")
   for tool in "${TEST_TOOLS[@]}"; do newer+=(--exclude-newer-package "${tool%%==*}=2026-12-01"); done
   "$UV" pip compile --quiet --python "$PYTHON" --resolution "$resolution" "${newer[@]}" \
@@ -65,7 +68,7 @@ run() {
   export PYTEST_ADDOPTS="-W default::DeprecationWarning -W default::PendingDeprecationWarning"
   if [[ $what == suite ]]; then
     # The UI tests drive a browser through Playwright, a tool of `make test` only.
-    "$venv/bin/pytest" -q --ignore=tests/ui
+    "$venv/bin/pytest" -q ${PYTEST_PARALLEL:-} --ignore=tests/ui
   else
     "$venv/bin/pytest" -q "${SMOKE[@]}"
   fi

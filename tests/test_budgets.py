@@ -4,21 +4,61 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import sqlite3
+import socket
+import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_provider_kling.budgets import Budget, BudgetLedger, read_budgets
-from airflow_provider_kling.exceptions import KlingBudgetExceededError, KlingInputError
+from airflow_provider_kling import ledger as ledger_module
+from airflow_provider_kling.budgets import Budget, read_budgets
+from airflow_provider_kling.exceptions import KlingBudgetExceededError, KlingBudgetStoreError, KlingInputError
+from airflow_provider_kling.ledger import BudgetLedger
 from tests.conftest import states
+from tests.postgres_server import postgres_server
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.postgres_server import PostgresServer
 
 DAGS = Path(__file__).parent / "dag_files"
+LEDGER = "kling_ledger"
 
 
-def _ledger(path: Path) -> BudgetLedger:
-    return BudgetLedger(lambda: sqlite3.connect(path, timeout=60, isolation_level=None), "sqlite")
+def _ledger(_: object = None) -> BudgetLedger:
+    """The ledger of the ``kling_ledger`` connection, opened by its hook as tasks open it."""
+    return BudgetLedger.from_connection(LEDGER)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def ledger_store(request, tmp_path, monkeypatch) -> str:
+    """``kling_ledger``, an empty ledger database: a SQLite file, or a database on a real PostgreSQL."""
+    if request.param == "sqlite":
+        conn: dict[str, Any] = {"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")}
+    else:
+        server = request.getfixturevalue("postgres")
+        database = f"ledger_{uuid.uuid4().hex[:12]}"
+        server.sql("postgres", f"CREATE DATABASE {database}")
+        conn = server.connection(database)
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", json.dumps(conn))
+    return request.param
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts TCP connections and never answers on them: a ledger that hangs."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -47,8 +87,8 @@ def test_a_task_naming_an_unknown_budget_or_no_store_is_refused_clearly():
         config.get("team", "kling_default")
 
 
-def test_reserve_settle_and_release_keep_the_period_exact(tmp_path):
-    ledger = _ledger(tmp_path / "ledger.db")
+def test_reserve_settle_and_release_keep_the_period_exact(ledger_store):
+    ledger = _ledger()
     budget = Budget("team", videos=3, video_seconds=20, cost=1.0)
     first = ledger.reserve(budget, video_seconds=5, holder="a")
     second = ledger.reserve(budget, video_seconds=10, holder="b")
@@ -67,8 +107,8 @@ def test_reserve_settle_and_release_keep_the_period_exact(tmp_path):
     assert ledger.usage(budget).reserved_videos == 0
 
 
-def test_the_cost_cap_refuses_once_the_spend_reached_it(tmp_path):
-    ledger = _ledger(tmp_path / "ledger.db")
+def test_the_cost_cap_refuses_once_the_spend_reached_it(ledger_store):
+    ledger = _ledger()
     budget = Budget("team", cost=1.0)
     ledger.attach(ledger.reserve(budget, video_seconds=5, holder="a"), "req-1")
     ledger.settle("req-1", spent=True, cost=1.25)
@@ -76,8 +116,8 @@ def test_the_cost_cap_refuses_once_the_spend_reached_it(tmp_path):
         ledger.reserve(budget, video_seconds=5, holder="b")
 
 
-def _race(path: str, attempts: int, start: Any, won: Any) -> None:
-    ledger = _ledger(Path(path))
+def _race(attempts: int, start: Any, won: Any) -> None:
+    ledger = _ledger()
     budget = Budget("team", videos=25)
     start.wait()
     for _ in range(attempts):
@@ -88,11 +128,10 @@ def _race(path: str, attempts: int, start: Any, won: Any) -> None:
             won.put(0)
 
 
-def test_concurrent_reservations_from_many_processes_never_overshoot_the_cap(tmp_path):
-    path = str(tmp_path / "ledger.db")
+def test_concurrent_reservations_from_many_processes_never_overshoot_the_cap(ledger_store):
     context = multiprocessing.get_context("fork")
     start, won = context.Event(), context.Queue()
-    racers = [context.Process(target=_race, args=(path, 5, start, won)) for _ in range(8)]  # 40 attempts, cap 25
+    racers = [context.Process(target=_race, args=(5, start, won)) for _ in range(8)]  # 40 attempts, cap 25
     for racer in racers:
         racer.start()
     start.set()
@@ -100,7 +139,77 @@ def test_concurrent_reservations_from_many_processes_never_overshoot_the_cap(tmp
     for racer in racers:
         racer.join(30)
     assert sum(outcomes) == 25
-    assert _ledger(Path(path)).usage(Budget("team", videos=25)).reserved_videos == 25
+    assert _ledger().usage(Budget("team", videos=25)).reserved_videos == 25
+
+
+@pytest.mark.integration
+def test_the_ledger_on_postgresql_applies_every_extra_of_its_connection(postgres, monkeypatch):
+    database = f"ledger_{uuid.uuid4().hex[:12]}"
+    postgres.sql("postgres", f"CREATE DATABASE {database}")
+    postgres.sql(database, "CREATE SCHEMA budgets")
+    conn = postgres.connection(database, options="-c search_path=budgets", application_name="kling-ledger")
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", json.dumps(conn))
+    ledger = _ledger()
+    ledger.reserve(Budget("team", videos=2), video_seconds=5, holder="a")
+    # The connection's options put the ledger in its own schema, as they would any Airflow task's SQL.
+    tables = postgres.sql(
+        database,
+        "SELECT table_schema || '.' || table_name FROM information_schema.tables "
+        "WHERE table_name LIKE 'kling_%' ORDER BY 1",
+    )
+    assert tables.split() == [
+        "budgets.kling_budget_reservation",
+        "budgets.kling_budget_usage",
+        "budgets.kling_request_end",
+    ]
+    # An extra that refuses the server (it speaks no TLS) refuses the ledger, naming it, before anything is sent.
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", json.dumps(postgres.connection(database, sslmode="require")))
+    with pytest.raises(
+        KlingBudgetStoreError, match="The budget ledger 'kling_ledger' \\(postgres\\) did not answer"
+    ) as caught:
+        _ledger().usage(Budget("team", videos=2))
+    assert "SSL" in str(caught.value)
+
+
+def test_a_ledger_store_of_another_type_is_refused_naming_the_types_allowed(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", json.dumps({"conn_type": "mysql", "host": "127.0.0.1"}))
+    with pytest.raises(KlingInputError, match="'kling_ledger' is of type 'mysql'; allowed: sqlite, postgres"):
+        _ledger()
+
+
+def _silent_ledger(monkeypatch: pytest.MonkeyPatch, port: int, **extra: Any) -> None:
+    conn = {"conn_type": "postgres", "host": "127.0.0.1", "port": port, "login": "kling", "schema": "ledger"}
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_LEDGER", json.dumps({**conn, "extra": extra}))
+
+
+def test_a_ledger_that_does_not_answer_fails_the_task_within_its_connect_timeout_and_sends_nothing(
+    run_dag, sim, silent_port, monkeypatch, capfd
+):
+    _silent_ledger(monkeypatch, silent_port)  # no connect_timeout: the ledger's own default bounds the wait
+    monkeypatch.setattr(ledger_module, "CONNECT_TIMEOUT_S", 1)
+    extra = {"budgets": {"team": {"videos": 3, "period": "day"}}, "budget_store": LEDGER}
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(extra=extra))
+    dag_run = run_dag("kling_budget_store_down", folder=DAGS, file="kling_budget_dags.py")
+    assert states(dag_run) == {"generate": "failed"}
+    assert sim.calls["submit"] == 0
+    assert "The budget ledger 'kling_ledger' (postgres) did not answer within 1 s" in capfd.readouterr().out
+
+
+def test_kling_submit_with_a_ledger_that_does_not_answer_says_so_and_sends_nothing(
+    sim, silent_port, monkeypatch, capsys
+):
+    from airflow_provider_kling.cli import main
+
+    _silent_ledger(monkeypatch, silent_port, connect_timeout=1)  # the connection's own timeout applies
+    extra = {"budgets": {"team": {"videos": 3, "period": "day"}}, "budget_store": LEDGER}
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(extra=extra))
+    monkeypatch.delenv("RUNCOMFY_API_TOKEN", raising=False)
+    capsys.readouterr()
+    assert main(["submit", "--prompt", "a kite", "--budget", "team"]) == 1
+    err = capsys.readouterr().err
+    assert "The budget ledger 'kling_ledger' (postgres) did not answer within 1 s" in err
+    assert "Traceback" not in err
+    assert sim.calls["submit"] == 0
 
 
 @pytest.fixture
@@ -118,7 +227,7 @@ def test_mapped_generations_past_the_cap_fail_before_anything_is_sent(run_dag, s
     tis = {ti.map_index: str(ti.state) for ti in dag_run.get_task_instances()}
     assert sorted(tis.values()) == ["failed", "failed", "success", "success", "success"]
     assert sim.calls["submit"] == 3  # exactly the cap: the two refused sent nothing
-    usage = _ledger(budget_connection).usage(Budget("team", videos=3))
+    usage = _ledger().usage(Budget("team", videos=3))
     assert (usage.videos, usage.reserved_videos, usage.video_seconds) == (3, 0, 15.0)  # settled as they ended
     assert usage.cost == pytest.approx(1.5)  # what RunComfy reported (a budget asks for the cost)
 

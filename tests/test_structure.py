@@ -148,6 +148,7 @@ LAYERS = {
         "airflow_provider_kling.models",
         "airflow_provider_kling.wait_plan",
         "airflow_provider_kling.budgets",
+        "airflow_provider_kling.ledger",
         "airflow_provider_kling.hooks",
         "airflow_provider_kling.hooks.target",
         "airflow_provider_kling.hooks.transport",

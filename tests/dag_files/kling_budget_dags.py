@@ -39,3 +39,7 @@ with DAG("kling_metrics", schedule=None, start_date=datetime(2026, 1, 1), catchu
     KlingTextToVideoOperator(
         task_id="running_too_long", prompt="a long take [sim:queue=0][sim:run=600]", timeout=0.5, **WAIT
     )
+
+with DAG("kling_budget_store_down", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    # Its budget's ledger does not answer: the task fails before anything is sent, naming the store.
+    KlingTextToVideoOperator(task_id="generate", prompt="a kite", budget="team", deferrable=True, **WAIT)
