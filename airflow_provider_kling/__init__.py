@@ -41,7 +41,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Kling (RunComfy)",
-                "python-modules": ["airflow_provider_kling.operators.kling", "airflow_provider_kling.operators.review"],
+                "python-modules": [
+                    "airflow_provider_kling.operators.kling",
+                    "airflow_provider_kling.operators.image_to_video",
+                    "airflow_provider_kling.operators.review",
+                ],
             }
         ],
         "sensors": [

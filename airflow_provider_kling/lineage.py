@@ -119,9 +119,16 @@ def video_facet_class() -> Any:
 def generation_facts(
     *, model: str, request_id: str, body: Mapping[str, Any], share_prompt: bool = False
 ) -> dict[str, Any]:
-    """What lineage says of one generation, as plain data (it crosses a deferral): the facet's fields."""
+    """
+    What lineage says of one generation, as plain data (it crosses a deferral): the facet's fields,
+    and ``inputs``, the URIs of the images it started from (never a signed URL).
+    """
+    from airflow_provider_kling.family import FAMILY
+    from airflow_provider_kling.images import images_of
     from airflow_provider_kling.resume import input_fingerprint
 
+    registered = FAMILY.get(model)
+    images = [image.uri for image in images_of(registered.image_fields, body)] if registered else []
     prompt = body.get("prompt")
     text = prompt if isinstance(prompt, str) else None
     seconds = body.get("duration")
@@ -132,6 +139,7 @@ def generation_facts(
         "promptSha256": hashlib.sha256(text.encode()).hexdigest() if text is not None and not share_prompt else None,
         "prompt": text if share_prompt else None,
         "videoSeconds": float(seconds) if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) else None,
+        "inputs": images,
     }
 
 
@@ -142,14 +150,18 @@ def generation_lineage(
     The ``OperatorLineage`` of one generation: its run facet (none before a request) and, when the
     task stored the video (``destination``), the stored video as its output dataset.
     """
+    from airflow.providers.common.compat.openlineage.facet import Dataset
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     request_id = facts.get("requestId") if facts else None
     outputs = stored_video_lineage(stored, request_id).outputs if stored else []
     if not facts:
         return OperatorLineage(outputs=outputs)
+    fields = {key: value for key, value in facts.items() if key != "inputs"}
+    inputs = [Dataset(*dataset_name(uri)) for uri in facts.get("inputs") or ()]
     price = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None
-    return OperatorLineage(run_facets={FACET_NAME: facet_class()(**facts, cost=price)}, outputs=outputs)
+    facet = facet_class()(**fields, cost=price)
+    return OperatorLineage(inputs=inputs, run_facets={FACET_NAME: facet}, outputs=outputs)
 
 
 def stored_video_lineage(stored: Mapping[str, Any], request_id: str | None = None) -> Any:

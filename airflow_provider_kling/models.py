@@ -23,6 +23,7 @@ from airflow_provider_kling.exceptions import (
     KlingRequestFailed,
     KlingUnusableVideoError,
 )
+from airflow_provider_kling.family import FAMILY
 from airflow_provider_kling.states import CancelOutcome as CancelOutcome
 from airflow_provider_kling.states import RequestStatus as RequestStatus
 from airflow_provider_kling.states import ResultStatus as ResultStatus
@@ -122,11 +123,19 @@ def _validated(model: str, data: Mapping[str, Any] | BaseModel) -> dict[str, Any
         raise KlingInputError(f"input for {model}: must be a mapping of field to value, got {type(data).__name__}")
     input_model = INPUT_MODELS.get(model)
     if input_model is None:
+        family_model = FAMILY.get(model)
+        images = set(family_model.image_fields.values()) if family_model else set()
         try:
             json.dumps(data, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise KlingInputError(f"input for {model}: must be JSON-serializable ({err})") from None
-        problems = [problem for field, value in data.items() for problem in _media_url_problems(str(field), value)]
+        problems = family_model.problems(data) if family_model else []
+        problems += [
+            problem
+            for field, value in data.items()
+            if field not in images
+            for problem in _media_url_problems(str(field), value)
+        ]
         if problems:
             raise KlingInputError("\n".join([f"Invalid input for {model}:", *problems]))
         return dict(data)

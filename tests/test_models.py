@@ -97,7 +97,7 @@ def test_a_long_prompt_is_not_echoed_whole():
 
 def test_other_models_pass_through_but_must_be_json():
     body = {"image_url": "https://example.invalid/a.png", "anything": [1, 2]}
-    assert validate_input("kling/kling-1-6/pro/image-to-video", body) == body
+    assert validate_input(UNREGISTERED, body) == body
     with pytest.raises(KlingInputError, match="JSON-serializable"):
         validate_input("kling/kling-1-6/pro/image-to-video", {"when": object()})
 
@@ -166,6 +166,9 @@ def test_result_status_set_differs_from_the_status_calls():
     assert {s.value for s in ResultStatus} - {s.value for s in RequestStatus} == {"succeeded", "failed"}
 
 
+UNREGISTERED = "kling/kling-1-6/standard/image-to-video"
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -177,8 +180,8 @@ def test_result_status_set_differs_from_the_status_calls():
     ],
 )
 def test_media_inputs_of_other_models_must_be_https_urls(field, value):
-    with pytest.raises(KlingInputError) as caught:
-        validate_input("kling/kling-1-6/pro/image-to-video", {"prompt": "p", field: value})
+    with pytest.raises(KlingInputError) as caught:  # a model not in the registry: its fields pass through
+        validate_input(UNREGISTERED, {"prompt": "p", field: value})
     message = str(caught.value)
     assert f"- {field}: not an HTTPS URL" in message
     assert "images up to 50 MB" in message
@@ -186,4 +189,4 @@ def test_media_inputs_of_other_models_must_be_https_urls(field, value):
 
 def test_https_media_inputs_of_other_models_pass_unchanged():
     body = {"prompt": "p", "image_url": "https://cdn.example.com/cat.png", "images": ["https://x.example/a.png"]}
-    assert validate_input("kling/kling-1-6/pro/image-to-video", body) == body
+    assert validate_input(UNREGISTERED, body) == body

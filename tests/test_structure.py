@@ -149,6 +149,8 @@ LAYERS = {
         "airflow_provider_kling.wait_plan",
         "airflow_provider_kling.budgets",
         "airflow_provider_kling.ledger",
+        "airflow_provider_kling.family",
+        "airflow_provider_kling.images",
         "airflow_provider_kling.hooks",
         "airflow_provider_kling.hooks.target",
         "airflow_provider_kling.hooks.transport",

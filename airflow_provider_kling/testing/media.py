@@ -118,3 +118,20 @@ def padded_video(size: int) -> Iterator[bytes]:
         chunk = block[: min(len(block), filler)]
         filler -= len(chunk)
         yield chunk
+
+
+def sample_image(width: int = 320, height: int = 180) -> bytes:
+    """A PNG of ``width`` x ``height`` (a diagonal gradient): an image a generation can start from."""
+    import struct
+    import zlib
+
+    rows = b"".join(
+        b"\x00" + bytes(channel for x in range(width) for channel in ((x * 255) // width, (y * 255) // height, 128))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")

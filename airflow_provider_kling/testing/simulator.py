@@ -30,24 +30,21 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Literal
 
 from aiohttp import web
 
+from airflow_provider_kling.testing.family_rules import RULES, fetch_images, missing
 from airflow_provider_kling.testing.media import SIGN_IN_PAGE, make_video, padded_video, undecodable_video
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
 TEXT_TO_VIDEO = "kling/kling-1-6/pro/text-to-video"
-KNOWN_MODELS = (
-    TEXT_TO_VIDEO,
-    "kling/kling-1-6/pro/image-to-video",
-    "kling/kling-1-6/standard/text-to-video",
-    "kling/kling-2-1/pro/text-to-video",
-)
+#: The family's models (with their documented rules: :mod:`.family_rules`), and two more paths it takes as they come.
+KNOWN_MODELS = (*RULES, "kling/kling-1-6/standard/text-to-video", "kling/kling-2-1/pro/text-to-video")
 CALLS = ("submit", "status", "result", "cancel", "video")
 Outcome = Literal["succeeded", "failed", "cancelled"]
 #: What a proxy in front of the API answers when the API is down: HTML, not JSON.
@@ -59,9 +56,9 @@ PROXY_ERROR_PAGE = (
 HANG_SECONDS = 3600.0
 
 
-def sample_video(seconds: float = 5.0, aspect_ratio: str = "16:9") -> bytes:
-    """The MP4 served for a request of the default shape: 5 s, 16:9, H.264 with sound."""
-    return make_video(seconds, aspect_ratio)
+def sample_video(seconds: float = 5.0, aspect_ratio: str = "16:9", *, audio: bool = False) -> bytes:
+    """The MP4 served for a request of the default shape: 5 s, 16:9, H.264, silent as Kling 1.6 is."""
+    return make_video(seconds, aspect_ratio, audio=audio)
 
 
 def synthetic_video_chunks(size: int) -> Iterator[bytes]:
@@ -218,6 +215,9 @@ class RunComfySimulator:
         self.history: dict[str, list[tuple[str, float]]] = {}
         #: Each request for a video on the other host: its path and the ``Authorization`` header it carried.
         self.media_requests: list[tuple[str, str | None]] = []
+        #: How each image input fetched from this machine went: ``ok``, or why it failed.
+        self.image_fetches: list[str] = []
+        self._fetches: set[asyncio.Future[None]] = set()
         #: Answered status calls, and result calls, per request id.
         self.polls: Counter[str] = Counter()
         self.result_polls: Counter[str] = Counter()
@@ -271,6 +271,7 @@ class RunComfySimulator:
             self.polls.clear()
             self.result_polls.clear()
             self.media_requests.clear()
+            self.image_fetches.clear()
             self.history.clear()
             self._scenarios.clear()
             for queue in self._faults.values():
@@ -456,6 +457,9 @@ class RunComfySimulator:
             return web.json_response({"error_message": "Body must be JSON"}, status=422)
         if not isinstance(body, dict) or (model == TEXT_TO_VIDEO and not str(body.get("prompt") or "").strip()):
             return web.json_response({"error_message": "prompt is required"}, status=422)
+        lacking = missing(model, body)
+        if lacking:
+            return web.json_response({"error_message": f"{', '.join(lacking)} is required"}, status=422)
         rid = f"sim-{next(self._ids):06d}-{uuid.uuid4().hex[:8]}"
         sim_request = SimulatedRequest(
             request_id=rid,
@@ -467,6 +471,10 @@ class RunComfySimulator:
         )
         with self._lock:
             self.requests[rid] = sim_request
+        if RULES.get(model, RULES[TEXT_TO_VIDEO]).images:
+            fetch = asyncio.ensure_future(self._fetch_inputs(sim_request))
+            self._fetches.add(fetch)
+            fetch.add_done_callback(self._fetches.discard)
         self._record(rid, "submit")
         answer = web.json_response({"request_id": rid, **self._urls(request, rid)})
         if fault is not None and fault.kind == "truncate":
@@ -476,6 +484,17 @@ class RunComfySimulator:
             if faulty is not None:
                 return faulty
         return answer
+
+    async def _fetch_inputs(self, sim_request: SimulatedRequest) -> None:
+        """When the request starts running, fetch its images as RunComfy's servers would; one that fails fails it."""
+        queue, _ = self._timeline(sim_request)
+        await asyncio.sleep(max(queue - (time.monotonic() - sim_request.created), 0.0))
+        fetched = await fetch_images(sim_request.model, sim_request.input)
+        self.image_fetches.extend(fetched)
+        failures = [outcome for outcome in fetched if outcome != "ok"]
+        if failures:
+            error = "Could not fetch the input: " + "; ".join(failures)
+            sim_request.scenario = replace(sim_request.scenario, outcome="failed", error=error)
 
     def _scenario_for(self, body: dict[str, Any]) -> Scenario:
         with self._lock:
@@ -615,7 +634,9 @@ class RunComfySimulator:
         except (TypeError, ValueError):
             seconds = 5.0
         ratio = scenario.served_aspect_ratio or str(sim_request.input.get("aspect_ratio") or "16:9")
-        return make_video(seconds, ratio, video=scenario.media != "audio_only")
+        audio_only = scenario.media == "audio_only"
+        sound = RULES[sim_request.model].sound if sim_request.model in RULES else True
+        return make_video(seconds, ratio, audio=sound or audio_only, video=not audio_only)
 
     async def _done(self, request: web.Request) -> web.Response:
         """404 until the request is finished, then 200: what a plain ``HttpSensor`` can wait on."""

@@ -80,7 +80,7 @@ def test_on_new_video_writes_a_manifest_beside_each_video(run_dag, video_dir):
     assert manifest["sha256"] == hashlib.sha256(sample_video(10, "9:16")).hexdigest()
     assert manifest["duration_s"] == pytest.approx(10.0, abs=0.1)
     assert (manifest["width"], manifest["height"], manifest["aspect_ratio"]) == (180, 320, "9:16")
-    assert manifest["has_audio"] is True
+    assert manifest["has_audio"] is False  # Kling 1.6 makes silent videos
 
 
 @pytest.mark.skipif(AIRFLOW_V_3_1_PLUS, reason="on Airflow 3.1+ the review DAG reviews (tests/ui)")

@@ -47,7 +47,7 @@ def test_copy_lands_whole_reports_its_digest_and_emits_the_asset(run_dag, sim, t
         assert events[0].extra["size_bytes"] == len(sim.video)
         assert events[0].extra["duration_s"] == CHECKED_5S_16_9["duration_s"]  # and what the video is
         assert events[0].extra["aspect_ratio"] == "16:9"
-        assert events[0].extra["has_audio"] is True
+        assert events[0].extra["has_audio"] is False
 
 
 def _asset_events(session, uri: str, run_id: str) -> list:

@@ -65,7 +65,7 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     assert "5 s" in text
     assert "cost" in text
     assert str(tmp_path / "videos" / "takes" / f"{first.request_id}.mp4") in text  # the stored copy
-    assert "The video: 5.013 s, 320x180 (16:9), 24 fps, h264, with audio (aac)" in text  # as FFmpeg read it
+    assert "The video: 5 s, 320x180 (16:9), 24 fps, h264, no audio" in text  # as FFmpeg read it
     watch = page.get_by_role("link", name="watch take 1")
     assert watch.get_attribute("href") == f"{sim.url}/media/{first.request_id}/video.mp4"
     assert "Revised prompt" in text

@@ -1,0 +1,171 @@
+"""
+Images from the user's own object storage, end to end: an S3 API on loopback (moto's server), the
+image signed by Airflow's S3 filesystem at the paid submit, fetched over HTTP by the simulator as
+RunComfy's servers fetch it, and the signed URL nowhere a user or an attacker could read it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("moto", reason="moto's S3 server is a test tool of the dev group")
+pytest.importorskip("airflow.providers.amazon", reason="Airflow's S3 filesystem comes with the Amazon provider")
+
+from airflow_provider_kling.testing.media import sample_image
+from airflow_provider_kling.testing.s3 import S3Server
+from tests.conftest import AIRFLOW, states, xcoms
+
+DAGS = Path(__file__).parent / "dag_files"
+IMAGE = "s3://brand/key-visual.png"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with S3Server() as server:
+        server.put("brand", "key-visual.png", sample_image())
+        yield server
+
+
+@pytest.fixture
+def bucket(s3, monkeypatch):
+    """The ``aws_test`` connection to the loopback S3, holding ``s3://brand/key-visual.png``."""
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", s3.connection_json())
+    return s3
+
+
+def _signed_urls(sim) -> list[str]:
+    return [
+        str(value) for request in sim.requests.values() for value in request.input.values() if "X-Amz-" in str(value)
+    ]
+
+
+@pytest.mark.parametrize("layout", ["polling", "deferrable", "ends_in_triggerer"])
+def test_an_image_in_a_bucket_is_signed_fetched_and_animated_in_each_layout(run_dag, sim, bucket, tmp_path, layout):
+    destination = tmp_path / "{request_id}.mp4"
+    dag_run = run_dag(
+        f"kling_image_{layout}", folder=DAGS, file="kling_image_dags.py", run_conf={"destination": str(destination)}
+    )
+    assert states(dag_run) == {"animate": "success"}
+    (request,) = sim.requests.values()
+    sent = request.input["image_url"]
+    assert sent.startswith(bucket.endpoint + "/brand/key-visual.png?")
+    assert "X-Amz-Signature=" in sent
+    assert sim.image_fetches == ["ok"]  # the simulator fetched it over HTTP when the request ran
+    stored = tmp_path / f"{request.request_id}.mp4"
+    assert stored.read_bytes()[4:8] == b"ftyp"
+    # What the task keeps names the object, never the signed URL.
+    assert sent not in repr(xcoms(dag_run))
+
+
+def test_the_signed_url_is_in_no_log_xcom_rendered_field_trigger_or_lineage_event(sim, bucket, tmp_path, airflow_db):
+    events_file = tmp_path / "openlineage.jsonl"
+    env = {
+        **os.environ,
+        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "kling-tests",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events_file), "append": True}
+        ),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
+        "AIRFLOW_CONN_KLING_DEFAULT": sim.connection_json(),
+    }
+    conf = json.dumps({"destination": str(tmp_path / "video.mp4")})
+    done = subprocess.run(
+        [AIRFLOW, "dags", "test", "kling_image_deferrable", "--conf", conf],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (signed,) = _signed_urls(sim)
+    signature = dict(part.split("=", 1) for part in urlsplit(signed).query.split("&"))["X-Amz-Signature"]
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        from airflow.models.trigger import Trigger
+
+        triggers = json.dumps([row.kwargs for row in session.query(Trigger).all()], default=str)
+    events = events_file.read_text()
+    seen = "\n".join([done.stdout, done.stderr, events, triggers])
+    assert "key-visual.png" in done.stdout + done.stderr  # the logs name the image by its URI...
+    assert signature not in seen  # ...and never by its signed URL
+    assert signed.split("?")[0] + "?" not in seen
+    complete = next(json.loads(line) for line in events.splitlines() if '"COMPLETE"' in line and "animate" in line)
+    assert [(i["namespace"], i["name"]) for i in complete["inputs"]] == [("s3://brand", "key-visual.png")]
+
+
+def test_the_trigger_carries_the_images_uri_not_its_signed_url(run_dag, sim, bucket, tmp_path, mocker):
+    from airflow_provider_kling.triggers.kling import KlingRequestTrigger
+
+    serialized = mocker.spy(KlingRequestTrigger, "serialize")
+    dag_run = run_dag(
+        "kling_image_deferrable",
+        folder=DAGS,
+        file="kling_image_dags.py",
+        run_conf={"destination": str(tmp_path / "v.mp4")},
+    )
+    assert states(dag_run) == {"animate": "success"}
+    kwargs = json.dumps([call for call in serialized.spy_return_list], default=str)
+    assert "s3://brand/key-visual.png" in kwargs
+    (signed,) = _signed_urls(sim)
+    assert urlsplit(signed).query not in kwargs
+
+
+def test_a_signed_url_that_expires_in_the_queue_fails_the_request_naming_the_image(
+    run_dag, sim, bucket, tmp_path, monkeypatch, capfd
+):
+    from airflow_provider_kling import images
+
+    monkeypatch.setattr(images, "signed_url_seconds", lambda queue_timeout: 1)
+    conf = {"destination": str(tmp_path / "v.mp4"), "prompt": "a slow queue [sim:queue=2.5][sim:run=0.2]"}
+    dag_run = run_dag("kling_image_polling", folder=DAGS, file="kling_image_dags.py", run_conf=conf)
+    assert states(dag_run) == {"animate": "failed"}
+    assert sim.image_fetches == ["image_url: HTTP 403 (Request has expired)"]
+    out = capfd.readouterr().out
+    assert "Could not fetch the input: image_url: HTTP 403 (Request has expired)" in out
+    (signed,) = _signed_urls(sim)
+    assert urlsplit(signed).query not in out
+    assert not (tmp_path / "v.mp4").exists()
+
+
+@pytest.fixture
+def memory_store():
+    """``memory://``, attached to Airflow's object storage as a team attaches a store of its own: it cannot sign."""
+    import fsspec
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    try:
+        from airflow.sdk.io import attach
+    except ImportError:  # Airflow 2
+        from airflow.io import attach
+
+    attach("memory", fs=fsspec.filesystem("memory"))
+    ObjectStoragePath("memory://brand/key-visual.png").write_bytes(sample_image())
+
+
+@pytest.mark.parametrize(
+    ("image", "says"),
+    [
+        ("s3://brand/not-there.png", "s3://brand/not-there.png does not exist"),
+        ("memory://brand/key-visual.png", "MemoryFileSystem of memory://brand/key-visual.png cannot sign URLs"),
+        ("/srv/images/key-visual.png", "is a file on this machine, which RunComfy's servers cannot fetch"),
+        ("http://cdn.example.com/key-visual.png", "RunComfy fetches inputs over https only"),
+    ],
+)
+def test_an_image_runcomfy_could_not_fetch_is_refused_before_anything_is_sent(
+    run_dag, sim, bucket, memory_store, tmp_path, capfd, image, says
+):
+    store_conn = "" if image.startswith("memory:") else "aws_test"  # the attached store needs no connection
+    conf = {"destination": str(tmp_path / "v.mp4"), "image": image, "image_conn_id": store_conn}
+    dag_run = run_dag("kling_image_deferrable", folder=DAGS, file="kling_image_dags.py", run_conf=conf)
+    assert states(dag_run) == {"animate": "failed"}
+    assert sim.calls["submit"] == 0
+    assert says in capfd.readouterr().out
