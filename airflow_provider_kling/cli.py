@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--cfg-scale", type=float, help="prompt adherence, 0 to 1")
     submit.add_argument("--model", default=KLING_TEXT_TO_VIDEO_MODEL, help="RunComfy model path")
     submit.add_argument("--input", dest="input_json", help="the whole input as a JSON object (for other models)")
+    submit.add_argument(
+        "--image", help="the first frame, for image-to-video models: an https URL or an object-store URI (s3://...)"
+    )
+    submit.add_argument("--end-image", help="the last frame, for models that take one (kling models says which)")
+    submit.add_argument("--image-conn-id", help="the Airflow connection of the images' object store (signs them)")
     submit.add_argument("--budget", help="the budget of the connection to spend from (checked before paying)")
     submit.add_argument(
         "--download",
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_wait_options(result, "wait for the request to finish first")
 
     commands.add_parser("budget", help="show each budget of the connection: cap, spent, reserved, period")
+    commands.add_parser("models", help="list the Kling models this provider knows, their inputs and their pages")
 
     download = commands.add_parser("download", help="save a finished request's video to a path or URI")
     download.add_argument("request_id")
@@ -109,6 +115,9 @@ def _add_wait_options(parser: argparse.ArgumentParser, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "models":  # the registry: no connection, no call
+        _print_models(as_json=args.json)
+        return 0
     if _token_from_environment(args.conn_id):
         import airflow_provider_kling
 
@@ -207,6 +216,19 @@ def _print(answer: dict[str, Any], *, as_json: bool) -> None:
     for key, value in answer.items():
         shown = json.dumps(value) if isinstance(value, (dict, list)) else value
         print(f"{key}: {shown}")
+
+
+def _print_models(*, as_json: bool) -> None:
+    from airflow_provider_kling.family import FAMILY, describe
+
+    models = [describe(model) for model in FAMILY.values()]
+    if as_json:
+        print(json.dumps({"models": models}, indent=2))
+        return
+    for model in models:
+        inputs = ", ".join(f"{argument}->{field}" for argument, field in model["inputs"].items()) or "prompt"
+        sound = {True: "sound"}.get(model["audio"], "")
+        print(f"{model['model']:<44} {model['kind']:<15} {inputs:<48} {sound}".rstrip())
 
 
 if __name__ == "__main__":

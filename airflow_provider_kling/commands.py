@@ -75,7 +75,9 @@ class ProgressDisplay:
 
 def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     from airflow_provider_kling.exceptions import KlingError, KlingInputError, KlingSubmitOutcomeUnknownError
-    from airflow_provider_kling.models import input_body
+    from airflow_provider_kling.family import FAMILY, image_inputs
+    from airflow_provider_kling.images import check_images, images_of, signed_body, signed_url_seconds
+    from airflow_provider_kling.models import ValidBody, input_body
 
     flags = {
         "prompt": args.prompt,
@@ -90,16 +92,22 @@ def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
             extra = json.loads(args.input_json)
         except ValueError as err:
             raise KlingInputError(f"--input: must be a JSON object ({err})") from None
+    images = image_inputs(args.model, {"image": args.image, "end_image": args.end_image}, args.image_conn_id)
+    if images:
+        extra = {**images, **(extra if isinstance(extra, dict) else {})}
     # Flags left out take the model's defaults; --input goes over them, as the operator's input does.
     data = input_body(args.model, {key: value for key, value in flags.items() if value is not None}, extra)
     store = _store_of(args, data)
+    signed = images_of(FAMILY[args.model].image_fields, data) if args.model in FAMILY else []
+    check_images(signed)  # before paying: an image RunComfy could not fetch is not paid for
     if store is not None:
         store.check()  # before paying: a video that could not land is not paid for
     spend = _spend(hook, args.budget, args.model)
     seconds = float(data.get("duration") or 0)
     reservation = spend.reserve(seconds, holder="kling submit") if spend is not None else None
     try:
-        submitted = hook.submit(data, model=args.model)
+        sent = ValidBody(args.model, signed_body(data, signed, signed_url_seconds(None))) if signed else data
+        submitted = hook.submit(sent, model=args.model)
     except KeyboardInterrupt:
         raise Interrupted(None, submitted_here=True) from None
     except KlingSubmitOutcomeUnknownError:

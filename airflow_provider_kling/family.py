@@ -89,7 +89,7 @@ FAMILY: dict[str, KlingModel] = {
             KLING_TEXT_TO_VIDEO_MODEL,
             "text-to-video",
             "Kling 1.6 Pro text to video",
-            f"{_SITE}/models/kling/kling-1-6-pro/text-to-video/api",
+            f"{_SITE}/playground/kling/kling-1-6-pro/text-to-video/api",
             "required",
             ("prompt",),
         ),
@@ -208,5 +208,67 @@ def image_to_video_models() -> list[str]:
     return [path for path, model in FAMILY.items() if model.kind == "image-to-video"]
 
 
-def text_to_video_models() -> list[str]:
-    return [path for path, model in FAMILY.items() if model.kind == "text-to-video"]
+def image_inputs(model: str, given: Mapping[str, Any], conn_id: str | None = None) -> dict[str, str]:
+    """
+    The fields of ``model`` that the image arguments ``given`` (``image``, ``end_image``; ``None`` for
+    not given) go to, each an ``https`` URL or the object's URI (not yet signed), as the operator,
+    ``@task.kling`` and ``kling submit --image`` map them.
+
+    :raises KlingInputError: ``model`` takes no images, or not this one; an image RunComfy could not fetch.
+    """
+    from airflow_provider_kling.exceptions import KlingInputError
+    from airflow_provider_kling.images import image_source
+
+    wanted = {argument: value for argument, value in given.items() if value not in (None, "")}
+    registered = FAMILY.get(model)
+    if not wanted:
+        return {}
+    if registered is None or registered.kind != "image-to-video":
+        argument = next(iter(wanted))
+        raise KlingInputError(
+            f"{argument}: {model} is not an image-to-video model; those that are: {', '.join(image_to_video_models())}"
+        )
+    fields = {}
+    for argument, value in wanted.items():
+        field = registered.image_fields.get(argument)
+        if field is None:
+            takes = [path for path, other in FAMILY.items() if other.end_image_field]
+            raise KlingInputError(f"{argument}: {model} takes no last frame; models that do: {', '.join(takes)}")
+        fields[field] = image_source(argument, value, conn_id)
+    return fields
+
+
+def describe(model: KlingModel) -> dict[str, Any]:
+    """One registry entry as ``kling models`` prints it."""
+    return {
+        "model": model.path,
+        "kind": model.kind,
+        "title": model.title,
+        "required": list(model.required),
+        "inputs": model.image_fields,
+        "audio": model.audio,
+        "page": model.page,
+        "read": model.read,
+    }
+
+
+def models_markdown() -> str:
+    """The table of the docs' Models page, written from the registry."""
+    sound = {True: "yes", False: "not documented", None: "not documented"}
+    rows = [
+        "| Model | Kind | Required (as the page lists them) | `image=` / `end_image=` go to | Sound | Page |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model in FAMILY.values():
+        images = " / ".join(f"`{field}`" for field in model.image_fields.values()) or "-"
+        required = ", ".join(f"`{field}`" for field in model.required)
+        read = "" if model.read == "required" else " (its example)"
+        rows.append(
+            f"| `{model.path}` | {model.kind} | {required}{read} | {images} | {sound[model.audio]} | "
+            f"[page]({model.page}) |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # the table of docs/models.md
+    print(models_markdown(), end="")  # noqa: T201

@@ -59,3 +59,25 @@ fi
 
 run_dag kling_on_new_video
 grep -o "Kling video manifest: .*" "$AIRFLOW_HOME/kling_on_new_video.log" | tail -n 1
+
+# Image to video, from a bucket: on the simulator, an S3 API on loopback holds the key visual and
+# signs it; RunComfy itself could not fetch a loopback URL, so there it runs only on KLING_IMAGE
+# (an image of yours RunComfy can reach, with KLING_IMAGE_CONN_ID for its store).
+if [ -z "${RUNCOMFY_API_TOKEN:-}" ]; then
+    s3_file=$(mktemp)
+    "$bin/python" -m airflow_provider_kling.testing.s3 --url-file "$s3_file" --sample s3://brand/key-visual.png >>"$log" 2>&1 &
+    s3_pid=$!
+    trap 'kill "$sim_pid" "$s3_pid" 2>/dev/null || true; rm -f "$url_file" "$s3_file"' EXIT
+    for _ in $(seq 100); do [ -s "$s3_file" ] && break; sleep 0.1; done
+    [ -s "$s3_file" ] || { echo "the loopback S3 did not start"; cat "$log"; exit 1; }
+    AIRFLOW_CONN_KLING_IMAGES=$("$bin/python" -c 'import json, sys; from airflow_provider_kling.testing.s3 import ACCESS_KEY, SECRET_KEY; print(json.dumps({"conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY, "extra": {"endpoint_url": open(sys.argv[1]).read(), "region_name": "us-east-1", "config_kwargs": {"signature_version": "s3v4"}}}))' "$s3_file")
+    export AIRFLOW_CONN_KLING_IMAGES
+    run_dag kling_image_to_video
+elif [ -n "${KLING_IMAGE:-}" ]; then
+    run_dag kling_image_to_video
+else
+    echo "Image to video skipped on RunComfy: set KLING_IMAGE to an image RunComfy can fetch (an https URL, or an object-store URI with KLING_IMAGE_CONN_ID) to run it (billed)."
+fi
+if [ -f "$AIRFLOW_HOME/kling_image_to_video.log" ]; then
+    grep -o "Kling image to video: .*" "$AIRFLOW_HOME/kling_image_to_video.log" | tail -n 1 | sed "s/ \[airflow[.].*//"
+fi

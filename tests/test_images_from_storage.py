@@ -169,3 +169,31 @@ def test_an_image_runcomfy_could_not_fetch_is_refused_before_anything_is_sent(
     assert states(dag_run) == {"animate": "failed"}
     assert sim.calls["submit"] == 0
     assert says in capfd.readouterr().out
+
+
+def test_a_taskflow_function_hands_over_its_frames_in_what_it_returns(run_dag, sim, bucket):
+    dag_run = run_dag("kling_image_taskflow", folder=DAGS, file="kling_image_dags.py")
+    assert states(dag_run) == {"bridge": "success"}
+    (request,) = sim.requests.values()
+    assert request.model == "kling/kling-video-o1/image-to-video"
+    for field in ("start_image_url", "end_image_url"):
+        assert "X-Amz-Signature=" in request.input[field]
+    assert sim.image_fetches == ["ok", "ok"]
+    result = xcoms(dag_run)[("bridge", "return_value")]
+    assert result["request_id"] == request.request_id
+
+
+def test_the_image_example_animates_the_key_visual_from_the_bucket_into_storage(
+    run_dag, sim, s3, tmp_path, monkeypatch
+):
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_IMAGES", s3.connection_json())
+    monkeypatch.setenv("KLING_VIDEO_DIR", str(tmp_path))
+    monkeypatch.setenv("KLING_POLL_INTERVAL", "0.05")
+    dag_run = run_dag("kling_image_to_video", folder=REPO / "dags", file="kling_image_to_video.py")
+    assert states(dag_run) == {"animate": "success", "report": "success"}
+    (request,) = sim.requests.values()
+    assert (tmp_path / f"{request.request_id}.mp4").exists()
+    line = xcoms(dag_run)[("report", "return_value")]
+    assert line.startswith(f"Kling image to video: {IMAGE} -> {(tmp_path / request.request_id).as_uri()}.mp4")

@@ -11,6 +11,17 @@ The task validates the input, submits it (once: a retry resumes the same request
 triggerer, and returns the :class:`~airflow_provider_kling.models.KlingResult` (``request_id``,
 ``video_url``...). It takes every argument of :class:`KlingTextToVideoOperator`; it waits deferred
 unless told otherwise.
+
+With an image-to-video ``model``, the function hands over its image in what it returns, under the
+operator's own keys, whatever the model calls the field::
+
+    @task.kling(model="kling/kling-2-1/pro/image-to-video", image_conn_id="aws_default")
+    def animate(product: str) -> dict:
+        return {"prompt": f"{product} turns slowly", "image": f"s3://brand/{product}.png"}
+
+The image is part of the returned value, not of the decorator, because it is what a run computes:
+the file an upstream task wrote, the last frame of the previous clip. It is signed as
+:class:`~airflow_provider_kling.operators.image_to_video.KlingImageToVideoOperator` signs it.
 """
 
 from __future__ import annotations
@@ -25,6 +36,8 @@ from airflow.providers.common.compat.sdk import (
     task_decorator_factory,
 )
 
+from airflow_provider_kling.constants import KLING_TEXT_TO_VIDEO_MODEL
+from airflow_provider_kling.operators.image_to_video import KlingImageToVideoOperator
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 
 if TYPE_CHECKING:
@@ -33,23 +46,25 @@ if TYPE_CHECKING:
     from airflow_provider_kling.models import KlingResult
 
 
-class _KlingDecoratedOperator(DecoratedOperator, KlingTextToVideoOperator):
+class _KlingDecoratedOperator(DecoratedOperator, KlingImageToVideoOperator):
     """
     Calls the function, then generates what it returned: a prompt (``str``), or an input
-    (``dict``) merged over the decorator's own ``input``.
+    (``dict``) merged over the decorator's own ``input``, its ``image`` and ``end_image`` going to
+    the image-to-video model's own fields.
 
     :param python_callable: the function that returns the prompt or the input.
     :param op_args: positional arguments for the function (templated).
     :param op_kwargs: keyword arguments for the function (templated).
     """
 
-    template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *KlingTextToVideoOperator.template_fields)
+    template_fields: Sequence[str] = (*DecoratedOperator.template_fields, *KlingImageToVideoOperator.template_fields)
     template_fields_renderers: ClassVar[dict[str, str]] = {
         **DecoratedOperator.template_fields_renderers,
         **KlingTextToVideoOperator.template_fields_renderers,
     }
     custom_operator_name = "@task.kling"
     _returns = "result"
+    _text_too = True
 
     def __init__(
         self,
@@ -59,6 +74,8 @@ class _KlingDecoratedOperator(DecoratedOperator, KlingTextToVideoOperator):
         op_kwargs: Mapping[str, Any] | None = None,
         wait_for_completion: bool = True,
         deferrable: bool = True,
+        model: str = KLING_TEXT_TO_VIDEO_MODEL,
+        image: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(
@@ -67,6 +84,8 @@ class _KlingDecoratedOperator(DecoratedOperator, KlingTextToVideoOperator):
             op_kwargs=op_kwargs,
             wait_for_completion=wait_for_completion,
             deferrable=deferrable,
+            model=model,
+            image=image,
             **kwargs,
         )
 
@@ -78,13 +97,16 @@ class _KlingDecoratedOperator(DecoratedOperator, KlingTextToVideoOperator):
         if isinstance(returned, str):
             self.prompt = returned
         elif isinstance(returned, Mapping):
-            self.input = {**(self.input or {}), **returned}
+            given = dict(returned)
+            self.image = given.pop("image", self.image)
+            self.end_image = given.pop("end_image", self.end_image)
+            self.input = {**(self.input or {}), **given}
         else:
             raise KlingInputError(
                 f"@task.kling {self.task_id}: the function must return a prompt (str) or an input (dict), "
                 f"got {type(returned).__name__}"
             )
-        return KlingTextToVideoOperator.execute(self, context)
+        return KlingImageToVideoOperator.execute(self, context)
 
     def _finish(self, context: Context, result: KlingResult, *, counted: bool = False) -> Any:
         super()._finish(context, result, counted=counted)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_kling.family import DEFAULT_IMAGE_TO_VIDEO_MODEL, FAMILY, image_to_video_models
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
@@ -62,29 +62,26 @@ class KlingImageToVideoOperator(KlingTextToVideoOperator):
         self.end_image = end_image
         self.image_conn_id = image_conn_id
 
+    #: Whether a model of another kind falls back to text to video (``@task.kling``), or is refused.
+    _text_too: ClassVar[bool] = False
+
     def build_input(self) -> ValidBody:
         """The validated body: the images as the model names them (URIs, not yet signed), the prompt, ``input``."""
         from airflow_provider_kling.exceptions import KlingInputError
-        from airflow_provider_kling.images import image_source
+        from airflow_provider_kling.family import image_inputs
         from airflow_provider_kling.models import validate_input
 
+        given = {"image": self.image, "end_image": self.end_image}
         registered = FAMILY.get(self.model)
         if registered is None or registered.kind != "image-to-video":
+            if self._text_too and all(value in (None, "") for value in given.values()):
+                return super().build_input()
             raise KlingInputError(
                 f"model: {self.model!r} is not a registered image-to-video model; allowed: "
                 f"{', '.join(image_to_video_models())}"
             )
         fields: dict[str, Any] = {} if self.prompt is None else {"prompt": self.prompt}
-        for argument, value in (("image", self.image), ("end_image", self.end_image)):
-            if value is None or value == "":
-                continue
-            field = registered.image_fields.get(argument)
-            if field is None:
-                takes = [path for path, m in FAMILY.items() if m.end_image_field]
-                raise KlingInputError(
-                    f"{argument}: {self.model} takes no last frame; models that do: {', '.join(takes)}"
-                )
-            fields[field] = image_source(argument, value, self.image_conn_id or None)
+        fields.update(image_inputs(self.model, given, self.image_conn_id or None))
         if self.input is not None:
             if not isinstance(self.input, dict):
                 raise KlingInputError(f"input: must be a mapping of field to value, got {type(self.input).__name__}")
@@ -102,7 +99,8 @@ class KlingImageToVideoOperator(KlingTextToVideoOperator):
     def _images(self, body: ValidBody) -> list[ImageInput]:
         from airflow_provider_kling.images import images_of
 
-        return images_of(FAMILY[self.model].image_fields, body)
+        registered = FAMILY.get(self.model)
+        return images_of(registered.image_fields, body) if registered else []
 
     def _submit_or_resume(self, context: Context, body: ValidBody) -> str:
         """As the text operator, and before paying the images are checked; at the submit they are signed."""

@@ -8,6 +8,7 @@ s3fs) through the connection :meth:`S3Server.connection_json` describes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -109,3 +110,27 @@ class S3Server:
             client.create_bucket(Bucket=bucket)
         client.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
         return f"s3://{bucket}/{key}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m airflow_provider_kling.testing.s3 --url-file F --sample s3://b/k.png``: serve until stopped."""
+    import argparse
+
+    from airflow_provider_kling.testing.media import sample_image
+
+    parser = argparse.ArgumentParser(description="An S3 API on 127.0.0.1 (moto's server), for tests and the demo.")
+    parser.add_argument("--url-file", required=True, help="where to write the endpoint once it serves")
+    parser.add_argument("--sample", action="append", default=[], help="an s3:// URI to put a sample PNG at")
+    args = parser.parse_args(argv)
+    with S3Server() as server:
+        for uri in args.sample:
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            server.put(bucket, key, sample_image())
+        with open(args.url_file, "w") as found:
+            found.write(server.endpoint)
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()  # until SIGTERM (or Ctrl-C)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.providers.common.compat.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG, task
 
 from airflow_provider_kling.operators.image_to_video import KlingImageToVideoOperator
 
@@ -35,3 +35,12 @@ for layout, options in LAYOUTS.items():
             **options,
             **WAIT,
         )
+
+with DAG("kling_image_taskflow", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, params=PARAMS):
+
+    @task.kling(model="kling/kling-video-o1/image-to-video", image_conn_id="aws_test", **WAIT)
+    def bridge(first: str) -> dict:
+        # The frames are what the run computed; the keys are the operator's, whatever the model calls them.
+        return {"prompt": "day turns to night [sim:queue=0.2][sim:run=0.2]", "image": first, "end_image": first}
+
+    bridge("{{ params.image }}")

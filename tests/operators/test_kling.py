@@ -126,5 +126,5 @@ def test_another_model_runs_with_its_own_input_as_given(run_dag, sim):
 def test_another_models_local_image_is_refused_before_any_request(run_dag, sim, capfd):
     dag_run = run_dag("kling_other_model", run_conf={"image_url": "/home/me/cat.png"})
     assert states(dag_run) == {"generate": "failed"}
-    assert "image_url: not an HTTPS URL (got '/home/me/cat.png')" in capfd.readouterr().out
+    assert "image_url: '/home/me/cat.png' is a file on this machine" in capfd.readouterr().out
     assert sim.calls["submit"] == 0
