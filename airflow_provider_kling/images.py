@@ -137,11 +137,11 @@ def check_images(images: list[ImageInput]) -> None:
 
     :raises KlingInputError: naming the image's URI and how to fix it.
     """
-    from fsspec import AbstractFileSystem  # type: ignore[import-untyped]  # comes with Airflow
-
     for image in images:
         if not image.signed:
             continue
+        from fsspec import AbstractFileSystem  # type: ignore[import-untyped]  # comes with Airflow
+
         path = image.path()
         try:
             fs, found = path.fs, path.exists()

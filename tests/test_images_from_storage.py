@@ -197,3 +197,22 @@ def test_the_image_example_animates_the_key_visual_from_the_bucket_into_storage(
     assert (tmp_path / f"{request.request_id}.mp4").exists()
     line = xcoms(dag_run)[("report", "return_value")]
     assert line.startswith(f"Kling image to video: {IMAGE} -> {(tmp_path / request.request_id).as_uri()}.mp4")
+
+
+def test_a_retry_resumes_the_request_its_image_was_signed_for_without_checking_or_signing_again(
+    run_dag, sim, bucket, mocker
+):
+    from airflow_provider_kling import images
+    from airflow_provider_kling.testing import Fault, Scenario
+    from tests.conftest import FAST_HOOK
+
+    signed = mocker.spy(images, "signed_body")
+    checked = mocker.spy(images, "check_images")
+    sim.script(Scenario(queue_seconds=0.3, run_seconds=0.3))
+    sim.inject("status", *[Fault("status", status_code=503)] * FAST_HOOK["max_attempts"] * 6)  # past the deadline
+    dag_run = run_dag("kling_image_retry_deadline", folder=DAGS, file="kling_image_dags.py")
+    assert states(dag_run) == {"animate": "success"}
+    (ti,) = dag_run.get_task_instances()
+    assert ti.try_number >= 2
+    assert sim.calls["submit"] == 1  # the fingerprint is the object's URI: a new signature is not a new input
+    assert (signed.call_count, checked.call_count) == (1, 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, task
 
@@ -44,3 +44,17 @@ with DAG("kling_image_taskflow", schedule=None, start_date=datetime(2026, 1, 1),
         return {"prompt": "day turns to night [sim:queue=0.2][sim:run=0.2]", "image": first, "end_image": first}
 
     bridge("{{ params.image }}")
+
+with DAG("kling_image_retry_deadline", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, params=PARAMS):
+    # Polls that fail past the deadline end the try; the retry resumes the request its image was signed for.
+    KlingImageToVideoOperator(
+        task_id="animate",
+        image="{{ params.image }}",
+        image_conn_id="aws_test",
+        prompt="{{ params.prompt }}",
+        deferrable=False,
+        timeout=0.5,
+        retries=4,
+        retry_delay=timedelta(seconds=0),
+        **WAIT,
+    )
