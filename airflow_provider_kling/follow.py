@@ -9,8 +9,10 @@ limit of the plan, the exit rule (:mod:`airflow_provider_kling.exit_rule`) deals
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import replace
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from airflow_provider_kling.constants import (
@@ -18,6 +20,7 @@ from airflow_provider_kling.constants import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
 )
+from airflow_provider_kling.states import RequestStatus
 from airflow_provider_kling.wait_plan import (
     Call,
     Exit,
@@ -101,11 +104,19 @@ async def follow_async(
     log: Logger | None,
     on_progress: Callable[[RequestWait], object] | None = None,
 ) -> ResultResponse:
-    """:func:`follow` in an event loop, sleeping there until the request finishes."""
+    """
+    :func:`follow` in an event loop, sleeping there until the request finishes. Inside the hook's
+    ``async with``, the waits of one account share what the API tells any of them
+    (:mod:`~airflow_provider_kling.hooks.account_health`): an outage costs one probe per poll
+    interval, not a retry storm of every wait, and its end is seen by all of them within one.
+    """
     import asyncio
 
     from airflow_provider_kling.exceptions import KlingError
+    from airflow_provider_kling.retry import is_transient
 
+    health = await hook.account_health()
+    settings = wait.plan.settings
     missed = 0
     while True:
         step = wait.plan.next_step(wait.seen, time.time())
@@ -115,22 +126,60 @@ async def follow_async(
         delay = step.at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        if health is not None:
+            now = time.time()
+            held = min(health.turn(now, settings.interval), _until_a_limit(wait, now))
+            if held > 0:
+                if await health.hold(held):  # the account answered again: poll, spread over one interval
+                    await asyncio.sleep(random.uniform(0, settings.interval))
+                continue
         at = time.time()
         try:
             if step.call is Call.STATUS:
-                seen, result = observed(await hook.get_status(wait.request_id), at)
+                seen, result = observed(await hook.get_status(wait.request_id, once=health is not None), at)
             else:
-                seen, result = observed(await hook.get_result(wait.request_id, include_cost=wait.include_cost), at)
+                answer = await hook.get_result(wait.request_id, include_cost=wait.include_cost, once=health is not None)
+                seen, result = observed(answer, at)
         except KlingError as err:
             missed += 1
-            await asyncio.sleep(outage_pause(wait, err, missed, log))
+            if health is None:
+                await asyncio.sleep(outage_pause(wait, err, missed, log))
+            elif not is_transient(err):
+                raise  # a permanent answer (401, 404) ends the one wait it concerns
+            else:
+                health.failed(err, time.time(), settings.interval, settings.max_interval, log)
             continue
-        missed = back_from_outage(wait, missed, log)
+        if health is not None:
+            down_for = health.answered(at, time.time(), log)
+            if down_for is not None:
+                _count_outage(down_for)
+            missed = 0
+        else:
+            missed = back_from_outage(wait, missed, log)
         wait = wait.saw(seen)
         if on_progress is not None:
             on_progress(wait)
         if result is not None:
             return result
+
+
+def _until_a_limit(wait: RequestWait, now: float) -> float:
+    """
+    Seconds until a limit binds the wait in the state last seen (its deadline, or its queue limit
+    while queued): a wait held back during an outage still meets it, and the exit rule ends it.
+    """
+    state = wait.seen.state if wait.seen is not None else RequestStatus.IN_QUEUE
+    limit = wait.plan.limits.next_for(state)
+    return float("inf") if limit is None else max(limit - now, 0.01)
+
+
+def _count_outage(seconds: float) -> None:
+    """``kling.api_down``: how long the account did not answer, once per outage and triggerer."""
+    from airflow_provider_kling.spend import stats
+
+    found = stats()
+    if found is not None:
+        found.timing("kling.api_down", timedelta(seconds=seconds))
 
 
 def outage_pause(wait: RequestWait, err: KlingError, missed: int, log: Logger | None) -> float:

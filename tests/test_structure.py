@@ -155,6 +155,7 @@ LAYERS = {
         "airflow_provider_kling.hooks.target",
         "airflow_provider_kling.hooks.transport",
         "airflow_provider_kling.hooks.responses",
+        "airflow_provider_kling.hooks.account_health",
         "airflow_provider_kling.hooks.session_pool",
         "airflow_provider_kling.hooks.destination",
         "airflow_provider_kling.hooks.download",

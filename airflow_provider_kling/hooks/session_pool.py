@@ -14,6 +14,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from airflow_provider_kling.hooks.account_health import AccountHealth, account_key
 from airflow_provider_kling.hooks.target import USER_AGENT
 
 if TYPE_CHECKING:
@@ -38,6 +39,16 @@ class LoopShare:
     slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LOOP_CONNECTION_LIMIT))
     users: int = 0
     targets: dict[str, tuple[float, asyncio.Future[ApiTarget]]] = field(default_factory=dict)
+    #: What the API told any wait of this loop, per account (base URL, token digest).
+    accounts: dict[tuple[str, str], AccountHealth] = field(default_factory=dict)
+
+    def health(self, target: ApiTarget) -> AccountHealth:
+        """The shared view of ``target``'s account in this loop."""
+        key = account_key(target)
+        found = self.accounts.get(key)
+        if found is None:
+            found = self.accounts[key] = AccountHealth(target.base_url)
+        return found
 
 
 class SharedClientSessions:

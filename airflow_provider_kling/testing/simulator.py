@@ -40,7 +40,7 @@ from airflow_provider_kling.testing.family_rules import RULES, fetch_images, mis
 from airflow_provider_kling.testing.media import SIGN_IN_PAGE, make_video, padded_video, undecodable_video
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Awaitable, Callable, Iterator
 
 TEXT_TO_VIDEO = "kling/kling-1-6/pro/text-to-video"
 #: The family's models (with their documented rules: :mod:`.family_rules`), and two more paths it takes as they come.
@@ -217,6 +217,14 @@ class RunComfySimulator:
         self.media_requests: list[tuple[str, str | None]] = []
         #: How each image input fetched from this machine went: ``ok``, or why it failed.
         self.image_fetches: list[str] = []
+        #: While :meth:`outage` holds the API down: the calls that reached it anyway.
+        self.down = False
+        self.attempts_while_down = 0
+        self.attempts_log: list[tuple[float, str]] = []
+        #: While :meth:`rate_limit` holds: the calls answered 429.
+        self.refused_while_limited = 0
+        self._limited_until = 0.0
+        self._retry_after: float | None = None
         self._fetches: set[asyncio.Future[None]] = set()
         #: Answered status calls, and result calls, per request id.
         self.polls: Counter[str] = Counter()
@@ -272,6 +280,8 @@ class RunComfySimulator:
             self.result_polls.clear()
             self.media_requests.clear()
             self.image_fetches.clear()
+            self.down, self.attempts_while_down = False, 0
+            self.refused_while_limited, self._limited_until = 0, 0.0
             self.history.clear()
             self._scenarios.clear()
             for queue in self._faults.values():
@@ -329,8 +339,37 @@ class RunComfySimulator:
 
     # --- HTTP ------------------------------------------------------------------------------
 
+    def outage(self, down: bool) -> None:
+        """
+        Take the API down (``True``): every call to ``/v1/`` is accepted and its connection dropped,
+        as a failing load balancer does, and counted in :attr:`attempts_while_down`; or bring it back.
+        """
+        self.down = down
+
+    def rate_limit(self, seconds: float, retry_after: float | None = 1.0) -> None:
+        """For ``seconds`` from now, answer every call to ``/v1/`` with 429 (and ``Retry-After``), counting them."""
+        self._limited_until, self._retry_after = time.time() + seconds, retry_after
+
+    @web.middleware
+    async def _when_down(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if self.down and request.path.startswith("/v1/"):
+            with self._lock:
+                self.attempts_while_down += 1
+                self.attempts_log.append((time.time(), request.path))
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=503)  # never reaches the client: the socket is gone
+        if time.time() < self._limited_until and request.path.startswith("/v1/"):
+            with self._lock:
+                self.refused_while_limited += 1
+            headers: dict[str, str] = {} if self._retry_after is None else {"Retry-After": f"{self._retry_after:g}"}
+            return web.json_response({"error_message": "Too many requests"}, status=429, headers=headers)
+        return await handler(request)
+
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=1024 * 1024)
+        app = web.Application(client_max_size=1024 * 1024, middlewares=[self._when_down])
         app.router.add_post("/v1/models/{model:.+}", self._submit)
         app.router.add_get("/v1/requests/{request_id}/status", self._status)
         app.router.add_get("/v1/requests/{request_id}/result", self._result)
