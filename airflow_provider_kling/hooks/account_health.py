@@ -80,7 +80,7 @@ class AccountHealth:
             return False
         try:
             await asyncio.wait_for(self._clear.wait(), timeout=seconds)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             return False
         return True
 

@@ -12,6 +12,7 @@ reaches another host; any other ``https`` URL is taken as reachable.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -83,7 +84,7 @@ async def _fetch(name: str, url: str) -> str:
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as answer:
             data = await answer.read()
             kind, status = answer.headers.get("Content-Type", ""), answer.status
-    except (aiohttp.ClientError, TimeoutError) as err:
+    except (aiohttp.ClientError, asyncio.TimeoutError) as err:  # asyncio's is not the builtin before 3.11
         return f"{name}: could not be fetched ({type(err).__name__})"
     if status != 200:
         reason = "Request has expired" if b"Request has expired" in data else data[:80].decode(errors="replace")
