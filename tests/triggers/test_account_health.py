@@ -76,9 +76,10 @@ async def test_an_outage_costs_one_probe_per_interval_and_its_end_is_seen_by_eve
     # One probe per poll interval (aiohttp tries a dropped keep-alive call twice), and the few polls
     # already on their way when it went down.
     assert sim.attempts_while_down <= 2 * OUTAGE / INTERVAL + 10
-    logged = caplog.text + capfd.readouterr().out
-    assert logged.count(f"Kling API at {sim.url} did not answer") == 1  # once per account, not per wait
-    assert logged.count(f"Kling API at {sim.url} answers again, after") == 1
+    out = capfd.readouterr().out
+    for line in (f"Kling API at {sim.url} did not answer", f"Kling API at {sim.url} answers again, after"):
+        # Once per account, not per wait (Airflow 3 logs to the capture only, Airflow 2 to stdout too).
+        assert max(caplog.text.count(line), out.count(line)) == 1
 
 
 async def test_each_wait_alone_costs_the_api_far_more_attempts_than_the_shared_view(sim, monkeypatch):
