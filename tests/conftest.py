@@ -6,6 +6,7 @@ that runs a DAG file with ``dag.test()`` (deferral included).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -133,6 +134,20 @@ def xcoms(dag_run: Any) -> dict[tuple[str, str], Any]:
     with create_session() as session:
         rows = session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).all()
         return {(row.task_id, row.key): value(row) for row in rows}
+
+
+def lineage_env(events_file: Path, sim: RunComfySimulator, dags: Path, **more: str) -> dict[str, str]:
+    """The environment of an ``airflow dags test`` whose OpenLineage events go to ``events_file``."""
+    transport = {"type": "file", "log_file_path": str(events_file), "append": True}
+    return {
+        **os.environ,
+        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "kling-tests",
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW_CONN_KLING_DEFAULT": sim.connection_json(),
+        **more,
+    }
 
 
 def states(dag_run: Any) -> dict[str, str]:

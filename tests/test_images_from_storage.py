@@ -7,7 +7,6 @@ RunComfy's servers fetch it, and the signed URL nowhere a user or an attacker co
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +18,7 @@ pytest.importorskip("airflow.providers.amazon", reason="Airflow's S3 filesystem 
 
 from airflow_provider_kling.testing.media import sample_image
 from airflow_provider_kling.testing.s3 import S3Server
-from tests.conftest import AIRFLOW, states, xcoms
+from tests.conftest import AIRFLOW, lineage_env, states, xcoms
 
 DAGS = Path(__file__).parent / "dag_files"
 IMAGE = "s3://brand/key-visual.png"
@@ -63,19 +62,10 @@ def test_an_image_in_a_bucket_is_signed_fetched_and_animated_in_each_layout(run_
     assert sent not in repr(xcoms(dag_run))
 
 
+@pytest.mark.integration
 def test_the_signed_url_is_in_no_log_xcom_rendered_field_trigger_or_lineage_event(sim, bucket, tmp_path, airflow_db):
     events_file = tmp_path / "openlineage.jsonl"
-    env = {
-        **os.environ,
-        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "kling-tests",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(events_file), "append": True}
-        ),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "DEBUG",
-        "AIRFLOW_CONN_KLING_DEFAULT": sim.connection_json(),
-    }
+    env = lineage_env(events_file, sim, DAGS, AIRFLOW__LOGGING__LOGGING_LEVEL="DEBUG")
     conf = json.dumps({"destination": str(tmp_path / "video.mp4")})
     done = subprocess.run(
         [AIRFLOW, "dags", "test", "kling_image_deferrable", "--conf", conf],

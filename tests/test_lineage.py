@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import AIRFLOW, TOKEN
+from tests.conftest import AIRFLOW, TOKEN, lineage_env
 
 pytest.importorskip("airflow.providers.openlineage", reason="Airflow's OpenLineage provider (the dev group has it)")
 jsonschema = pytest.importorskip("jsonschema")
@@ -51,17 +50,7 @@ RUN_EVENT = {
 def test_the_generation_and_the_stored_video_are_described_without_the_token_or_the_prompt(sim, tmp_path, airflow_db):
     events_file = tmp_path / "openlineage.jsonl"
     destination = tmp_path / "videos" / "lighthouse.mp4"
-    env = {
-        **os.environ,
-        "AIRFLOW__OPENLINEAGE__DISABLED": "False",
-        "AIRFLOW__OPENLINEAGE__NAMESPACE": "kling-tests",
-        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
-            {"type": "file", "log_file_path": str(events_file), "append": True}
-        ),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW_CONN_KLING_DEFAULT": sim.connection_json(),
-        "KLING_LINEAGE_DESTINATION": str(destination),
-    }
+    env = lineage_env(events_file, sim, DAGS, KLING_LINEAGE_DESTINATION=str(destination))
     done = subprocess.run(
         [AIRFLOW, "dags", "test", "kling_lineage"], env=env, capture_output=True, text=True, timeout=240
     )
