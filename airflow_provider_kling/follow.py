@@ -20,7 +20,6 @@ from airflow_provider_kling.constants import (
     DEFAULT_POLL_INTERVAL,
     DEFAULT_TIMEOUT,
 )
-from airflow_provider_kling.states import RequestStatus
 from airflow_provider_kling.wait_plan import (
     Call,
     Exit,
@@ -128,7 +127,10 @@ async def follow_async(
             await asyncio.sleep(delay)
         if health is not None:
             now = time.time()
-            held = min(health.turn(now, settings.interval), _until_a_limit(wait, now))
+            deadline = wait.plan.limits.deadline
+            if health.down and deadline is not None and now >= deadline:
+                raise health.last_failure()  # as a wait alone would: its deadline passed in the outage
+            held = min(health.turn(now, settings.interval), _until(deadline, now))
             if held > 0:
                 if await health.hold(held):  # the account answered again: poll, spread over one interval
                     await asyncio.sleep(random.uniform(0, settings.interval))
@@ -144,8 +146,8 @@ async def follow_async(
             missed += 1
             if health is None:
                 await asyncio.sleep(outage_pause(wait, err, missed, log))
-            elif not is_transient(err):
-                raise  # a permanent answer (401, 404) ends the one wait it concerns
+            elif not is_transient(err) or _until(wait.plan.limits.deadline, time.time()) == 0:
+                raise  # a permanent answer (401, 404) ends the one wait it concerns; so does its deadline
             else:
                 health.failed(err, time.time(), settings.interval, settings.max_interval, log)
             continue
@@ -163,14 +165,13 @@ async def follow_async(
             return result
 
 
-def _until_a_limit(wait: RequestWait, now: float) -> float:
+def _until(deadline: float | None, now: float) -> float:
     """
-    Seconds until a limit binds the wait in the state last seen (its deadline, or its queue limit
-    while queued): a wait held back during an outage still meets it, and the exit rule ends it.
+    Seconds until the wait's deadline (none: forever). A wait held back while its account is down
+    wakes at it, and ends as a wait alone ends there: with the outage's error. Its queue limit is
+    acted on at its next answered poll, as the plan says.
     """
-    state = wait.seen.state if wait.seen is not None else RequestStatus.IN_QUEUE
-    limit = wait.plan.limits.next_for(state)
-    return float("inf") if limit is None else max(limit - now, 0.01)
+    return float("inf") if deadline is None else max(deadline - now, 0.0)
 
 
 def _count_outage(seconds: float) -> None:

@@ -55,6 +55,7 @@ class AccountHealth:
         self.next_probe = 0.0
         self._rate_limited = 0
         self._clear: asyncio.Event | None = None
+        self._failure: KlingError | None = None
 
     @property
     def down(self) -> bool:
@@ -88,6 +89,7 @@ class AccountHealth:
         """A poll failed for a transient reason: the account is down, or rate-limited."""
         from airflow_provider_kling.exceptions import KlingRateLimitError
 
+        self._failure = err
         if isinstance(err, KlingRateLimitError):
             if err.retry_after is not None:
                 pause = min(max(err.retry_after, 0.0), MAX_RETRY_AFTER)
@@ -104,6 +106,14 @@ class AccountHealth:
             self._clear = asyncio.Event()
             if log is not None:
                 log.warning("Kling API at %s %s", self.base_url, reason)
+
+    def last_failure(self) -> KlingError:
+        """The account's last failure, anew, for a wait that ends in the outage (at its deadline)."""
+        from airflow_provider_kling.exceptions import KlingConnectionError, KlingError
+
+        if self._failure is None:
+            return KlingConnectionError(f"Kling API at {self.base_url} did not answer")
+        return KlingError.from_event(self._failure.to_event())
 
     def answered(self, started: float, now: float, log: Logger | None) -> float | None:
         """

@@ -383,6 +383,8 @@ class RunComfySimulator:
         app.router.add_get("/_sim/done/{request_id}", self._done)
         app.router.add_get("/_sim/requests", self._timelines)
         app.router.add_post("/_sim/rebase", self._rebase)
+        app.router.add_post("/_sim/outage/{state}", self._outage)
+        app.router.add_get("/_sim/polls_after/{at}", self._polls_after)
         return app
 
     def _next_fault(self, call: str) -> Fault | None:
@@ -708,6 +710,23 @@ class RunComfySimulator:
             for sim_request in self.requests.values():
                 sim_request.created = now
         return web.json_response({"ok": True})
+
+    async def _outage(self, request: web.Request) -> web.Response:
+        """``/_sim/outage/down`` or ``/_sim/outage/up``; answers the attempts that reached the API while down."""
+        self.outage(request.match_info["state"] == "down")
+        return web.json_response({"attempts_while_down": self.attempts_while_down})
+
+    async def _polls_after(self, request: web.Request) -> web.Response:
+        """Each request's first answered status or result call at or after a Unix time."""
+        at = float(request.match_info["at"])
+        with self._lock:
+            history = {rid: list(calls) for rid, calls in self.history.items()}
+        first = {
+            rid: min(when for call, when in calls if call in ("status", "result") and when >= at)
+            for rid, calls in history.items()
+            if any(call in ("status", "result") and when >= at for call, when in calls)
+        }
+        return web.json_response(first)
 
     async def _stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())

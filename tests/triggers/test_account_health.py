@@ -113,3 +113,16 @@ async def test_a_permanent_answer_ends_only_the_wait_it_concerns(sim):
     triggers = [_trigger(rid) for rid in rids] + [_trigger("sim-unknown-request")]
     events = await _events(triggers)
     assert [event["outcome"] for event in events] == ["succeeded"] * 3 + ["KlingNotFoundError"]
+
+
+async def test_waits_held_back_in_an_outage_still_end_at_their_deadline(sim):
+    """A wait that never calls while its account is down still meets its deadline, with the outage's error."""
+    rids = _submit_many(sim, Scenario(queue_seconds=60, run_seconds=0.2), 10)
+    sim.outage(True)
+    try:
+        events = await _staggered([_trigger(rid, deadline=time.time() + 1.0) for rid in rids])
+    finally:
+        sim.outage(False)
+    assert {event["outcome"] for event in events} <= {"KlingConnectionError", "KlingHTTPTimeoutError"}
+    assert len(events) == 10
+    assert sim.attempts_while_down <= 2 * (1.0 / INTERVAL + 1) + 2 * 10  # probes, and each wait's first poll

@@ -22,6 +22,10 @@ from kling_cluster.checks import percentile
 from kling_cluster.observations import Observations, json_value, query
 from kling_cluster.settings import DOC, GENERATES, OUTAGE_TAIL, SPEND_COUNTERS, STORED_BY, layout_of, share
 
+#: The poll interval of the run's generations, and the Retry-After of its 429s.
+POLL_SECONDS = 5.0
+RETRY_AFTER_SECONDS = 1.0
+
 
 def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, str]]:
     n = cluster.shape.generations
@@ -55,6 +59,7 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
          f"{sum(slots) / n:.1f} ({len(slots)} task runs, median {percentile(slots, 0.5):.1f} s)"),
         ("tasks SIGKILLed between submit and deferral", f"{len(seen.killed_between_submit_and_deferral)}"),
         *fault_rows(cluster, seen),
+        *window_rows(cluster, sim, seen),
         ("spend, from the metrics (main run and race): submitted / succeeded / resumed / cancelled",
          " / ".join(f"{statsd.total(f'kling.{name}'):.0f}" for name in SPEND_COUNTERS)),
         ("  seconds of video / cost reported",
@@ -156,7 +161,7 @@ def call_floor(sim: ClusterSimulator, rid: str, offset: float, api_down: tuple[f
 def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
     """What each failure of the infrastructure did: tries that failed in its wake, processes restarted."""
     faults = [
-        ("the API down (connections refused)", "the API", seen.api_down),
+        ("the API down (connections dropped)", "the API", seen.api_down),
         ("PostgreSQL down (a failover)", "PostgreSQL", seen.database_down),
         ("Redis restarted (empty)", "Redis", (seen.broker_restarted_at, seen.broker_restarted_at)),
     ]
@@ -178,6 +183,64 @@ def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
         effect = f"tries failed in its wake: {tries}; processes restarted: {restarted}"
         rows.append((f"{label}: {end - begin:.0f} s", effect))
     return rows
+
+
+def window_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, str]]:
+    """
+    Per fault window of the API, what the waits cost it and how fast they saw its end: the calls
+    that reached it during the window, and, over every request still pending when it ended, the
+    time from its end to that request's next answered poll (p50 / p99).
+    """
+    rows = []
+    triggerers = 2
+    begin, end = seen.api_down
+    if begin:
+        attempts, intervals = sim.attempts_while_down, (end - begin) / POLL_SECONDS
+        rows.append(
+            (
+                f"  the API down {end - begin:.0f} s: calls that reached it",
+                f"{attempts} ({attempts / (triggerers * intervals):.2f} per triggerer per "
+                f"{POLL_SECONDS:.0f}-s poll interval; bar: 2)",
+            )
+        )
+        back = recovery(sim, end)
+        rows.append(
+            (
+                "  the API back -> each pending wait's next answered poll, p50 / p99",
+                f"{percentile(back, 0.5):.1f} s / {percentile(back, 0.99):.1f} s ({len(back)} waits; bar: p99 <= 7 s)",
+            )
+        )
+    begin, end = seen.refusal
+    if begin:
+        refused = [at for at in sim.refusal_times() if begin <= at <= end]
+        per = len(refused) / (triggerers * (end - begin) / RETRY_AFTER_SECONDS)
+        rows.append(
+            (
+                f"  429 and 503 window, {end - begin:.0f} s: calls refused",
+                f"{len(refused)} ({per:.2f} per triggerer per {RETRY_AFTER_SECONDS:.0f}-s Retry-After; bar: 1; "
+                "submits included, which a worker sends)",
+            )
+        )
+        back = recovery(sim, end)
+        rows.append(
+            (
+                "  the window over -> each pending wait's next answered poll, p50 / p99",
+                f"{percentile(back, 0.5):.1f} s / {percentile(back, 0.99):.1f} s ({len(back)} waits)",
+            )
+        )
+    return rows
+
+
+def recovery(sim: ClusterSimulator, back: float) -> list[float]:
+    """For each request that was polled before ``back`` and again after it: the wait from ``back`` to that poll."""
+    found = []
+    for calls in sim.history.values():
+        polls = [at for call, at in calls if call in ("status", "result")]
+        before = [at for at in polls if at < back]
+        after = [at for at in polls if at >= back]
+        if before and after:
+            found.append(after[0] - back)
+    return found
 
 
 ENDED_IN_TRIGGERER = "the task ends here, in the triggerer"
@@ -267,7 +330,7 @@ def report(
         "Faults, in order: SIGKILL of `worker-1` (tasks between submit and deferral: "
         f"{len(seen.killed_between_submit_and_deferral)}), {seen.refusal[1] - seen.refusal[0]:.0f} s of "
         f"429/503 from the API, SIGKILL of `{seen.killed_triggerer}` ({len(seen.moved)} triggers), "
-        "scheduler stop and start, the API down (connections refused) for "
+        "scheduler stop and start, the API down (connections dropped) for "
         f"{seen.api_down[1] - seen.api_down[0]:.0f} s, PostgreSQL stopped for "
         f"{seen.database_down[1] - seen.database_down[0]:.0f} s, Redis restarted.",
     ]

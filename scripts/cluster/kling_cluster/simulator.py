@@ -37,6 +37,7 @@ class ClusterSimulator(RunComfySimulator):
         self.holding: set[str] = set()
         self.refusing_until = 0.0
         self._refusals = 0
+        self._refused_at: list[float] = []
         #: Calls that found nothing listening while the API was down (counted by the clients' errors).
         self.down: tuple[float, float] = (0.0, 0.0)
         self.submits_by_generation: dict[int, int] = {}
@@ -45,6 +46,10 @@ class ClusterSimulator(RunComfySimulator):
     def refused(self) -> int:
         """Calls answered 429 or 503 in the refusal window."""
         return self._refusals
+
+    def refusal_times(self) -> list[float]:
+        """When each call of the refusal window was answered 429 or 503."""
+        return list(self._refused_at)
 
     def _scenario_for(self, body: dict[str, Any]) -> Scenario:
         if RACE.search(str(body.get("prompt", ""))):
@@ -64,6 +69,7 @@ class ClusterSimulator(RunComfySimulator):
             with self._lock:
                 self.calls[call] += 1
                 self._refusals += 1
+                self._refused_at.append(time.time())
                 odd = self._refusals % 2
             if call == "submit" or odd:
                 return Fault("status", 429, body='{"error_message": "rate limited"}', headers={"Retry-After": "1"})
@@ -83,10 +89,14 @@ class ClusterSimulator(RunComfySimulator):
         return await super()._status(request)
 
     def go_down(self, seconds: float) -> None:
-        """Stop listening for ``seconds`` (every call finds its connection refused), then serve again."""
-        self.stop()
+        """
+        For ``seconds``, accept every API call and drop its connection, as a failing load balancer
+        does, counting the attempts (:attr:`attempts_while_down`); then answer again. Requests and
+        their timelines carry on meanwhile.
+        """
+        self.outage(True)
         time.sleep(seconds)
-        self.start()  # the same port; requests and their timelines carried on meanwhile
+        self.outage(False)
 
     def _index(self, rid: str) -> int:
         match = GENERATION.search(str(self.requests[rid].input.get("prompt", "")))
