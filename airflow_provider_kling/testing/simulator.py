@@ -218,7 +218,7 @@ class RunComfySimulator:
         #: How each image input fetched from this machine went: ``ok``, or why it failed.
         self.image_fetches: list[str] = []
         #: While :meth:`outage` holds the API down: the calls that reached it anyway.
-        self.down = False
+        self.dropping = False
         self.attempts_while_down = 0
         self.attempts_log: list[tuple[float, str]] = []
         #: While :meth:`rate_limit` holds: the calls answered 429.
@@ -280,7 +280,7 @@ class RunComfySimulator:
             self.result_polls.clear()
             self.media_requests.clear()
             self.image_fetches.clear()
-            self.down, self.attempts_while_down = False, 0
+            self.dropping, self.attempts_while_down = False, 0
             self.refused_while_limited, self._limited_until = 0, 0.0
             self.history.clear()
             self._scenarios.clear()
@@ -344,7 +344,7 @@ class RunComfySimulator:
         Take the API down (``True``): every call to ``/v1/`` is accepted and its connection dropped,
         as a failing load balancer does, and counted in :attr:`attempts_while_down`; or bring it back.
         """
-        self.down = down
+        self.dropping = down
 
     def rate_limit(self, seconds: float, retry_after: float | None = 1.0) -> None:
         """For ``seconds`` from now, answer every call to ``/v1/`` with 429 (and ``Retry-After``), counting them."""
@@ -354,7 +354,7 @@ class RunComfySimulator:
     async def _when_down(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if self.down and request.path.startswith("/v1/"):
+        if self.dropping and request.path.startswith("/v1/"):
             with self._lock:
                 self.attempts_while_down += 1
                 self.attempts_log.append((time.time(), request.path))

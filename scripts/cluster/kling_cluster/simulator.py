@@ -38,8 +38,6 @@ class ClusterSimulator(RunComfySimulator):
         self.refusing_until = 0.0
         self._refusals = 0
         self._refused_at: list[float] = []
-        #: Calls that found nothing listening while the API was down (counted by the clients' errors).
-        self.down: tuple[float, float] = (0.0, 0.0)
         self.submits_by_generation: dict[int, int] = {}
 
     @property
