@@ -13,7 +13,7 @@ import random
 import time
 from dataclasses import replace
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_kling.constants import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -112,6 +112,7 @@ async def follow_async(
     import asyncio
 
     from airflow_provider_kling.exceptions import KlingError
+    from airflow_provider_kling.hooks.account_health import CallHeldBack
     from airflow_provider_kling.retry import is_transient
 
     health = await hook.account_health()
@@ -125,23 +126,31 @@ async def follow_async(
         delay = step.at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
+        wanted = None
         if health is not None:
             now = time.time()
             deadline = wait.plan.limits.deadline
             if health.down and deadline is not None and now >= deadline:
                 raise health.last_failure()  # as a wait alone would: its deadline passed in the outage
+            probe = health.down
             held = min(health.turn(now, settings.interval), _until(deadline, now))
             if held > 0:
                 if await health.hold(held):  # the account answered again: poll, spread over one interval
                     await asyncio.sleep(random.uniform(0, settings.interval))
                 continue
+            wanted = health.admits(probe)
         at = time.time()
+        once = health is not None
         try:
             if step.call is Call.STATUS:
-                seen, result = observed(await hook.get_status(wait.request_id, once=health is not None), at)
+                answer: Any = await hook.get_status(wait.request_id, once=once, still_wanted=wanted)
             else:
-                answer = await hook.get_result(wait.request_id, include_cost=wait.include_cost, once=health is not None)
-                seen, result = observed(answer, at)
+                answer = await hook.get_result(
+                    wait.request_id, include_cost=wait.include_cost, once=once, still_wanted=wanted
+                )
+            seen, result = observed(answer, at)
+        except CallHeldBack:
+            continue  # its account went down while it waited for a socket: it holds back with the others
         except KlingError as err:
             missed += 1
             if health is None:

@@ -27,9 +27,15 @@ from typing import TYPE_CHECKING
 from airflow_provider_kling.constants import MAX_RETRY_AFTER
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from airflow_provider_kling.exceptions import KlingError
     from airflow_provider_kling.hooks.target import ApiTarget
     from airflow_provider_kling.wait import Logger
+
+
+class CallHeldBack(Exception):
+    """A poll that waited for a socket while its account went down: it is not sent, the wait holds back."""
 
 
 def account_key(target: ApiTarget) -> tuple[str, str]:
@@ -60,6 +66,12 @@ class AccountHealth:
     @property
     def down(self) -> bool:
         return self.blocked_since is not None
+
+    def admits(self, probe: bool) -> Callable[[], bool]:
+        """Whether a call granted a turn is still wanted when its socket is free: the probe is; another, while clear."""
+        if probe:
+            return lambda: True
+        return lambda: self.blocked_since is None
 
     def turn(self, now: float, interval: float) -> float:
         """

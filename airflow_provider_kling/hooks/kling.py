@@ -198,6 +198,7 @@ class KlingAsyncHook(_KlingHookBase):
         params: Mapping[str, str] | None = None,
         submit: bool = False,
         once: bool = False,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> ResponseT:
         async with self:
             share = self._share
@@ -206,7 +207,14 @@ class KlingAsyncHook(_KlingHookBase):
             async def attempt_once() -> ResponseT:
                 target = await self.get_target()
                 answer = await send_async(
-                    share, target, method, path, self.timeouts, json_body=json_body, params=params
+                    share,
+                    target,
+                    method,
+                    path,
+                    self.timeouts,
+                    json_body=json_body,
+                    params=params,
+                    still_wanted=still_wanted,
                 )
                 return read_answer(
                     model_cls, answer.status_code, answer.text, retry_after=answer.retry_after, request_id=request_id
@@ -242,16 +250,32 @@ class KlingAsyncHook(_KlingHookBase):
         except KlingError as exc:
             raise submit_failure(exc, model) from exc
 
-    async def get_status(self, request_id: str, *, once: bool = False) -> StatusResponse:
-        """Coroutine form of :meth:`KlingHook.get_status`; ``once``: one attempt, no retries."""
+    async def get_status(
+        self, request_id: str, *, once: bool = False, still_wanted: Callable[[], bool] | None = None
+    ) -> StatusResponse:
+        """
+        Coroutine form of :meth:`KlingHook.get_status`. ``once``: one attempt, no retries;
+        ``still_wanted``: asked when a socket is free, see :func:`~.transport.send_async`.
+        """
         path = request_path(request_id, "status")
-        return await self._call(StatusResponse, "GET", path, request_id=request_id, once=once)
+        return await self._call(
+            StatusResponse, "GET", path, request_id=request_id, once=once, still_wanted=still_wanted
+        )
 
-    async def get_result(self, request_id: str, *, include_cost: bool = False, once: bool = False) -> ResultResponse:
-        """Coroutine form of :meth:`KlingHook.get_result`; ``once``: one attempt, no retries."""
+    async def get_result(
+        self,
+        request_id: str,
+        *,
+        include_cost: bool = False,
+        once: bool = False,
+        still_wanted: Callable[[], bool] | None = None,
+    ) -> ResultResponse:
+        """Coroutine form of :meth:`KlingHook.get_result`; ``once`` and ``still_wanted`` as for the status."""
         params = {"include_cost": "true"} if include_cost else None
         path = request_path(request_id, "result")
-        return await self._call(ResultResponse, "GET", path, request_id=request_id, params=params, once=once)
+        return await self._call(
+            ResultResponse, "GET", path, request_id=request_id, params=params, once=once, still_wanted=still_wanted
+        )
 
     #: Whether the waits of one account in one loop share its health (``False``: each wait meets an
     #: outage alone, retrying each poll, as before; kept to measure the difference).

@@ -17,10 +17,11 @@ import requests
 from urllib3.exceptions import NewConnectionError
 
 from airflow_provider_kling.exceptions import KlingConnectionError, KlingHTTPTimeoutError
+from airflow_provider_kling.hooks.account_health import CallHeldBack
 from airflow_provider_kling.hooks.responses import retry_after_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     import aiohttp
 
@@ -97,14 +98,21 @@ async def send_async(
     *,
     json_body: Any = None,
     params: Mapping[str, str] | None = None,
+    still_wanted: Callable[[], bool] | None = None,
 ) -> Answer:
-    """One call through the event loop's shared ``aiohttp`` session, waiting for a free socket first."""
+    """
+    One call through the event loop's shared ``aiohttp`` session, waiting for a free socket first.
+
+    :param still_wanted: asked once the socket is free: a call that is no longer wanted (its
+        account went down while it waited) raises :class:`~.account_health.CallHeldBack`, unsent.
+    """
     import aiohttp  # already loaded by the session: a lookup, not an import
 
     try:
-        async with (
-            share.slots,
-            share.session.request(
+        async with share.slots:
+            if still_wanted is not None and not still_wanted():
+                raise CallHeldBack
+            async with share.session.request(
                 method,
                 target.base_url + path,
                 json=json_body,
@@ -112,11 +120,10 @@ async def send_async(
                 headers=target.headers,
                 timeout=timeouts.aiohttp,
                 allow_redirects=False,
-            ) as response,
-        ):
-            # RunComfy answers UTF-8 JSON: decoding directly skips aiohttp's charset sniffing.
-            text = (await response.read()).decode("utf-8", errors="replace")
-            return Answer(response.status, text, retry_after_seconds(response.headers))
+            ) as response:
+                # RunComfy answers UTF-8 JSON: decoding directly skips aiohttp's charset sniffing.
+                text = (await response.read()).decode("utf-8", errors="replace")
+                return Answer(response.status, text, retry_after_seconds(response.headers))
     except aiohttp.ConnectionTimeoutError as err:
         raise KlingHTTPTimeoutError(
             f"{method} {path}: no connection within {timeouts.connect}s", request_sent=False
