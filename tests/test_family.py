@@ -121,3 +121,36 @@ def test_the_models_page_of_the_docs_is_the_registry():
     """docs/models.md is written from the registry (``python -m airflow_provider_kling.family``)."""
     page = (DOCS / "models.md").read_text()
     assert models_markdown() in page
+
+
+IMAGE_MODELS = [model for model in FAMILY.values() if model.image_field]
+
+
+@pytest.mark.parametrize("way", ["https URL", "object-store URI", "ObjectStoragePath"])
+@pytest.mark.parametrize("model", IMAGE_MODELS, ids=[model.path for model in IMAGE_MODELS])
+def test_an_image_given_each_way_lands_in_the_models_own_field_unsigned(sim, monkeypatch, model, way):
+    """What the task keeps (and fingerprints): the URL as given, or the object's URI with its connection."""
+    from airflow_provider_kling.operators.image_to_video import KlingImageToVideoOperator
+
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps({"conn_type": "aws"}))
+    if way == "https URL":
+        image, kept = HTTPS_IMAGE, HTTPS_IMAGE
+    else:
+        pytest.importorskip("airflow.providers.amazon", reason="s3:// is Airflow's through the Amazon provider")
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+        given = ObjectStoragePath("s3://brand/key-visual.png", conn_id="aws_test")
+        image, kept = (given, str(given)) if way == "ObjectStoragePath" else ("s3://brand/key-visual.png", str(given))
+    task = KlingImageToVideoOperator(
+        task_id="animate",
+        model=model.path,
+        prompt="a key visual comes alive",
+        image=image,
+        end_image=image if model.end_image_field else None,
+        image_conn_id="aws_test",
+    )
+    body = task.build_input()
+    assert {field: body[field] for field in model.image_fields.values()} == dict.fromkeys(
+        model.image_fields.values(), kept
+    )
+    assert sim.calls["submit"] == 0
