@@ -132,14 +132,15 @@ def test_an_image_given_each_way_lands_in_the_models_own_field_unsigned(sim, mon
     """What the task keeps (and fingerprints): the URL as given, or the object's URI with its connection."""
     from airflow_provider_kling.operators.image_to_video import KlingImageToVideoOperator
 
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps({"conn_type": "aws"}))
+    # A connection of its own: Airflow caches a store per connection id for the whole process.
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_REGISTRY", json.dumps({"conn_type": "aws"}))
     if way == "https URL":
         image, kept = HTTPS_IMAGE, HTTPS_IMAGE
     else:
         pytest.importorskip("airflow.providers.amazon", reason="s3:// is Airflow's through the Amazon provider")
         from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-        given = ObjectStoragePath("s3://brand/key-visual.png", conn_id="aws_test")
+        given = ObjectStoragePath("s3://brand/key-visual.png", conn_id="aws_registry")
         image, kept = (given, str(given)) if way == "ObjectStoragePath" else ("s3://brand/key-visual.png", str(given))
     task = KlingImageToVideoOperator(
         task_id="animate",
@@ -147,7 +148,7 @@ def test_an_image_given_each_way_lands_in_the_models_own_field_unsigned(sim, mon
         prompt="a key visual comes alive",
         image=image,
         end_image=image if model.end_image_field else None,
-        image_conn_id="aws_test",
+        image_conn_id="aws_registry",
     )
     body = task.build_input()
     assert {field: body[field] for field in model.image_fields.values()} == dict.fromkeys(
