@@ -75,8 +75,8 @@ class ProgressDisplay:
 
 def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     from airflow_provider_kling.exceptions import KlingError, KlingInputError, KlingSubmitOutcomeUnknownError
-    from airflow_provider_kling.family import FAMILY, image_inputs
-    from airflow_provider_kling.images import check_images, images_of, signed_body, signed_url_seconds
+    from airflow_provider_kling.family import body_images, image_inputs
+    from airflow_provider_kling.images import check_images, signed_body, signed_url_seconds
     from airflow_provider_kling.models import ValidBody, input_body
 
     flags = {
@@ -98,7 +98,7 @@ def _submit(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
     # Flags left out take the model's defaults; --input goes over them, as the operator's input does.
     data = input_body(args.model, {key: value for key, value in flags.items() if value is not None}, extra)
     store = _store_of(args, data)
-    signed = images_of(FAMILY[args.model].image_fields, data) if args.model in FAMILY else []
+    signed = body_images(args.model, data)
     check_images(signed)  # before paying: an image RunComfy could not fetch is not paid for
     if store is not None:
         store.check()  # before paying: a video that could not land is not paid for

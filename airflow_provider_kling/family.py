@@ -20,6 +20,8 @@ from airflow_provider_kling.constants import KLING_TEXT_TO_VIDEO_MODEL
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from airflow_provider_kling.images import ImageInput
+
 Kind = Literal["text-to-video", "image-to-video"]
 
 _SITE = "https://www.runcomfy.com"
@@ -236,6 +238,14 @@ def image_inputs(model: str, given: Mapping[str, Any], conn_id: str | None = Non
             raise KlingInputError(f"{argument}: {model} takes no last frame; models that do: {', '.join(takes)}")
         fields[field] = image_source(argument, value, conn_id)
     return fields
+
+
+def body_images(model: str, body: Mapping[str, Any]) -> list[ImageInput]:
+    """The images a body for ``model`` carries, in the model's own fields (none for a model not registered)."""
+    from airflow_provider_kling.images import images_of
+
+    registered = FAMILY.get(model)
+    return images_of(registered.image_fields, body) if registered else []
 
 
 def describe(model: KlingModel) -> dict[str, Any]:

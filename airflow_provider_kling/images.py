@@ -210,12 +210,14 @@ def _keep_secret(url: str) -> None:
 
 def _fetchable(url: str) -> bool:
     """An ``https`` URL, or ``http`` on this machine (an object store started by tests on loopback)."""
-    parts = urlsplit(url)
-    if parts.scheme == "https":
-        return True
+    scheme = urlsplit(url).scheme
+    return scheme == "https" or (scheme == "http" and on_this_machine(url))
+
+
+def on_this_machine(url: str) -> bool:
+    """Whether ``url``'s host is this machine (``localhost`` or a loopback address)."""
+    host = urlsplit(url).hostname or ""
     try:
-        return parts.scheme == "http" and (
-            parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname or "").is_loopback
-        )
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False

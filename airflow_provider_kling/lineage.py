@@ -123,12 +123,10 @@ def generation_facts(
     What lineage says of one generation, as plain data (it crosses a deferral): the facet's fields,
     and ``inputs``, the URIs of the images it started from (never a signed URL).
     """
-    from airflow_provider_kling.family import FAMILY
-    from airflow_provider_kling.images import images_of
+    from airflow_provider_kling.family import body_images
     from airflow_provider_kling.resume import input_fingerprint
 
-    registered = FAMILY.get(model)
-    images = [image.uri for image in images_of(registered.image_fields, body)] if registered else []
+    images = [image.uri for image in body_images(model, body)]
     prompt = body.get("prompt")
     text = prompt if isinstance(prompt, str) else None
     seconds = body.get("duration")

@@ -97,10 +97,9 @@ class KlingImageToVideoOperator(KlingTextToVideoOperator):
         return super().execute(context)
 
     def _images(self, body: ValidBody) -> list[ImageInput]:
-        from airflow_provider_kling.images import images_of
+        from airflow_provider_kling.family import body_images
 
-        registered = FAMILY.get(self.model)
-        return images_of(registered.image_fields, body) if registered else []
+        return body_images(self.model, body)
 
     def _submit_or_resume(self, context: Context, body: ValidBody) -> str:
         """As the text operator, and before paying the images are checked; at the submit they are signed."""

@@ -13,11 +13,11 @@ reaches another host; any other ``https`` URL is taken as reachable.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import aiohttp
+
+from airflow_provider_kling.images import on_this_machine
 
 
 @dataclass(frozen=True)
@@ -56,14 +56,6 @@ def missing(model: str, body: dict[str, object]) -> list[str]:
     return [name for name in rules.required if body.get(name) in (None, "")] if rules else []
 
 
-def _on_this_machine(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def fetch_images(model: str, body: dict[str, object]) -> list[str]:
     """
     Fetch each image input of ``body`` on this machine as RunComfy's servers would: how each went,
@@ -73,7 +65,7 @@ async def fetch_images(model: str, body: dict[str, object]) -> list[str]:
     outcomes = []
     for name in rules.images if rules else ():
         url = body.get(name)
-        if isinstance(url, str) and _on_this_machine(url):
+        if isinstance(url, str) and on_this_machine(url):
             outcomes.append(await _fetch(name, url))
     return outcomes
 
