@@ -27,13 +27,15 @@ from urllib.parse import quote, urlsplit
 
 #: The only schemes a video URL may have.
 VIDEO_URL_SCHEMES = ("http", "https")
+#: Whitespace (Unicode's too) and control characters, which no usable URL holds.
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def video_url_problem(url: object) -> str | None:
     """Why ``url`` is not a usable video URL (naming its scheme), or ``None`` when it is one."""
     if not isinstance(url, str) or not url:
         return "there is no video URL"
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+    if _SPACE_OR_CONTROL.search(url):
         return "the video URL holds spaces or control characters"
     try:
         parts = urlsplit(url)

@@ -123,7 +123,8 @@ async def send_async(
             ) as response:
                 # RunComfy answers UTF-8 JSON: decoding directly skips aiohttp's charset sniffing.
                 text = (await response.read()).decode("utf-8", errors="replace")
-                return Answer(response.status, text, retry_after_seconds(response.headers))
+                status = response.status
+                return Answer(status, text, retry_after_seconds(response.headers) if status >= 400 else None)
     except aiohttp.ConnectionTimeoutError as err:
         raise KlingHTTPTimeoutError(
             f"{method} {path}: no connection within {timeouts.connect}s", request_sent=False
