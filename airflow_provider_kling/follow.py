@@ -112,7 +112,7 @@ async def follow_async(
     import asyncio
 
     from airflow_provider_kling.exceptions import KlingError
-    from airflow_provider_kling.hooks.account_health import CallHeldBack
+    from airflow_provider_kling.hooks.account_health import SPREAD_SHARE, CallHeldBack, Turn
     from airflow_provider_kling.retry import is_transient
 
     health = await hook.account_health()
@@ -126,7 +126,7 @@ async def follow_async(
         delay = step.at - time.time()
         if delay > 0:
             await asyncio.sleep(delay)
-        wanted = None
+        turn = None
         if health is not None:
             now = time.time()
             deadline = wait.plan.limits.deadline
@@ -135,19 +135,16 @@ async def follow_async(
             probe = health.down
             held = min(health.turn(now, settings.interval), _until(deadline, now))
             if held > 0:
-                if await health.hold(held):  # the account answered again: poll, spread over one interval
-                    await asyncio.sleep(random.uniform(0, settings.interval))
+                if await health.hold(held):  # the account answered again: poll, spread
+                    await asyncio.sleep(random.uniform(0, SPREAD_SHARE * settings.interval))
                 continue
-            wanted = health.admits(probe)
+            turn = Turn(health, probe)
         at = time.time()
-        once = health is not None
         try:
             if step.call is Call.STATUS:
-                answer: Any = await hook.get_status(wait.request_id, once=once, still_wanted=wanted)
+                answer: Any = await hook.get_status(wait.request_id, turn=turn)
             else:
-                answer = await hook.get_result(
-                    wait.request_id, include_cost=wait.include_cost, once=once, still_wanted=wanted
-                )
+                answer = await hook.get_result(wait.request_id, include_cost=wait.include_cost, turn=turn)
             seen, result = observed(answer, at)
         except CallHeldBack:
             continue  # its account went down while it waited for a socket: it holds back with the others

@@ -3,11 +3,17 @@ What the API told any wait of one RunComfy account, shared by every wait of one 
 triggerer): whether it is up, and how fast it may be called.
 
 - A poll that fails for a transport reason (refused, reset, a timeout, 502/503/504) marks the
-  account *down*. Its waits stop calling; one probe goes out per poll interval, and the probe is a
-  real poll of one of the waits, so nothing is wasted when it is answered.
+  account *down*. Its waits stop calling; one probe goes out every :data:`PROBE_SHARE` of a poll
+  interval, and the probe is a real poll of one of the waits, so nothing is wasted when it is
+  answered.
 - When a call is answered, the account is *up* again: every wait held back wakes, and polls at a
-  moment spread over one poll interval, so that a recovering API is not hit by all of them in the
-  same second.
+  moment spread over :data:`SPREAD_SHARE` of a poll interval, so that a recovering API is not hit
+  by all of them in the same second.
+
+The two shares bound what an outage costs and how late its end is seen. A probe every interval,
+then a spread over one more, would let the last wait see the API back up to two intervals after
+it was; with both at 0.6, every wait polls within 1.2 intervals of the API's return (7 s at 5-s
+polls, for the provider's 1-s default 1.2 s), for 1.7 probes per interval while it is down.
 - A ``429`` with ``Retry-After`` pauses every wait of the account until then; without the header,
   a pause that doubles with each ``429`` in a row, from the poll interval to the longest interval.
 
@@ -22,16 +28,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from airflow_provider_kling.constants import MAX_RETRY_AFTER
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from airflow_provider_kling.exceptions import KlingError
     from airflow_provider_kling.hooks.target import ApiTarget
     from airflow_provider_kling.wait import Logger
+
+
+#: While an account is down, one probe every this share of the poll interval.
+PROBE_SHARE = 0.6
+#: Once it answers again, its waits poll spread over this share of the poll interval.
+SPREAD_SHARE = 0.6
 
 
 class CallHeldBack(Exception):
@@ -41,6 +52,26 @@ class CallHeldBack(Exception):
 def account_key(target: ApiTarget) -> tuple[str, str]:
     """An account is an API base URL and a token (kept as a digest, never as itself)."""
     return target.base_url, hashlib.sha256(target.token.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """
+    A poll's turn to call, granted by its account (:meth:`AccountHealth.turn`): one attempt, the
+    caller dealing with its failure.
+
+    :param health: the account's shared view.
+    :param probe: whether the call is the account's probe while it is down: it goes out on a fresh
+        connection, tried once (:attr:`~.session_pool.LoopShare.probe_session`), and is wanted
+        whatever happens meanwhile; any other call is wanted only while the account is clear.
+    """
+
+    health: AccountHealth
+    probe: bool
+
+    def wanted(self) -> bool:
+        """Asked once a socket is free: whether to send the call, or hold it back (:class:`CallHeldBack`)."""
+        return self.probe or self.health.blocked_since is None
 
 
 class AccountHealth:
@@ -67,12 +98,6 @@ class AccountHealth:
     def down(self) -> bool:
         return self.blocked_since is not None
 
-    def admits(self, probe: bool) -> Callable[[], bool]:
-        """Whether a call granted a turn is still wanted when its socket is free: the probe is; another, while clear."""
-        if probe:
-            return lambda: True
-        return lambda: self.blocked_since is None
-
     def turn(self, now: float, interval: float) -> float:
         """
         Whether a wait whose poll is due may call now: ``0`` (as itself, or as the account's probe),
@@ -81,7 +106,7 @@ class AccountHealth:
         if self.blocked_since is None:
             return 0.0
         if now >= self.next_probe:
-            self.next_probe = now + interval
+            self.next_probe = now + PROBE_SHARE * interval
             self.probes += 1
             return 0.0
         return self.next_probe - now
@@ -111,8 +136,8 @@ class AccountHealth:
             self.next_probe = max(self.next_probe, now + pause)
             reason = f"rate-limits this account: its waits pause {pause:.1f} s, then one call tries again"
         else:
-            self.next_probe = max(self.next_probe, now + interval)
-            reason = f"did not answer ({err}): its waits pause, one probe every {interval:g} s"
+            self.next_probe = max(self.next_probe, now + PROBE_SHARE * interval)
+            reason = f"did not answer ({err}): its waits pause, one probe every {PROBE_SHARE * interval:g} s"
         if self.blocked_since is None:
             self.blocked_since, self.probes, self.reason = now, 0, reason
             self._clear = asyncio.Event()

@@ -125,7 +125,7 @@ class KlingClient(CallSettings):
     @cached_property
     def session(self) -> requests.Session:
         session = requests.Session()
-        session.headers["User-Agent"] = USER_AGENT
+        session.headers["User-Agent"] = f"{USER_AGENT} requests/{requests.__version__}"
         return session
 
     def close(self) -> None:

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from airflow_provider_kling.budgets import BudgetConfig
-    from airflow_provider_kling.hooks.account_health import AccountHealth
+    from airflow_provider_kling.hooks.account_health import AccountHealth, Turn
     from airflow_provider_kling.hooks.session_pool import LoopShare
 
     ResponseT = TypeVar("ResponseT", bound=ResponseBody)
@@ -197,8 +197,7 @@ class KlingAsyncHook(_KlingHookBase):
         json_body: Any = None,
         params: Mapping[str, str] | None = None,
         submit: bool = False,
-        once: bool = False,
-        still_wanted: Callable[[], bool] | None = None,
+        turn: Turn | None = None,
     ) -> ResponseT:
         async with self:
             share = self._share
@@ -214,7 +213,7 @@ class KlingAsyncHook(_KlingHookBase):
                     self.timeouts,
                     json_body=json_body,
                     params=params,
-                    still_wanted=still_wanted,
+                    turn=turn,
                 )
                 return read_answer(
                     model_cls, answer.status_code, answer.text, retry_after=answer.retry_after, request_id=request_id
@@ -224,7 +223,7 @@ class KlingAsyncHook(_KlingHookBase):
             # tenacity's set-up cost a quarter of the CPU: the first attempt runs bare. A failure
             # is replayed to tenacity as its first attempt, so the policy (what is retried, how
             # many attempts in all, the backoff, the log line) is exactly the sync hook's.
-            if once:  # the caller deals with failures (a wait that shares its account's health)
+            if turn is not None:  # one attempt: the caller deals with failures (a wait sharing its account)
                 return await attempt_once()
             try:
                 return await attempt_once()
@@ -250,32 +249,21 @@ class KlingAsyncHook(_KlingHookBase):
         except KlingError as exc:
             raise submit_failure(exc, model) from exc
 
-    async def get_status(
-        self, request_id: str, *, once: bool = False, still_wanted: Callable[[], bool] | None = None
-    ) -> StatusResponse:
+    async def get_status(self, request_id: str, *, turn: Turn | None = None) -> StatusResponse:
         """
-        Coroutine form of :meth:`KlingHook.get_status`. ``once``: one attempt, no retries;
-        ``still_wanted``: asked when a socket is free, see :func:`~.transport.send_async`.
+        Coroutine form of :meth:`KlingHook.get_status`. With a ``turn`` on a shared account, one
+        attempt and no retries (see :func:`~.transport.send_async`).
         """
         path = request_path(request_id, "status")
-        return await self._call(
-            StatusResponse, "GET", path, request_id=request_id, once=once, still_wanted=still_wanted
-        )
+        return await self._call(StatusResponse, "GET", path, request_id=request_id, turn=turn)
 
     async def get_result(
-        self,
-        request_id: str,
-        *,
-        include_cost: bool = False,
-        once: bool = False,
-        still_wanted: Callable[[], bool] | None = None,
+        self, request_id: str, *, include_cost: bool = False, turn: Turn | None = None
     ) -> ResultResponse:
-        """Coroutine form of :meth:`KlingHook.get_result`; ``once`` and ``still_wanted`` as for the status."""
+        """Coroutine form of :meth:`KlingHook.get_result`; ``turn`` as for the status."""
         params = {"include_cost": "true"} if include_cost else None
         path = request_path(request_id, "result")
-        return await self._call(
-            ResultResponse, "GET", path, request_id=request_id, params=params, once=once, still_wanted=still_wanted
-        )
+        return await self._call(ResultResponse, "GET", path, request_id=request_id, params=params, turn=turn)
 
     #: Whether the waits of one account in one loop share its health (``False``: each wait meets an
     #: outage alone, retrying each poll, as before; kept to measure the difference).

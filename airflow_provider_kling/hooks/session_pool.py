@@ -41,6 +41,31 @@ class LoopShare:
     targets: dict[str, tuple[float, asyncio.Future[ApiTarget]]] = field(default_factory=dict)
     #: What the API told any wait of this loop, per account (base URL, token digest).
     accounts: dict[tuple[str, str], AccountHealth] = field(default_factory=dict)
+    _probes: aiohttp.ClientSession | None = None
+
+    def probe_session(self) -> aiohttp.ClientSession:
+        """
+        The session of an account's probes while it is down: a new connection per call, tried
+        once. aiohttp sends an idempotent call a second time when its connection is dropped (a
+        keep-alive connection the server closed while idle), which is right for a poll but makes
+        each probe two calls against a load balancer that drops them; a dropped probe is simply
+        the account still down.
+        """
+        if self._probes is None or self._probes.closed:
+            import aiohttp
+
+            connector = aiohttp.TCPConnector(limit=LOOP_CONNECTION_LIMIT, force_close=True, ttl_dns_cache=300)
+            self._probes = aiohttp.ClientSession(connector=connector, headers=dict(self.session.headers))
+            # aiohttp's switch for that second send has no public name yet (its own test client
+            # sets it): without it a probe is two calls, which the outage tests count.
+            if hasattr(self._probes, "_retry_connection"):
+                self._probes._retry_connection = False
+        return self._probes
+
+    async def close(self) -> None:
+        await self.session.close()
+        if self._probes is not None:
+            await self._probes.close()
 
     def health(self, target: ApiTarget) -> AccountHealth:
         """The shared view of ``target``'s account in this loop."""
@@ -71,7 +96,8 @@ class SharedClientSessions:
             import aiohttp  # here, not at the top: a worker imports the hooks, and never needs aiohttp
 
             connector = aiohttp.TCPConnector(limit=LOOP_CONNECTION_LIMIT, ttl_dns_cache=300)
-            share = LoopShare(aiohttp.ClientSession(connector=connector, headers={"User-Agent": USER_AGENT}))
+            agent = f"{USER_AGENT} aiohttp/{aiohttp.__version__}"
+            share = LoopShare(aiohttp.ClientSession(connector=connector, headers={"User-Agent": agent}))
             self._by_loop[loop] = share
         share.users += 1
         return share
@@ -83,7 +109,7 @@ class SharedClientSessions:
         share.users -= 1
         if share.users <= 0:
             del self._by_loop[asyncio.get_running_loop()]
-            await share.session.close()
+            await share.close()
 
     async def target(self, conn_id: str, read: Callable[[], Awaitable[ApiTarget]]) -> ApiTarget:
         """The API target of ``conn_id``, read once for every hook of this loop (while shared)."""

@@ -15,6 +15,8 @@ from airflow_provider_kling.untrusted import register_secret
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Connection
 
+#: Who calls, for RunComfy's logs: the provider, then the HTTP library (``requests`` on a worker
+#: and in the ``kling`` command, ``aiohttp`` in the triggerer), which the session adds.
 USER_AGENT = f"airflow-provider-kling/{__version__}"
 
 
@@ -27,7 +29,7 @@ class ApiTarget:
 
     @cached_property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", "User-Agent": USER_AGENT}
+        return {"Authorization": f"Bearer {self.token}"}
 
 
 def api_target(conn: Connection, conn_id: str) -> ApiTarget:

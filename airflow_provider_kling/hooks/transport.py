@@ -21,10 +21,11 @@ from airflow_provider_kling.hooks.account_health import CallHeldBack
 from airflow_provider_kling.hooks.responses import retry_after_seconds
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
     import aiohttp
 
+    from airflow_provider_kling.hooks.account_health import Turn
     from airflow_provider_kling.hooks.session_pool import LoopShare
     from airflow_provider_kling.hooks.target import ApiTarget
 
@@ -98,21 +99,27 @@ async def send_async(
     *,
     json_body: Any = None,
     params: Mapping[str, str] | None = None,
-    still_wanted: Callable[[], bool] | None = None,
+    turn: Turn | None = None,
 ) -> Answer:
     """
     One call through the event loop's shared ``aiohttp`` session, waiting for a free socket first.
 
-    :param still_wanted: asked once the socket is free: a call that is no longer wanted (its
-        account went down while it waited) raises :class:`~.account_health.CallHeldBack`, unsent.
+    :param turn: the call's turn on its account, asked once the socket is free: a call that is no
+        longer wanted (its account went down while it waited) raises
+        :class:`~.account_health.CallHeldBack`, unsent; the account's probe goes through the probe
+        session.
     """
     import aiohttp  # already loaded by the session: a lookup, not an import
 
     try:
         async with share.slots:
-            if still_wanted is not None and not still_wanted():
-                raise CallHeldBack
-            async with share.session.request(
+            session = share.session
+            if turn is not None:
+                if not turn.wanted():
+                    raise CallHeldBack
+                if turn.probe:
+                    session = share.probe_session()
+            async with session.request(
                 method,
                 target.base_url + path,
                 json=json_body,

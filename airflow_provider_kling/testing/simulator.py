@@ -712,9 +712,11 @@ class RunComfySimulator:
         return web.json_response({"ok": True})
 
     async def _outage(self, request: web.Request) -> web.Response:
-        """``/_sim/outage/down`` or ``/_sim/outage/up``; answers the attempts that reached the API while down."""
+        """``/_sim/outage/down`` or ``/_sim/outage/up``; answers the attempts made while it was down, and when."""
         self.outage(request.match_info["state"] == "down")
-        return web.json_response({"attempts_while_down": self.attempts_while_down})
+        with self._lock:
+            times = [at for at, _path in self.attempts_log]
+        return web.json_response({"attempts_while_down": self.attempts_while_down, "attempt_times": times})
 
     async def _polls_after(self, request: web.Request) -> web.Response:
         """Each request's first answered status or result call at or after a Unix time."""

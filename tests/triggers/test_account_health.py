@@ -7,9 +7,13 @@ Retry-After pauses them all. Many triggers, one event loop, one account, the sim
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
+import pytest
+
+from airflow_provider_kling.hooks.account_health import PROBE_SHARE
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.testing import Scenario
 from airflow_provider_kling.triggers.kling import KlingRequestTrigger
@@ -70,12 +74,12 @@ async def _through_an_outage(sim) -> tuple[list[dict], float]:
     return events, back
 
 
-async def test_an_outage_costs_one_probe_per_interval_and_its_end_is_seen_by_every_wait(sim, caplog, capfd):
+async def test_an_outage_costs_one_call_per_probe_and_its_end_is_seen_by_every_wait(sim, caplog, capfd):
     caplog.set_level(logging.INFO)
     await _through_an_outage(sim)
-    # One probe per poll interval (aiohttp tries a dropped keep-alive call twice), and the few polls
-    # already on their way when it went down.
-    assert sim.attempts_while_down <= 2 * OUTAGE / INTERVAL + 10
+    # One probe every PROBE_SHARE of the interval, each a single call (aiohttp would send a dropped
+    # GET twice), and the few polls already on their way when it went down.
+    assert sim.attempts_while_down <= OUTAGE / (PROBE_SHARE * INTERVAL) + 6
     out = capfd.readouterr().out
     for line in (f"Kling API at {sim.url} did not answer", f"Kling API at {sim.url} answers again, after"):
         # Once per account, not per wait (Airflow 3 logs to the capture only, Airflow 2 to stdout too).
@@ -126,3 +130,31 @@ async def test_waits_held_back_in_an_outage_still_end_at_their_deadline(sim):
     assert {event["outcome"] for event in events} <= {"KlingConnectionError", "KlingHTTPTimeoutError"}
     assert len(events) == 10
     assert sim.attempts_while_down <= 2 * (1.0 / INTERVAL + 1) + 2 * 10  # probes, and each wait's first poll
+
+
+def test_while_down_a_probe_goes_out_every_share_of_the_interval():
+    """The cadence that bounds both an outage's cost and how late its end is seen (on a clock of its own)."""
+    from airflow_provider_kling.exceptions import KlingConnectionError
+    from airflow_provider_kling.hooks.account_health import AccountHealth
+
+    health = AccountHealth("http://api.example")
+    health.failed(KlingConnectionError("refused"), 100.0, 5.0, 30.0, None)
+    # A due wait asks every 0.1 s for a minute; the account grants a probe only so often.
+    granted = [t / 10 for t in range(1000, 1600) if health.turn(t / 10, 5.0) == 0]
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
+    assert granted[0] == pytest.approx(100.0 + PROBE_SHARE * 5.0)
+    assert gaps == pytest.approx([PROBE_SHARE * 5.0] * len(gaps), abs=0.11)
+    assert len(granted) / (60 / 5.0) <= 2  # at most two calls per poll interval while it is down
+
+
+async def test_once_the_api_answers_every_held_wait_polls_within_a_share_of_the_interval(sim, mocker):
+    """The end of an outage is seen by every wait within (probe share + spread share) of a poll interval."""
+    from airflow_provider_kling import follow
+    from airflow_provider_kling.hooks.account_health import SPREAD_SHARE
+
+    spread = mocker.spy(follow.random, "uniform")
+    await _through_an_outage(sim)
+    windows = {call.args for call in spread.call_args_list}
+    assert windows == {(0, SPREAD_SHARE * INTERVAL)}
+    assert spread.call_count >= WAITS - 1  # every wait held back (but the probe's) spread its next poll
+    assert PROBE_SHARE + SPREAD_SHARE <= 1.2  # 7 s at 5-s polls: one interval and 2 s

@@ -213,12 +213,14 @@ def window_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
     begin, end = seen.refusal
     if begin:
         refused = [at for at in sim.refusal_times() if begin <= at <= end]
-        per = len(refused) / (triggerers * (end - begin) / RETRY_AFTER_SECONDS)
+        waits = [at for at in sim.refusal_times(triggerers_only=True) if begin <= at <= end]
+        per = len(waits) / (triggerers * (end - begin) / RETRY_AFTER_SECONDS)
         rows.append(
             (
                 f"  429 and 503 window, {end - begin:.0f} s: calls refused",
-                f"{len(refused)} ({per:.2f} per triggerer per {RETRY_AFTER_SECONDS:.0f}-s Retry-After; bar: 1; "
-                "submits included, which a worker sends)",
+                f"{len(refused)}, of which the triggerers' waits {len(waits)} ({per:.2f} per triggerer per "
+                f"{RETRY_AFTER_SECONDS:.0f}-s Retry-After; bar: 1); the others are the workers' submits and "
+                "checks before deferring",
             )
         )
         back = recovery(sim, end)

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
 from airflow_provider_kling.testing.simulator import Fault, RunComfySimulator, Scenario
 
 if TYPE_CHECKING:
-    from aiohttp import web
+    from collections.abc import Awaitable, Callable
 
 
 from kling_cluster.settings import GENERATION, RACE, Shape
 
 # --- the simulated RunComfy -----------------------------------------------------------------
+
+#: Whether the call being answered comes from a triggerer: the provider's async session (the
+#: triggers') names aiohttp in its User-Agent, the workers' requests.
+FROM_TRIGGERER: contextvars.ContextVar[bool] = contextvars.ContextVar("from_triggerer", default=False)
 
 
 class ClusterSimulator(RunComfySimulator):
@@ -37,7 +44,7 @@ class ClusterSimulator(RunComfySimulator):
         self.holding: set[str] = set()
         self.refusing_until = 0.0
         self._refusals = 0
-        self._refused_at: list[float] = []
+        self._refused_at: list[tuple[float, bool]] = []
         self.submits_by_generation: dict[int, int] = {}
 
     @property
@@ -45,9 +52,21 @@ class ClusterSimulator(RunComfySimulator):
         """Calls answered 429 or 503 in the refusal window."""
         return self._refusals
 
-    def refusal_times(self) -> list[float]:
-        """When each call of the refusal window was answered 429 or 503."""
-        return list(self._refused_at)
+    def refusal_times(self, triggerers_only: bool = False) -> list[float]:
+        """When each call of the refusal window was answered 429 or 503 (those of the triggerers' waits only)."""
+        return [at for at, by_triggerer in self._refused_at if by_triggerer or not triggerers_only]
+
+    def app(self) -> web.Application:
+        app = super().app()
+        app.middlewares.append(self._caller)
+        return app
+
+    @web.middleware
+    async def _caller(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        FROM_TRIGGERER.set(" aiohttp/" in request.headers.get("User-Agent", ""))
+        return await handler(request)
 
     def _scenario_for(self, body: dict[str, Any]) -> Scenario:
         if RACE.search(str(body.get("prompt", ""))):
@@ -67,7 +86,7 @@ class ClusterSimulator(RunComfySimulator):
             with self._lock:
                 self.calls[call] += 1
                 self._refusals += 1
-                self._refused_at.append(time.time())
+                self._refused_at.append((time.time(), FROM_TRIGGERER.get()))
                 odd = self._refusals % 2
             if call == "submit" or odd:
                 return Fault("status", 429, body='{"error_message": "rate limited"}', headers={"Retry-After": "1"})
