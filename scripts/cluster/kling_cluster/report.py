@@ -192,15 +192,15 @@ def window_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
     time from its end to that request's next answered poll (p50 / p99).
     """
     rows = []
-    triggerers = 2
     begin, end = seen.api_down
     if begin:
         attempts, intervals = sim.attempts_while_down, (end - begin) / POLL_SECONDS
+        triggerers = triggerers_at(seen, end)
         rows.append(
             (
                 f"  the API down {end - begin:.0f} s: calls that reached it",
                 f"{attempts} ({attempts / (triggerers * intervals):.2f} per triggerer per "
-                f"{POLL_SECONDS:.0f}-s poll interval; bar: 2)",
+                f"{POLL_SECONDS:.0f}-s poll interval, {triggerers} triggerer(s) running; bar: 2)",
             )
         )
         back = recovery(sim, end)
@@ -214,13 +214,14 @@ def window_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
     if begin:
         refused = [at for at in sim.refusal_times() if begin <= at <= end]
         waits = [at for at in sim.refusal_times(triggerers_only=True) if begin <= at <= end]
+        triggerers = triggerers_at(seen, end)
         per = len(waits) / (triggerers * (end - begin) / RETRY_AFTER_SECONDS)
         rows.append(
             (
                 f"  429 and 503 window, {end - begin:.0f} s: calls refused",
                 f"{len(refused)}, of which the triggerers' waits {len(waits)} ({per:.2f} per triggerer per "
-                f"{RETRY_AFTER_SECONDS:.0f}-s Retry-After; bar: 1); the others are the workers' submits and "
-                "checks before deferring",
+                f"{RETRY_AFTER_SECONDS:.0f}-s Retry-After, {triggerers} triggerer(s) running at its end; bar: 1); "
+                "the others are the workers' submits and checks before deferring",
             )
         )
         back = recovery(sim, end)
@@ -231,6 +232,12 @@ def window_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
             )
         )
     return rows
+
+
+def triggerers_at(seen: Observations, at: float) -> int:
+    """The triggerers running at ``at``: two, less the one the scenario killed (it is not started again)."""
+    killed = seen.triggerer_killed_at
+    return 2 - (1 if seen.killed_triggerer and killed and killed <= at else 0)
 
 
 def recovery(sim: ClusterSimulator, back: float) -> list[float]:

@@ -189,7 +189,7 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     cluster.spawn("scheduler", ["scheduler"])
     print("restarted the scheduler", flush=True)
 
-    # 5. The API is down: every call finds its connection refused, for minutes. It strikes the waits,
+    # 5. The API is down: every call finds its connection dropped, for minutes. It strikes the waits,
     # once every generation has submitted: a submit that meets an outage fails its try in any layout
     # (nothing was created, so the retry submits), and whether the scheduler had started every
     # submit by then was luck, which made one run of a layout unlike the next.
