@@ -220,7 +220,8 @@ class RunComfySimulator:
         #: While :meth:`outage` holds the API down: the calls that reached it anyway.
         self.dropping = False
         self.attempts_while_down = 0
-        self.attempts_log: list[tuple[float, str]] = []
+        #: Each of them: when, its path and its User-Agent.
+        self.attempts_log: list[tuple[float, str, str]] = []
         #: While :meth:`rate_limit` holds: the calls answered 429.
         self.refused_while_limited = 0
         self._limited_until = 0.0
@@ -357,7 +358,7 @@ class RunComfySimulator:
         if self.dropping and request.path.startswith("/v1/"):
             with self._lock:
                 self.attempts_while_down += 1
-                self.attempts_log.append((time.time(), request.path))
+                self.attempts_log.append((time.time(), request.path, request.headers.get("User-Agent", "")))
             assert request.transport is not None
             request.transport.abort()
             return web.Response(status=503)  # never reaches the client: the socket is gone
@@ -715,7 +716,7 @@ class RunComfySimulator:
         """``/_sim/outage/down`` or ``/_sim/outage/up``; answers the attempts made while it was down, and when."""
         self.outage(request.match_info["state"] == "down")
         with self._lock:
-            times = [at for at, _path in self.attempts_log]
+            times = [at for at, _path, _agent in self.attempts_log]
         return web.json_response({"attempts_while_down": self.attempts_while_down, "attempt_times": times})
 
     async def _polls_after(self, request: web.Request) -> web.Response:

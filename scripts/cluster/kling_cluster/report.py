@@ -195,12 +195,14 @@ def window_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
     begin, end = seen.api_down
     if begin:
         attempts, intervals = sim.attempts_while_down, (end - begin) / POLL_SECONDS
+        waits = sum(1 for _at, _path, agent in sim.attempts_log if " aiohttp/" in agent)
         triggerers = triggerers_at(seen, end)
         rows.append(
             (
                 f"  the API down {end - begin:.0f} s: calls that reached it",
-                f"{attempts} ({attempts / (triggerers * intervals):.2f} per triggerer per "
-                f"{POLL_SECONDS:.0f}-s poll interval, {triggerers} triggerer(s) running; bar: 2)",
+                f"{attempts}, of which the triggerers' waits {waits} ({waits / (triggerers * intervals):.2f} per "
+                f"triggerer per {POLL_SECONDS:.0f}-s poll interval, {triggerers} triggerer(s) running; bar: 2); "
+                "the others are the workers' calls, retried on a worker as each is",
             )
         )
         back = recovery(sim, end)
