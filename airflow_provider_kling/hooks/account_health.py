@@ -9,13 +9,13 @@ triggerer): whether it is up, and how fast it may be called.
 - When a call is answered, the account is *up* again: every wait held back wakes, and polls at a
   moment spread over :data:`SPREAD_SHARE` of a poll interval, so that a recovering API is not hit
   by all of them in the same second.
+- A ``429`` with ``Retry-After`` pauses every wait of the account until then; without the header,
+  a pause that doubles with each ``429`` in a row, from the poll interval to the longest interval.
 
 The two shares bound what an outage costs and how late its end is seen. A probe every interval,
 then a spread over one more, would let the last wait see the API back up to two intervals after
-it was; with both at 0.6, every wait polls within 1.2 intervals of the API's return (7 s at 5-s
-polls, for the provider's 1-s default 1.2 s), for 1.7 probes per interval while it is down.
-- A ``429`` with ``Retry-After`` pauses every wait of the account until then; without the header,
-  a pause that doubles with each ``429`` in a row, from the poll interval to the longest interval.
+it was; with both at 0.6, every wait polls within 1.2 intervals of the API's return (6 s at 5-s
+polls), for 1.7 probes per interval while it is down.
 
 Nothing else changes: a wait's deadlines still end it during an outage (through the exit rule), a
 permanent answer (401, 404) still ends the one wait it concerns, and a trigger moved to another

@@ -157,4 +157,4 @@ async def test_once_the_api_answers_every_held_wait_polls_within_a_share_of_the_
     windows = {call.args for call in spread.call_args_list}
     assert windows == {(0, SPREAD_SHARE * INTERVAL)}
     assert spread.call_count >= WAITS - 1  # every wait held back (but the probe's) spread its next poll
-    assert PROBE_SHARE + SPREAD_SHARE <= 1.2  # 7 s at 5-s polls: one interval and 2 s
+    assert PROBE_SHARE + SPREAD_SHARE <= 1.2  # 6 s at 5-s polls, within the bar of one interval and 2 s
