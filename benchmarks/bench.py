@@ -219,11 +219,9 @@ async def triggers_child(kind: str, n: int, url: str, poll: float, handed: bool 
     # Warm up: one trigger first, so that lazy imports are not counted as per-trigger work.
     await asyncio.gather(*(wait(rid) for rid in await submit_many(url, 1)))
     rids = await submit_many(url, n)
+    await sim_json(url, "/_sim/rebase", "POST")  # every generation starts now
     if handed:
-        await sim_json(url, "/_sim/rebase", "POST")  # every generation starts now
         seen.update(await check_many(url, rids))
-    else:
-        await sim_json(url, "/_sim/rebase", "POST")
     calls_before = (await sim_json(url, "/_sim/stats"))["calls"]
     base_rss, cpu0 = rss_mb(), cpu_seconds()
     profile = None

@@ -217,10 +217,9 @@ class RunComfySimulator:
         self.media_requests: list[tuple[str, str | None]] = []
         #: How each image input fetched from this machine went: ``ok``, or why it failed.
         self.image_fetches: list[str] = []
-        #: While :meth:`outage` holds the API down: the calls that reached it anyway.
+        #: While :meth:`outage` holds the API down: the calls that reached it anyway, each with
+        #: when, its path and its User-Agent.
         self.dropping = False
-        self.attempts_while_down = 0
-        #: Each of them: when, its path and its User-Agent.
         self.attempts_log: list[tuple[float, str, str]] = []
         #: While :meth:`rate_limit` holds: the calls answered 429.
         self.refused_while_limited = 0
@@ -281,7 +280,8 @@ class RunComfySimulator:
             self.result_polls.clear()
             self.media_requests.clear()
             self.image_fetches.clear()
-            self.dropping, self.attempts_while_down = False, 0
+            self.dropping = False
+            self.attempts_log.clear()
             self.refused_while_limited, self._limited_until = 0, 0.0
             self.history.clear()
             self._scenarios.clear()
@@ -347,6 +347,11 @@ class RunComfySimulator:
         """
         self.dropping = down
 
+    @property
+    def attempts_while_down(self) -> int:
+        """How many calls reached the API while :meth:`outage` held it down."""
+        return len(self.attempts_log)
+
     def rate_limit(self, seconds: float, retry_after: float | None = 1.0) -> None:
         """For ``seconds`` from now, answer every call to ``/v1/`` with 429 (and ``Retry-After``), counting them."""
         self._limited_until, self._retry_after = time.time() + seconds, retry_after
@@ -357,7 +362,6 @@ class RunComfySimulator:
     ) -> web.StreamResponse:
         if self.dropping and request.path.startswith("/v1/"):
             with self._lock:
-                self.attempts_while_down += 1
                 self.attempts_log.append((time.time(), request.path, request.headers.get("User-Agent", "")))
             assert request.transport is not None
             request.transport.abort()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 from kling_cluster.checks import percentile
 from kling_cluster.observations import Observations, json_value, query
 from kling_cluster.settings import DOC, GENERATES, OUTAGE_TAIL, SPEND_COUNTERS, STORED_BY, layout_of, share
+from kling_cluster.simulator import from_triggerer
 
 #: The poll interval of the run's generations, and the Retry-After of its 429s.
 POLL_SECONDS = 5.0
@@ -195,7 +196,7 @@ def window_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
     begin, end = seen.api_down
     if begin:
         attempts, intervals = sim.attempts_while_down, (end - begin) / POLL_SECONDS
-        waits = sum(1 for _at, _path, agent in sim.attempts_log if " aiohttp/" in agent)
+        waits = sum(1 for _at, _path, agent in sim.attempts_log if from_triggerer(agent))
         triggerers = triggerers_at(seen, end)
         rows.append(
             (

@@ -21,9 +21,13 @@ from kling_cluster.settings import GENERATION, RACE, Shape
 
 # --- the simulated RunComfy -----------------------------------------------------------------
 
-#: Whether the call being answered comes from a triggerer: the provider's async session (the
-#: triggers') names aiohttp in its User-Agent, the workers' requests.
+#: Whether the call being answered comes from a triggerer (:func:`from_triggerer`).
 FROM_TRIGGERER: contextvars.ContextVar[bool] = contextvars.ContextVar("from_triggerer", default=False)
+
+
+def from_triggerer(user_agent: str) -> bool:
+    """The provider's async session (the triggers') names aiohttp in its User-Agent, the workers' requests."""
+    return " aiohttp/" in user_agent
 
 
 class ClusterSimulator(RunComfySimulator):
@@ -65,7 +69,7 @@ class ClusterSimulator(RunComfySimulator):
     async def _caller(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        FROM_TRIGGERER.set(" aiohttp/" in request.headers.get("User-Agent", ""))
+        FROM_TRIGGERER.set(from_triggerer(request.headers.get("User-Agent", "")))
         return await handler(request)
 
     def _scenario_for(self, body: dict[str, Any]) -> Scenario:
