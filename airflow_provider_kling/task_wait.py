@@ -204,6 +204,8 @@ class TaskWaiter:
             if self.video_ready is not None:
                 raise  # the request finished with a video (counted then); storing it failed: a retry fetches it
             exit = exit_of(err)
+            if exit is not None or isinstance(err, KlingError):
+                self._record_error(context, err)
             rid = None
             if not self.killed and (exit is not None or isinstance(err, KlingError)):
                 rid = request_id if isinstance(request_id, str) else request_id()
@@ -223,6 +225,15 @@ class TaskWaiter:
             raise
         finally:
             self.current = None
+
+    def _record_error(self, context: Context, err: BaseException) -> None:
+        """The error that ended this wait, in XCom (``kling_error``) for the UI; never in its way."""
+        from airflow_provider_kling.take import ERROR_XCOM, error_record
+
+        try:
+            context["ti"].xcom_push(key=ERROR_XCOM, value=error_record(err))
+        except Exception as failed:  # noqa: BLE001 - the task's own error is what matters
+            self.log.debug("Could not record the error in XCom: %s", failed)
 
     def on_kill(self) -> None:
         """A user stopped the task (or its ``execution_timeout`` passed): the exit rule, once."""

@@ -175,6 +175,7 @@ LAYERS = {
         "airflow_provider_kling.resume",
         "airflow_provider_kling.lineage",
         "airflow_provider_kling.task_wait",
+        "airflow_provider_kling.take",
     ],
 }
 WAIT_LOOPS = "airflow_provider_kling.follow"

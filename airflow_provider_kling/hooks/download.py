@@ -88,11 +88,17 @@ class DownloadedVideo:
     content_type: str
     facts: VideoFacts
     poster: str | None = None
+    conn_id: str | None = None
 
     def stored(self) -> dict[str, Any]:
-        """What a result's ``stored`` (and an asset event's extra) holds: where, how big, and the facts."""
+        """
+        What a result's ``stored`` (and an asset event's extra) holds: where, how big, and the
+        facts; and, for an object store, the id of its connection (``conn_id``), through which the
+        UI plugin reads the video back.
+        """
         return {
             "uri": self.uri,
+            **({"conn_id": self.conn_id} if self.conn_id else {}),
             "size_bytes": self.size_bytes,
             "sha256": self.sha256,
             "content_type": self.content_type,
@@ -296,6 +302,7 @@ def land_video(
         content_type=content_type,
         facts=landed["facts"],
         poster=uri_of(poster_at) if poster_at is not None else None,
+        conn_id=getattr(dest, "conn_id", None),
     )
 
 

@@ -241,6 +241,10 @@ class KlingTextToVideoOperator(BaseOperator):
         self._expect = expect.to_dict() if expect is not None else None
         request_id = self._submit_or_resume(context, body)
         context["ti"].xcom_push(key="request_id", value=request_id)
+        from airflow_provider_kling.take import SUBMIT_XCOM, TAKE_XCOM, take_record
+
+        key = TAKE_XCOM if self.wait_for_completion else SUBMIT_XCOM  # the take is the waiting task's
+        context["ti"].xcom_push(key=key, value=take_record(self.model, request_id, body))
         from airflow_provider_kling.lineage import generation_facts
 
         self._lineage = generation_facts(

@@ -103,6 +103,9 @@ class KlingRequestSensor(BaseSensorOperator):
         return TaskWaiter(self, options, retry_resumes=True)  # a retry renders the same request_id
 
     def execute(self, context: Context) -> Any:
+        from airflow_provider_kling.take import TAKE_XCOM
+
+        context["ti"].xcom_push(key=TAKE_XCOM, value={"request_id": self.request_id, "waits": True})
         with self.waiter.exits(context, self.request_id):
             if not self.deferrable:
                 return super().execute(context)  # Airflow's loop calls poke()
