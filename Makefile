@@ -9,7 +9,7 @@ export UV_PYTHON_DOWNLOADS := never
 # waiting on servers, not computing. PYTEST_PARALLEL= runs it on one.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
-.PHONY: demo test test-airflow2 compat lint docs dist sync bench cluster screenshots chromium postgresql
+.PHONY: demo ui test test-airflow2 compat lint docs dist sync bench cluster screenshots chromium postgresql
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -21,6 +21,10 @@ sync: $(UV)
 ## Run the example DAG end to end (simulator, or RunComfy when RUNCOMFY_API_TOKEN is set).
 demo: sync
 	bash scripts/demo.sh
+
+## Airflow's UI over the demo's takes (the Kling page and each take's tab), on 127.0.0.1:8080.
+ui: sync
+	bash scripts/ui.sh
 
 ## The OS's Chromium, which the UI tests drive (Debian's package, installed when missing).
 chromium:

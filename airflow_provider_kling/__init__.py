@@ -26,6 +26,19 @@ def standalone() -> None:
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow (``apache_airflow_provider`` entry point)."""
+    return {**_provider_info(), **_ui_plugin()}
+
+
+def _ui_plugin() -> dict[str, Any]:
+    """The UI plugin (:mod:`airflow_provider_kling.ui`), on Airflow 3.1+ only: earlier ones have no plugin UI."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
+
+    if not AIRFLOW_V_3_1_PLUS:
+        return {}
+    return {"plugins": [{"name": "kling", "plugin-class": "airflow_provider_kling.ui.plugin.KlingUIPlugin"}]}
+
+
+def _provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-kling",
         "name": "Kling (RunComfy)",

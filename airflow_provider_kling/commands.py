@@ -169,25 +169,9 @@ def _budgets_of(hook: KlingClient, what: str) -> BudgetConfig:
 
 
 def _budget(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:
-    from airflow_provider_kling.exceptions import KlingInputError
-    from airflow_provider_kling.ledger import BudgetLedger
+    from airflow_provider_kling.spend import budget_report
 
-    config = _budgets_of(hook, "budget")
-    if not config.budgets:
-        return {"budgets": {}}
-    if config.store is None:
-        raise KlingInputError("budget: the connection sets budgets but no budget_store (the ledger's connection)")
-    ledger = BudgetLedger.from_connection(config.store)
-    shown = {}
-    for name, budget in sorted(config.budgets.items()):
-        usage = ledger.usage(budget)
-        shown[name] = {
-            "period": f"{budget.period} {budget.period_key(time.time())}",
-            "cap": {"videos": budget.videos, "video_seconds": budget.video_seconds, "cost": budget.cost},
-            "spent": {"videos": usage.videos, "video_seconds": usage.video_seconds, "cost": usage.cost},
-            "reserved": {"videos": usage.reserved_videos, "video_seconds": usage.reserved_seconds},
-        }
-    return {"budgets": shown}
+    return budget_report(_budgets_of(hook, "budget"))
 
 
 def _status(hook: KlingClient, args: argparse.Namespace) -> dict[str, Any]:

@@ -129,7 +129,7 @@ class Spend:
         Count how a request ended and settle its reservation, if it has one: spent when it ran,
         released when it was cancelled while queued. Never raises: the task's own outcome stands.
         """
-        cost = _number((result or {}).get("cost"))
+        cost = as_number((result or {}).get("cost"))
         try:
             self.count(ending)
             if cost is not None:
@@ -161,7 +161,7 @@ class Spend:
         timings = result.get("timings")
         if isinstance(timings, dict):
             for name in ("queued", "rendering"):
-                seconds = _number(timings.get(f"{name}_seconds"))
+                seconds = as_number(timings.get(f"{name}_seconds"))
                 if seconds is not None:
                     self.timing(name, seconds)
 
@@ -202,10 +202,39 @@ def ready_to_stored(finished_at: str | None) -> float | None:
     return None if ready is None else time.time() - ready
 
 
-def _number(value: Any) -> float | None:
+def as_number(value: Any) -> float | None:
+    """A number RunComfy or XCom gave (``0.5``, ``"0.5"``), or ``None`` for anything else."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
         return float(value)
     except ValueError:
         return None
+
+
+def budget_report(config: BudgetConfig, now: float | None = None) -> dict[str, Any]:
+    """
+    Each budget of a connection against its cap, read from the ledger: what ``kling budget``
+    prints and the UI's Kling page shows, one figure for both.
+
+    :raises KlingInputError: the connection sets budgets but no ledger.
+    """
+    from airflow_provider_kling.exceptions import KlingInputError
+    from airflow_provider_kling.ledger import BudgetLedger
+
+    if not config.budgets:
+        return {"budgets": {}}
+    if config.store is None:
+        raise KlingInputError("budget: the connection sets budgets but no budget_store (the ledger's connection)")
+    ledger = BudgetLedger.from_connection(config.store)
+    at = time.time() if now is None else now
+    shown = {}
+    for name, budget in sorted(config.budgets.items()):
+        usage = ledger.usage(budget)
+        shown[name] = {
+            "period": f"{budget.period} {budget.period_key(at)}",
+            "cap": {"videos": budget.videos, "video_seconds": budget.video_seconds, "cost": budget.cost},
+            "spent": {"videos": usage.videos, "video_seconds": usage.video_seconds, "cost": usage.cost},
+            "reserved": {"videos": usage.reserved_videos, "video_seconds": usage.reserved_seconds},
+        }
+    return {"budgets": shown}

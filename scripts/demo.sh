@@ -81,3 +81,4 @@ fi
 if [ -f "$AIRFLOW_HOME/kling_image_to_video.log" ]; then
     grep -o "Kling image to video: .*" "$AIRFLOW_HOME/kling_image_to_video.log" | tail -n 1 | sed "s/ \[airflow[.].*//"
 fi
+echo "Watch the takes in Airflow's UI: make ui (then open http://127.0.0.1:${KLING_UI_PORT:-8080}/plugin/kling)"

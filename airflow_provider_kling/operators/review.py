@@ -155,7 +155,7 @@ class KlingReviewOperator(HITLBranchOperator):
 
     def execute(self, context: Context) -> Any:
         if not self.body:
-            self.body = self.describe_take()
+            self.body = self.describe_take(take_page=self.take_page(context))
         self.refuse_a_stale_form(context)
         try:
             page = self.generate_link_to_ui(task_instance=context["task_instance"])
@@ -203,25 +203,48 @@ class KlingReviewOperator(HITLBranchOperator):
             "Nobody was asked to decide on it. Trigger a new run of the DAG to review this take."
         )
 
-    def describe_take(self) -> str:
+    def take_page(self, context: Context) -> tuple[str, str] | None:
         """
-        The Markdown the reviewer reads: prompt, link, storage, duration, cost, and the choices.
+        Where the Kling UI plugin shows this take on the API server (``[api] base_url``): the page
+        of the take and its poster, or ``None`` when the result names no request or the base URL
+        is unknown. Both are the plugin's routes, which only a user who may read the DAG can open.
+        """
+        from urllib.parse import quote, urlencode
+
+        from airflow.configuration import conf
+
+        rid, ti = self.take_result.get("request_id"), context["ti"]
+        base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+        if not rid or not base.startswith(("http://", "https://")):
+            return None
+        query = urlencode({"dag_id": ti.dag_id, "run_id": ti.run_id, "request_id": rid})
+        poster = "/".join(quote(str(part), safe="") for part in (ti.dag_id, ti.run_id, rid))
+        return f"{base}/kling/ui/request?{query}", f"{base}/kling/api/requests/{poster}/poster"
+
+    def describe_take(self, take_page: tuple[str, str] | None = None) -> str:
+        """
+        The Markdown the reviewer reads: the take's poster and a link to watch it (in the Kling
+        take page, when ``take_page`` gives it), prompt, storage, duration, cost, and the choices.
 
         Every value in it comes from data or from RunComfy, so each shows literally: the prompt as a
-        code block, the rest escaped; the link is offered only to an ``http(s)`` URL.
+        code block, the rest escaped; a link is offered only to an ``http(s)`` URL.
         """
         result = self.take_result
-        link = markdown_link(f"watch take {self.take}", self.video_link or result.get("video_url"))
-        lines = [
-            "**Prompt:**",
-            "",
-            markdown_block(self.prompt),
-            "",
-            f"**Video:** {link}" if link else "**Video:** no http(s) link to the video in the result",
-        ]
+        runcomfy = self.video_link or result.get("video_url")
+        lines = []
+        if take_page is not None and self.stored_video(result):  # the stored copy, in the Kling take page
+            page, poster = take_page
+            lines += [f"[![poster of take {self.take}](<{poster}>)](<{page}>)", ""]
+            link = markdown_link(f"watch take {self.take}", page)
+            also = markdown_link("RunComfy's copy", runcomfy)
+            lines.append(f"**Video:** {link}" + (f" · {also}" if also else ""))
+        else:
+            link = markdown_link(f"watch take {self.take}", runcomfy)
+            lines.append(f"**Video:** {link}" if link else "**Video:** no http(s) link to the video in the result")
+        lines += ["", "**Prompt:**", "", markdown_block(self.prompt)]
         if self.stored_uri:
             lines += ["", f"**Stored copy:** {markdown_code(self.stored_uri)}"]
-        stored = self.stored if isinstance(self.stored, dict) else result.get("stored")
+        stored = self.stored_video(result)
         if isinstance(stored, dict) and stored.get("video_codec"):
             from airflow_provider_kling.store import describe_facts
 
@@ -241,6 +264,11 @@ class KlingReviewOperator(HITLBranchOperator):
             choices.append(f"**{REVISE}** makes take {self.take + 1} from the revised prompt (blank: the same prompt).")
         choices.append(f"**{REJECT}** ends here; say why in the comment.")
         return "\n".join([*lines, " ".join(choices)])
+
+    def stored_video(self, result: dict[str, Any]) -> dict[str, Any] | None:
+        """What the store said of the take's video (``stored``, or the result's), if anything."""
+        stored = self.stored if isinstance(self.stored, dict) else result.get("stored")
+        return stored if isinstance(stored, dict) else None
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any] | None:
         decision = None

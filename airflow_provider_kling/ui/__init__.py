@@ -1,0 +1,5 @@
+"""
+Takes in Airflow's UI (Airflow 3.1+): a tab on each Kling task instance that plays its stored take,
+a Kling page with the takes, the spend and the generations in flight, for the users who may read
+each take's DAG. :mod:`.plugin` registers it; :mod:`.app` is its API server routes.
+"""

@@ -1,0 +1,50 @@
+"""
+The Kling UI plugin, which the package registers with Airflow (its ``airflow.plugins`` entry point,
+and ``plugins`` in its provider info) and which adds something on Airflow 3.1+ only.
+
+It adds, through Airflow's plugin interface, a FastAPI app on the API server (``/kling``) and two
+external views that Airflow's UI shows in a frame of its own pages: the **Kling** page in the
+navigation, and the **Kling take** tab of every task instance.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
+
+from airflow_provider_kling.ui.takes import PAGE_ROUTE, TAKE_ROUTE, URL_PREFIX
+
+#: The tab's address: Airflow's UI fills in the task instance (an unmapped one leaves ``{MAP_INDEX}``).
+TAKE_HREF = f"{URL_PREFIX}/ui/take?dag_id={{DAG_ID}}&run_id={{RUN_ID}}&task_id={{TASK_ID}}&map_index={{MAP_INDEX}}"
+
+
+def _app() -> object:
+    from airflow_provider_kling.ui.app import app
+
+    return app
+
+
+class KlingUIPlugin(AirflowPlugin):
+    """
+    Takes in the UI: the Kling page, the take tab, and the API server routes behind them. On
+    Airflow before 3.1 (no plugin UI, no FastAPI API server) it adds nothing.
+    """
+
+    name = "kling"
+    if AIRFLOW_V_3_1_PLUS:
+        fastapi_apps = [{"app": _app(), "url_prefix": URL_PREFIX, "name": "Kling takes"}]
+        external_views = [
+            {
+                "name": "Kling",
+                "href": f"{URL_PREFIX}/ui/takes",
+                "destination": "nav",
+                "url_route": PAGE_ROUTE,
+                "category": "browse",
+            },
+            {
+                "name": "Kling take",
+                "href": TAKE_HREF,
+                "destination": "task_instance",
+                "url_route": TAKE_ROUTE,
+            },
+        ]
