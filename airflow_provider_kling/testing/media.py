@@ -63,6 +63,46 @@ def make_video(seconds: float = 5.0, aspect_ratio: str = "16:9", *, audio: bool 
         os.unlink(path)
 
 
+#: Kling's own frame size, for the takes that measure what a full-size video costs (the UI's seek, benches).
+FULL_HD = (1920, 1080)
+#: Rows of each full-size frame that change unpredictably: what makes its size (about 1.7 MB a second) real.
+_GRAIN_ROWS = 40
+
+
+@lru_cache(maxsize=2)
+def make_full_hd_video(seconds: float = 10.0) -> bytes:
+    """
+    An MP4 of ``seconds`` at 1920x1080, 24 fps, without sound, its index first, about as large as a
+    Kling take of that length (a band of grain that moves keeps H.264 from shrinking it to nothing).
+    Made in about a second.
+    """
+    import av
+
+    width, height = FULL_HD
+    grain = os.urandom(width * _GRAIN_ROWS * 2)
+    handle, path = tempfile.mkstemp(suffix=".mp4")
+    os.close(handle)
+    try:
+        with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            picture = out.add_stream("libx264", rate=FRAMES_PER_SECOND, options={"preset": "ultrafast", "crf": "23"})
+            picture.width, picture.height, picture.pix_fmt = width, height, "yuv420p"
+            for index in range(round(seconds * FRAMES_PER_SECOND)):
+                frame = _frame(width, height, index)
+                luma = frame.planes[0]
+                at = (index * 7919) % (width * _GRAIN_ROWS)
+                band = grain[at : at + luma.line_size * _GRAIN_ROWS]
+                plain = bytes(luma)[: luma.buffer_size - len(band)]
+                luma.update(plain + band)
+                for packet in picture.encode(frame):
+                    out.mux(packet)
+            for packet in picture.encode():
+                out.mux(packet)
+        with open(path, "rb") as made:
+            return made.read()
+    finally:
+        os.unlink(path)
+
+
 def _frame(width: int, height: int, index: int) -> Any:
     import av
 

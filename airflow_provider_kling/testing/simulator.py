@@ -37,7 +37,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from aiohttp import web
 
 from airflow_provider_kling.testing.family_rules import RULES, fetch_images, missing
-from airflow_provider_kling.testing.media import SIGN_IN_PAGE, make_video, padded_video, undecodable_video
+from airflow_provider_kling.testing.media import (
+    SIGN_IN_PAGE,
+    make_full_hd_video,
+    make_video,
+    padded_video,
+    undecodable_video,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -69,7 +75,7 @@ def synthetic_video_chunks(size: int) -> Iterator[bytes]:
 #: What a scenario's video URL serves: the video, a sign-in page (200, ``text/html``), the same page
 #: labelled ``video/mp4`` (a misconfigured CDN), an MP4 with sound and no picture, or an MP4 whose
 #: frames do not decode.
-Media = Literal["video", "html_page", "html_as_mp4", "audio_only", "undecodable"]
+Media = Literal["video", "full_hd", "html_page", "html_as_mp4", "audio_only", "undecodable"]
 
 
 @dataclass
@@ -679,6 +685,8 @@ class RunComfySimulator:
             seconds = scenario.served_seconds or float(sim_request.input.get("duration") or 5)
         except (TypeError, ValueError):
             seconds = 5.0
+        if scenario.media == "full_hd":
+            return make_full_hd_video(seconds)
         ratio = scenario.served_aspect_ratio or str(sim_request.input.get("aspect_ratio") or "16:9")
         audio_only = scenario.media == "audio_only"
         sound = RULES[sim_request.model].sound if sim_request.model in RULES else True

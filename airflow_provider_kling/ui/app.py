@@ -251,14 +251,16 @@ def _serve(stored: dict[str, Any], uri: str, request: Request, media_type: str, 
         part = served.byte_range(request.headers.get("range"), size)
     except served.RangeNotSatisfiable as err:
         return Response(status_code=416, headers={"Content-Range": str(err)})
+    whole = part is None
+    part = part or served.ByteRange(0, size - 1, size)
     headers = {
         "Accept-Ranges": "bytes",
         "Content-Length": str(part.length),
         "Cache-Control": "private, max-age=300",
         "X-Content-Type-Options": "nosniff",
     }
-    if part.partial:
+    if not whole:
         headers["Content-Range"] = part.content_range()
     return StreamingResponse(
-        served.read_range(path, part), status_code=206 if part.partial else 200, media_type=media_type, headers=headers
+        served.read_range(path, part), status_code=200 if whole else 206, media_type=media_type, headers=headers
     )

@@ -37,30 +37,22 @@ class ByteRange:
     def length(self) -> int:
         return self.end - self.start + 1
 
-    @property
-    def partial(self) -> bool:
-        return self.length != self.size
-
     def content_range(self) -> str:
         return f"bytes {self.start}-{self.end}/{self.size}"
 
 
-def byte_range(header: str | None, size: int) -> ByteRange:
+def byte_range(header: str | None, size: int) -> ByteRange | None:
     """
-    The part of a file of ``size`` bytes a ``Range`` header asks for (one range; a browser's
-    ``bytes=N-`` and a suffix ``bytes=-N`` included); the whole file without a usable header.
+    The part of a file of ``size`` bytes that a ``Range`` header asks for (one range: ``bytes=N-``,
+    ``bytes=N-M`` and the suffix ``bytes=-N``), answered 206 as nginx does, even when it is the
+    whole file; ``None`` without a usable header (the whole file, 200).
 
-    :raises RangeNotSatisfiable: the range starts past the end.
+    :raises RangeNotSatisfiable: the range starts past the end (416).
     """
-    whole = ByteRange(0, max(size - 1, 0), size)
-    if not header:
-        return whole
-    found = _RANGE.match(header.strip())
-    if found is None:
-        return whole  # several ranges, or another unit: RFC 9110 lets a server send the whole
+    found = _RANGE.match(header.strip()) if header else None
+    if found is None or found.groups() == ("", ""):
+        return None  # no range, several ranges, or another unit: RFC 9110 lets a server send the whole
     first, last = found.groups()
-    if not first and not last:
-        return whole
     if not first:  # the last N bytes
         start, end = max(size - int(last), 0), size - 1
     else:
