@@ -12,7 +12,12 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 #: Loaded by these imports, they would cost every DAG parse: HTTP clients, model building, retry
 #: machinery, Airflow's trigger modules. Our hooks and models pull them in, so those load lazily.
 HEAVY = ("aiohttp", "pydantic", "tenacity", "requests", "urllib3", "airflow.triggers", "av")
-OURS_HEAVY = ("airflow_provider_kling.hooks", "airflow_provider_kling.models", "airflow_provider_kling.triggers")
+OURS_HEAVY = (
+    "airflow_provider_kling.hooks",
+    "airflow_provider_kling.models",
+    "airflow_provider_kling.triggers",
+    "airflow_provider_kling.ui",
+)
 
 PROBE = """
 import json, sys
@@ -88,3 +93,23 @@ def test_the_sensor_does_not_import_the_operator_module():
     )
     assert "airflow_provider_kling.sensors.kling" in loaded
     assert "airflow_provider_kling.operators.kling" not in loaded
+
+
+UI_PLUGIN_PROBE = """
+import json, sys
+import airflow.plugins_manager
+before = set(sys.modules)
+import airflow_provider_kling.ui.plugin
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_every_airflow_process_loads_the_ui_plugin_without_its_routes():
+    """Every process (a task's too) loads plugins at start: FastAPI and the routes wait for the API server."""
+    added = json.loads(
+        subprocess.run([sys.executable, "-c", UI_PLUGIN_PROBE], capture_output=True, text=True, check=True).stdout
+    )
+    assert "airflow_provider_kling.ui.plugin" in added
+    heavy = [name for name in added if name.startswith(("fastapi", "starlette", "sqlalchemy", *HEAVY, *OURS_HEAVY[:3]))]
+    assert heavy == [], f"loading the UI plugin imported {heavy}"
+    assert "airflow_provider_kling.ui.app" not in added

@@ -230,17 +230,17 @@ class KlingReviewOperator(HITLBranchOperator):
         code block, the rest escaped; a link is offered only to an ``http(s)`` URL.
         """
         result = self.take_result
-        runcomfy = self.video_link or result.get("video_url")
         lines = []
-        if take_page is not None and self.stored_video(result):  # the stored copy, in the Kling take page
+        if take_page is not None and self.stored_video(result):  # the stored copy, on its take page
             page, poster = take_page
-            lines += [f"[![poster of take {self.take}](<{poster}>)](<{page}>)", ""]
-            link = markdown_link(f"watch take {self.take}", page)
-            also = markdown_link("RunComfy's copy", runcomfy)
-            lines.append(f"**Video:** {link}" + (f" · {also}" if also else ""))
-        else:
-            link = markdown_link(f"watch take {self.take}", runcomfy)
-            lines.append(f"**Video:** {link}" if link else "**Video:** no http(s) link to the video in the result")
+            lines += [
+                f"[![poster of take {self.take}](<{poster}>)](<{page}>)",
+                "",
+                f"**Stored take:** {markdown_link(f'play take {self.take} in Airflow', page)}",
+                "",
+            ]
+        link = markdown_link(f"watch take {self.take}", self.video_link or result.get("video_url"))
+        lines.append(f"**Video:** {link}" if link else "**Video:** no http(s) link to the video in the result")
         lines += ["", "**Prompt:**", "", markdown_block(self.prompt)]
         if self.stored_uri:
             lines += ["", f"**Stored copy:** {markdown_code(self.stored_uri)}"]

@@ -22,6 +22,7 @@ from sqlalchemy import and_, select, tuple_
 
 from airflow_provider_kling.spend import as_number
 from airflow_provider_kling.take import ERROR_XCOM, SUBMIT_XCOM, TAKE_XCOM
+from airflow_provider_kling.ui import TAKE_ROUTE, URL_PREFIX
 from airflow_provider_kling.untrusted import is_video_url
 
 if TYPE_CHECKING:
@@ -35,11 +36,6 @@ RESULT_KEYS = ("result", "return_value")
 DETAIL_KEYS = (TAKE_XCOM, SUBMIT_XCOM, *RESULT_KEYS, "stored", ERROR_XCOM)
 #: Task states of a take whose request is still being waited for.
 IN_FLIGHT_STATES = ("scheduled", "queued", "running", "deferred", "up_for_reschedule", "up_for_retry", "restarting")
-#: The URL route of the take's tab on a task instance, and of the Kling page.
-TAKE_ROUTE = "kling-take"
-PAGE_ROUTE = "kling"
-#: Where the plugin's FastAPI app is mounted on the API server.
-URL_PREFIX = "/kling"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ person in the Airflow UI (a real browser on a real api-server), then publish or 
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from tests.conftest import TOKEN, states, wait_until, xcoms
@@ -68,6 +69,19 @@ def test_revise_then_approve_in_the_browser_publishes_the_second_take(
     assert "The video: 5 s, 320x180 (16:9), 24 fps, h264, no audio" in text  # as FFmpeg read it
     watch = page.get_by_role("link", name="watch take 1")
     assert watch.get_attribute("href") == f"{sim.url}/media/{first.request_id}/video.mp4"
+    # The stored take, on the API server: its poster inline, and a link to its page in Airflow.
+    take_page = page.get_by_role("link", name="play take 1 in Airflow")
+    assert take_page.get_attribute("href").startswith(f"{api_server.url}/kling/ui/request?")
+    poster = page.get_by_role("img", name="poster of take 1")
+    assert poster.get_attribute("src").endswith(f"/{first.request_id}/poster")
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=poster.element_handle())
+    with page.expect_popup() if take_page.get_attribute("target") == "_blank" else nullcontext() as opened:
+        take_page.click()
+    tab = opened.value if opened is not None else page
+    tab.wait_for_url(lambda url: "/plugin/kling-take" in url)
+    assert f"/dags/{DAG_ID}/runs/" in tab.url
+    page.goto(api_server.page_of(review["task_instance"], "required_actions"))
+    page.get_by_role("button", name="Revise").wait_for()
     assert "Revised prompt" in text
     assert "Comment" in text
     assert revised_prompt(page).is_visible()
@@ -192,3 +206,22 @@ def test_no_answer_in_time_rejects_the_take_and_says_so(api_server: ApiServer, s
     assert rejection["reason"] == "no answer in time: the default was taken"
     assert rejection["reviewer"] is None
     assert not (tmp_path / "videos" / "published").exists()
+
+
+def test_a_prompt_that_holds_markup_is_text_in_the_review_form(
+    api_server: ApiServer, start_dag, sim, page: Page, screenshots: Path
+):
+    prompt = '<img src=x onerror="window.__klingXss = 1; alert(1)"> a paper boat'
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    run = start_dag(DAG_ID, conf={"prompt": prompt})
+    review = api_server.wait_for_review(run, "take_1.review")
+    page.goto(api_server.page_of(review["task_instance"], "required_actions"))
+    page.get_by_role("button", name="Reject").wait_for()
+    page.get_by_role("img", name="poster of take 1").wait_for()  # the take's own poster is an image...
+    assert prompt in page.inner_text("body")  # ...and the prompt's markup is text
+    assert page.locator("img[src='x']").count() == 0
+    assert dialogs == []
+    assert page.evaluate("() => window.__klingXss") is None
+    api_server.respond(review, "Reject", comment="markup", revised_prompt=None)
+    run.finish()
