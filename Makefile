@@ -68,10 +68,12 @@ lint: sync
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-## Benchmarks beside their peers (not part of the tests); writes docs/performance.md.
-bench: $(UV)
+## Benchmarks beside their peers (not part of the tests); writes docs/performance.md. BENCH_ARGS=--only=ui: the UI rows alone
+## (nginx, the OS's package, is the peer of the video row; only a yardstick, never the product's).
+bench: $(UV) chromium postgresql
+	bash scripts/os_packages.sh nginx=nginx
 	$(UV) sync --locked --quiet --python $(PYTHON) --group bench
-	.venv/bin/python benchmarks/bench.py
+	.venv/bin/python benchmarks/bench.py $(BENCH_ARGS)
 
 ## Airflow on PostgreSQL, Redis and Celery (2 workers, 2 triggerers) with faults while generations are
 ## in flight; checks nothing was lost or paid twice and writes docs/cluster.md. CLUSTER_ARGS=--quick: CI's size.

@@ -49,5 +49,18 @@ def take_record(model: str, request_id: str, body: Mapping[str, Any]) -> dict[st
 
 
 def error_record(err: BaseException) -> dict[str, Any]:
-    """The ``kling_error`` of a wait that ended in ``err``: its type and its (token-free) message."""
-    return {"type": type(err).__name__, "message": str(err)[:2000], "at": time.time()}
+    """
+    The ``kling_error`` of a wait that ended in ``err``: its type, its message (which never holds
+    the token) and the HTTP status it came with. The excerpt of the server's answer that the
+    error's text adds stays in the task's log: what a server sent is not kept in XCom.
+    """
+    message = getattr(err, "message", None)
+    record: dict[str, Any] = {
+        "type": type(err).__name__,
+        "message": (message if isinstance(message, str) else str(err))[:2000],
+        "at": time.time(),
+    }
+    status = getattr(err, "status_code", None)
+    if isinstance(status, int):
+        record["status_code"] = status
+    return record

@@ -468,12 +468,16 @@ def run_child(argv: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--only", choices=["ui"], help="only these rows; the others stay as last measured")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
         run_child(options.child)
         return
     (REPO / ".bench").mkdir(exist_ok=True)
+    if options.only == "ui":
+        write_rows(ui_rows(options.quick), options.quick, replace_only=True)
+        return
     rows: list[tuple[str, str, str, str]] = []  # (measure, ours, peer, target)
 
     sizes = [200] if options.quick else [1000, 5000]
@@ -588,23 +592,55 @@ def main() -> None:
         ("`kling status` (env token): peak RSS MB", f"{cli['rss_mb']:.0f}", "", ""),
     ]
 
+    rows += ui_rows(options.quick)
+    write_rows(rows, options.quick, bars=bars)
+
+
+def ui_rows(quick: bool) -> list[tuple[str, str, str, str]]:
+    """The UI plugin's rows (benchmarks/ui_bench.py): the Kling page, the video, the first frame."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.ui_bench import ui_rows as measure
+
+    return measure(quick, simulator, connection_env)
+
+
+def write_rows(
+    rows: list[tuple[str, str, str, str]],
+    quick: bool,
+    *,
+    bars: list[tuple[str, float, float]] | None = None,
+    replace_only: bool = False,
+) -> None:
+    """Print the table; a full run rewrites docs/performance.md's, ``replace_only`` replaces its own rows there."""
     header = ("measure", "airflow-provider-kling", "peer", "target")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(4)]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     print("\n".join(lines))
+    if quick:
+        return
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.system()}"
+    page = REPO / "docs" / "performance.md"
+    head, _, rest = page.read_text().partition(RESULTS_START)
+    kept, _, tail = rest.partition(RESULTS_END)
+    if replace_only:  # these rows anew, where they stand (or at the end); the others as last measured
+        old = [line for line in kept.splitlines() if line.startswith("| ") and not line.startswith("| measure")]
+        fresh = {row[0]: row for row in rows}
+        merged = [tuple(cell.strip() for cell in line.strip("|").split(" | ")) for line in old]
+        merged = [fresh.pop(row[0], row) for row in merged if len(row) == 4]
+        rows = [*merged, *fresh.values()]  # type: ignore[list-item]
+        note = f"; the UI rows on {date.today().isoformat()} (`make bench BENCH_ARGS=--only=ui`)"
+        when = kept.split("Measured by `make bench` on ", 1)[1].split(" (", 1)[0] if "Measured by" in kept else "?"
+    else:
+        note, when = "", date.today().isoformat()
     table = "\n".join(
         ["| " + " | ".join(header) + " |", "|" + "---|" * 4] + ["| " + " | ".join(row) + " |" for row in rows]
     )
-    if not options.quick:  # the results replace the part between the markers; the prose around them stays
-        page = REPO / "docs" / "performance.md"
-        head, _, rest = page.read_text().partition(RESULTS_START)
-        _, _, tail = rest.partition(RESULTS_END)
-        measured = (
-            f"Measured by `make bench` on {date.today().isoformat()} ({machine}); peers side by side "
-            f"in the same run. See `benchmarks/bench.py` for how.\n\n{table}\n"
-        )
-        page.write_text(f"{head}{RESULTS_START}\n{measured}{RESULTS_END}{tail}")
+    measured = (
+        f"Measured by `make bench` on {when} ({machine}){note}; peers side by side "
+        f"in the same run. See `benchmarks/bench.py` for how.\n\n{table}\n"
+    )
+    page.write_text(f"{head}{RESULTS_START}\n{measured}{RESULTS_END}{tail}")
+    if bars:
         (REPO / "docs" / "triggerer-cpu.svg").write_text(bar_chart(bars, "Triggerer CPU seconds"))
 
 

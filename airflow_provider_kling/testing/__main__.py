@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from airflow_provider_kling.testing.media import make_full_hd_video
 from airflow_provider_kling.testing.simulator import RunComfySimulator
 
 
@@ -21,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue-seconds", type=float, default=2.0, help="seconds each request stays queued")
     parser.add_argument("--run-seconds", type=float, default=3.0, help="seconds each request runs")
     parser.add_argument("--video-size", type=int, help="serve a synthetic video of this many bytes (for benchmarks)")
+    parser.add_argument(
+        "--full-hd", action="store_true", help="serve a 10-s 1920x1080 take for every request (for benchmarks)"
+    )
     parser.add_argument("--url-file", type=Path, help="write the base URL here once listening")
     args = parser.parse_args(argv)
 
@@ -30,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         run_seconds=args.run_seconds,
         port=args.port,
         video_size=args.video_size,
+        video=make_full_hd_video() if args.full_hd else None,
     ).start()
     if args.url_file:
         args.url_file.write_text(sim.url)
