@@ -64,3 +64,8 @@ def error_record(err: BaseException) -> dict[str, Any]:
     if isinstance(status, int):
         record["status_code"] = status
     return record
+
+
+def push_take(ti: Any, model: str, request_id: str, body: Mapping[str, Any], *, waits: bool) -> None:
+    """Push the take of a generating task: ``kling_take`` when it waits for the video, else ``kling_submit``."""
+    ti.xcom_push(key=TAKE_XCOM if waits else SUBMIT_XCOM, value=take_record(model, request_id, body))

@@ -44,7 +44,7 @@ with DAG("{DAG_ID}", schedule=None, start_date=datetime(2026, 1, 1), catchup=Fal
 '''
 #: nginx as a plain file server: what a user would put in front of a folder of videos.
 NGINX_CONF = """
-daemon off; worker_processes 1; pid {root}/nginx.pid; error_log {root}/error.log;
+{user}daemon off; worker_processes 1; pid {root}/nginx.pid; error_log {root}/error.log;
 events {{ worker_connections 64; }}
 http {{
   access_log off; sendfile on; tcp_nopush on; types {{ video/mp4 mp4; }}
@@ -110,12 +110,14 @@ def clone(count: int) -> None:
     from datetime import timedelta
 
     from airflow import settings
-    from sqlalchemy import MetaData, Table, insert, select
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import insert, select
 
     settings.configure_orm()
     engine = settings.engine
-    meta = MetaData()
-    runs, tis, xcoms = (Table(name, meta, autoload_with=engine) for name in ("dag_run", "task_instance", "xcom"))
+    runs, tis, xcoms = DagRun.__table__, TaskInstance.__table__, XComModel.__table__  # Airflow's own column types
     with engine.begin() as conn:
         run = dict(conn.execute(select(runs)).mappings().one())
         ti = dict(conn.execute(select(tis)).mappings().one())
@@ -129,11 +131,8 @@ def clone(count: int) -> None:
                 for i in batch
             ]  # fmt: skip
             conn.execute(insert(runs), new_runs)
-            ids = dict(
-                conn.execute(select(runs.c.run_id, runs.c.id).where(runs.c.run_id.in_([r["run_id"] for r in new_runs])))
-                .tuples()
-                .all()
-            )
+            made = select(runs.c.run_id, runs.c.id).where(runs.c.run_id.in_([r["run_id"] for r in new_runs]))
+            ids = {run_id: id_ for run_id, id_ in conn.execute(made)}
             conn.execute(
                 insert(tis),
                 [
@@ -198,7 +197,8 @@ def nginx(videos: Path) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="kling-nginx-"))
     (root / "tmp").mkdir()
     port = free_port()
-    (root / "nginx.conf").write_text(NGINX_CONF.format(root=root, port=port, videos=videos))
+    user = "user root;\n" if os.geteuid() == 0 else ""  # its worker reads the bench's private temporary folder
+    (root / "nginx.conf").write_text(NGINX_CONF.format(user=user, root=root, port=port, videos=videos))
     process = subprocess.Popen([binary, "-c", str(root / "nginx.conf"), "-p", str(root)], stderr=subprocess.DEVNULL)
     try:
         for _ in range(100):
@@ -214,13 +214,31 @@ def nginx(videos: Path) -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def first_frame(url: str, take_path: str, rounds: int) -> list[float]:
-    """Seconds from opening the take's tab in Chromium to its first frame decoded on screen."""
+FIRST_FRAME = (
+    "() => { const v = document.querySelector('#take-video'); return v && v.readyState >= 2 && v.videoWidth > 0; }"
+)
+
+
+def _take_frame(page: Any) -> Any:
+    while True:
+        frame = next((f for f in page.frames[1:] if "/kling/ui/take" in f.url), None)
+        if frame is not None:
+            return frame
+        page.wait_for_timeout(5)
+
+
+def first_frame(url: str, take_path: str, rounds: int) -> dict[str, list[float]]:
+    """
+    Seconds to the take's first frame decoded on screen, in Chromium: from a click on the task's
+    *Kling take* tab in Airflow's UI (``tab``), and from opening the tab's address in a new browser
+    profile (``cold``: Airflow's UI itself loads first, uncached).
+    """
     from playwright.sync_api import sync_playwright
 
     args = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"]  # fmt: skip
-    seconds = []
+            "--disable-component-update", "--disable-sync"]  # fmt: skip
+    task_page = take_path.rsplit("/plugin/", 1)[0]
+    found: dict[str, list[float]] = {"tab": [], "cold": []}
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=shutil.which("chromium") or "chromium", args=args)
         for _ in range(rounds):
@@ -228,20 +246,18 @@ def first_frame(url: str, take_path: str, rounds: int) -> list[float]:
             page = context.new_page()
             started = time.perf_counter()
             page.goto(url + take_path)
-            frame = None
-            while frame is None:
-                frame = next((f for f in page.frames[1:] if "/kling/ui/take" in f.url), None)
-                page.wait_for_timeout(5) if frame is None else None
-            frame.wait_for_function(
-                "() => { const v = document.querySelector('#take-video');"
-                " return v && v.readyState >= 2 && v.videoWidth > 0; }",
-                polling=5,
-                timeout=60_000,
-            )
-            seconds.append(time.perf_counter() - started)
+            _take_frame(page).wait_for_function(FIRST_FRAME, polling=5, timeout=60_000)
+            found["cold"].append(time.perf_counter() - started)
+            page.goto(url + task_page)  # the task's page, its logs showing; then a click on the tab
+            tab = page.get_by_role("tab", name="Kling take").or_(page.get_by_role("link", name="Kling take")).first
+            tab.wait_for()
+            started = time.perf_counter()
+            tab.click()
+            _take_frame(page).wait_for_function(FIRST_FRAME, polling=5, timeout=60_000)
+            found["tab"].append(time.perf_counter() - started)
             context.close()
         browser.close()
-    return seconds
+    return found
 
 
 def ui_rows(quick: bool, simulator: Any, connection_env: Any) -> list[tuple[str, str, str, str]]:
@@ -303,11 +319,14 @@ def media_rows(env: dict[str, str], folder: Path, rounds: int) -> list[tuple[str
             take.rename(big)
             (videos / "take.mp4.keep").rename(take)
         frames = first_frame(url, tab, rounds)
+    tabbed, cold = frames["tab"], frames["cold"]
     return [
         ("stored video through the API server: MB/s (512 MB, local store)", f"{ours:.0f} ({ours / theirs:.2f}x)",
          f"{theirs:.0f} nginx", ">= 0.5x"),
-        (f"Chromium: open a take -> its first frame, s (10-s 1080p, {size / 1e6:.0f} MB), median / max",
-         f"{statistics.median(frames):.2f} / {max(frames):.2f}", "", "<= 1.5"),
+        (f"Chromium: click a task's Kling take tab -> the take's first frame, s (10-s 1080p, {size / 1e6:.0f} MB), "
+         "median / max", f"{statistics.median(tabbed):.2f} / {max(tabbed):.2f}", "", "<= 1.5"),
+        ("  the same from the tab's address in a new browser profile (Airflow's UI loads first, uncached)",
+         f"{statistics.median(cold):.2f} / {max(cold):.2f}", "", ""),
     ]  # fmt: skip
 
 

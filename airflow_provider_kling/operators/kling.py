@@ -234,19 +234,16 @@ class KlingTextToVideoOperator(BaseOperator):
         return input_body(self.model, fields, self.input)
 
     def execute(self, context: Context) -> str:
+        from airflow_provider_kling.lineage import generation_facts
         from airflow_provider_kling.media import ExpectedShape
+        from airflow_provider_kling.take import push_take
 
         body = self.build_input()
         expect = ExpectedShape.of_input(body)
         self._expect = expect.to_dict() if expect is not None else None
         request_id = self._submit_or_resume(context, body)
         context["ti"].xcom_push(key="request_id", value=request_id)
-        from airflow_provider_kling.take import SUBMIT_XCOM, TAKE_XCOM, take_record
-
-        key = TAKE_XCOM if self.wait_for_completion else SUBMIT_XCOM  # the take is the waiting task's
-        context["ti"].xcom_push(key=key, value=take_record(self.model, request_id, body))
-        from airflow_provider_kling.lineage import generation_facts
-
+        push_take(context["ti"], self.model, request_id, body, waits=self.wait_for_completion)
         self._lineage = generation_facts(
             model=self.model, request_id=request_id, body=body, share_prompt=self.lineage_prompt
         )
