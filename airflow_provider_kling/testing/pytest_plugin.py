@@ -42,10 +42,20 @@ def kling_simulator_server() -> Iterator[RunComfySimulator]:
 
 
 @pytest.fixture
-def kling_simulator(kling_simulator_server: RunComfySimulator, monkeypatch: pytest.MonkeyPatch) -> RunComfySimulator:
-    """The simulator, reset, with the ``kling_default`` connection pointing at it."""
+def kling_simulator(
+    kling_simulator_server: RunComfySimulator, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[RunComfySimulator]:
+    """
+    The simulator, reset, with the ``kling_default`` connection pointing at it. A fault the test
+    injected that no call met fails the test, naming it: a test of a fault that never fired shows
+    nothing about it.
+    """
     kling_simulator_server.reset()
     kling_simulator_server.queue_seconds = TEST_PHASE_SECONDS
     kling_simulator_server.run_seconds = TEST_PHASE_SECONDS
     monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", kling_simulator_server.connection_json())
-    return kling_simulator_server
+    yield kling_simulator_server
+    unused = kling_simulator_server.unused_faults()
+    kling_simulator_server.reset()
+    if unused:
+        pytest.fail(f"Faults injected that no call met (the test shows nothing about them): {'; '.join(unused)}")

@@ -274,6 +274,11 @@ class RunComfySimulator:
         with self._lock:
             self._faults[call].extend(faults)
 
+    def unused_faults(self) -> list[str]:
+        """The faults injected that no call has met yet, in words (``status: Fault(...)``)."""
+        with self._lock:
+            return [f"{call}: {fault}" for call, queue in self._faults.items() for fault in queue]
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"calls": dict(self.calls), "requests": len(self.requests)}

@@ -135,7 +135,8 @@ def test_transient_faults_on_status_are_retried(sim):
 
 def test_retries_stop_at_the_bound(hook, sim):
     rid = hook.submit(PROMPT).request_id
-    sim.inject("result", *[Fault("status", status_code=502)] * 5)
+    # As many faults as attempts: one attempt more would have found the answer, and no error.
+    sim.inject("result", *[Fault("status", status_code=502)] * FAST_HOOK["max_attempts"])
     with pytest.raises(KlingServerError) as caught:
         hook.get_result(rid)
     assert caught.value.status_code == 502
