@@ -130,6 +130,8 @@ def test_status_with_the_token_from_the_environment_loads_no_airflow(env_token, 
 def test_an_airflow_connection_is_used_without_the_environment_token(sim, capsys, monkeypatch):
     monkeypatch.delenv("RUNCOMFY_API_TOKEN", raising=False)
     monkeypatch.setenv("AIRFLOW_CONN_MY_KLING", sim.connection_json())
+    # The default connection holds a token the simulator refuses: only my_kling's can succeed.
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(token="not-the-token"))
     code, out, _ = run(capsys, "--conn-id", "my_kling", "--json", "submit", "--prompt", "a kite", "--wait", *FAST)
     assert (code, json.loads(out)["status"]) == (0, "succeeded")
     assert sim.calls["submit"] == 1
