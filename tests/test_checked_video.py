@@ -293,3 +293,5 @@ def test_a_destination_the_os_refuses_is_one_line_not_a_traceback(env_token, cap
     assert code == 1
     assert err.count("\n") == 1
     assert "Traceback" not in err
+    assert "unknownstore://bucket/kite.mp4" in err  # the line is about the destination...
+    assert "unknownstore" in err.split("unknownstore://bucket/kite.mp4", 1)[1]  # ...and says what of it is unknown

@@ -46,7 +46,14 @@ def check_destination(
         _check_connection(conn_id)
     named = os.fspath(destination) if isinstance(destination, (str, os.PathLike)) else str(destination)
     pending = REQUEST_ID_FIELD in named
-    dest = storage_path(named.replace(REQUEST_ID_FIELD, "request-id") if pending else destination, conn_id)
+    try:
+        dest = storage_path(named.replace(REQUEST_ID_FIELD, "request-id") if pending else destination, conn_id)
+    except (ValueError, ImportError) as err:  # fsspec knows no such scheme, or its package is not installed
+        scheme = named.split("://", 1)[0]
+        raise KlingInputError(
+            f"destination: {named}: this Airflow has no filesystem for {scheme}:// ({err}); install the provider "
+            "of that store, or use a local path, s3://, gs://..."
+        ) from None
     if is_local(dest):
         _check_folder(dest)
     if not overwrite and not pending and dest.exists():

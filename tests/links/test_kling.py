@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.conftest import states, xcoms
+from tests.conftest import TEST_DAGS, states, xcoms
 
 ERROR_LINE = re.compile(r"\[error\s*\]|\bERROR\b")
 
@@ -30,6 +30,14 @@ def test_the_link_opens_the_video_of_a_finished_wait(run_dag, sim):
     dag_run = run_dag("kling_sensor_deferrable")
     values = xcoms(dag_run)
     video_url = values[("wait", "return_value")]["video_url"]
+    assert video_url.startswith(sim.url)
     if AIRFLOW_V_3_0_PLUS:  # Airflow 3 keeps each link as an XCom when the task ends
         assert values[("wait", KlingVideoLink().xcom_key)] == video_url
         assert values[("generate", KlingVideoLink().xcom_key)] == ""  # submitted only: no video to open
+    else:  # Airflow 2's webserver asks the link when it draws the page: ask it the same way
+        from airflow_provider_kling.testing import load_dags
+
+        dag = load_dags(TEST_DAGS / "kling_test_dags.py")["kling_sensor_deferrable"]
+        for task_id, expected in (("wait", video_url), ("generate", "")):
+            ti_key = dag_run.get_task_instance(task_id).key
+            assert KlingVideoLink().get_link(dag.get_task(task_id), ti_key=ti_key) == expected
