@@ -109,8 +109,6 @@ async def follow_async(
     (:mod:`~airflow_provider_kling.hooks.account_health`): an outage costs one probe per poll
     interval, not a retry storm of every wait, and its end is seen by all of them within one.
     """
-    import asyncio
-
     from airflow_provider_kling.exceptions import KlingError
     from airflow_provider_kling.hooks.account_health import SPREAD_SHARE, CallHeldBack, Turn
     from airflow_provider_kling.retry import is_transient
@@ -125,7 +123,7 @@ async def follow_async(
             continue
         delay = step.at - time.time()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await _pause(delay)
         turn = None
         if health is not None:
             now = time.time()
@@ -136,7 +134,7 @@ async def follow_async(
             held = min(health.turn(now, settings.interval), _until(deadline, now))
             if held > 0:
                 if await health.hold(held):  # the account answered again: poll, spread
-                    await asyncio.sleep(random.uniform(0, SPREAD_SHARE * settings.interval))
+                    await _pause(random.uniform(0, SPREAD_SHARE * settings.interval))
                 continue
             turn = Turn(health, probe)
         at = time.time()
@@ -151,7 +149,7 @@ async def follow_async(
         except KlingError as err:
             missed += 1
             if health is None:
-                await asyncio.sleep(outage_pause(wait, err, missed, log))
+                await _pause(outage_pause(wait, err, missed, log))
             elif not is_transient(err) or _until(wait.plan.limits.deadline, time.time()) == 0:
                 raise  # a permanent answer (401, 404) ends the one wait it concerns; so does its deadline
             else:
@@ -169,6 +167,13 @@ async def follow_async(
             on_progress(wait)
         if result is not None:
             return result
+
+
+async def _pause(seconds: float) -> None:
+    """Sleep in the event loop between polls (the one place the loop waits: a test can run it on a clock of its own)."""
+    import asyncio
+
+    await asyncio.sleep(seconds)
 
 
 def _until(deadline: float | None, now: float) -> float:

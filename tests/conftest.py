@@ -184,3 +184,41 @@ def wait_until(
             tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
             pytest.fail(f"Timed out after {timeout:.0f} s waiting for {what}\n{tail}")
         time.sleep(0.25)
+
+
+class VirtualClock:
+    """
+    A clock of the test's own for the wait loops (``follow``): time moves only when they sleep, so a
+    deadline or a queue limit is met at the poll the plan says, however slow the machine is. The
+    simulator keeps real time: a request queued for 30 real seconds stays queued through it.
+    """
+
+    def __init__(self) -> None:
+        self.started = self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += max(seconds, 0.0)
+
+    async def pause(self, seconds: float) -> None:
+        import asyncio
+
+        self.now += max(seconds, 0.0)
+        await asyncio.sleep(0)  # the loop's other work goes on
+
+    @property
+    def elapsed(self) -> float:
+        return self.now - self.started
+
+
+@pytest.fixture
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """The wait loops on a :class:`VirtualClock`; a sync hook waits on it when made with ``sleep=clock.sleep``."""
+    from airflow_provider_kling import follow
+
+    clock = VirtualClock()
+    monkeypatch.setattr(follow, "time", clock)
+    monkeypatch.setattr(follow, "_pause", clock.pause)
+    return clock

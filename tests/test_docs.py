@@ -55,7 +55,9 @@ def test_every_picture_a_page_shows_exists(page):
 
 def test_a_mangled_snippet_line_and_a_missing_picture_are_found(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text('--8<-- "dags/kling_text_to_video.py"\n--8<- "dags/x.py"\n--8<-- "dags/nope.py"\n![a](img/nope.png)\n')
+    page.write_text(
+        '--8<-- "dags/kling_text_to_video.py"\n--8<- "dags/x.py"\n--8<-- "dags/nope.py"\n![a](img/nope.png)\n'
+    )
     assert [problem.split(": ", 1)[1] for problem in snippet_problems(page)] == [
         "not a snippet line the site understands: '--8<- \"dags/x.py\"'",
         "no file dags/nope.py",

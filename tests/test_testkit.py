@@ -20,7 +20,7 @@ def test_the_documented_testkit_example_passes_with_the_installed_plugin():
     assert "3 passed" in run.stdout
 
 
-UNUSED_FAULT_TEST = '''
+UNUSED_FAULT_TEST = """
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.testing import Fault
 
@@ -29,7 +29,7 @@ def test_a_fault_that_never_fires(kling_simulator):
     kling_simulator.inject("cancel", Fault("status", status_code=503))
     with KlingHook() as hook:
         hook.submit({"prompt": "a kite"})  # no cancel: the fault is never met
-'''
+"""
 
 
 def test_a_fault_no_call_met_fails_the_test_naming_it(tmp_path):

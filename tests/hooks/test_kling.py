@@ -82,19 +82,24 @@ def test_cancel_a_running_request_is_refused(hook, sim):
     assert hook.cancel(rid).outcome is CancelOutcome.NOT_CANCELLABLE
 
 
-def test_wait_cancels_a_request_stuck_in_the_queue(hook, sim):
+def test_wait_cancels_a_request_stuck_in_the_queue(sim, virtual_clock):
     sim.script(Scenario(queue_seconds=30))
-    rid = hook.submit(PROMPT).request_id
-    with pytest.raises(KlingWaitTimeout, match=r"stayed queued past its queue limit.*will not be billed"):
-        wait_for(hook, rid, poll_interval=0.05, timeout=30, queue_timeout=0.2)
+    with KlingHook(**FAST_HOOK, sleep=virtual_clock.sleep) as hook:
+        rid = hook.submit(PROMPT).request_id
+        with pytest.raises(KlingWaitTimeout, match=r"stayed queued past its queue limit.*will not be billed"):
+            wait_for(hook, rid, poll_interval=5, timeout=3600, queue_timeout=60)
     assert sim.requests[rid].cancelled_at is not None
+    assert 60 <= virtual_clock.elapsed <= 65  # at the first poll past the limit, on the wait's own clock
 
 
-def test_wait_deadline_on_a_running_request_says_it_is_billed(hook, sim):
+def test_wait_deadline_on_a_running_request_says_it_is_billed(sim, virtual_clock):
     sim.script(Scenario(queue_seconds=0, run_seconds=30))
-    rid = hook.submit(PROMPT).request_id
-    with pytest.raises(KlingWaitTimeout, match=r"did not finish before its deadline.*will still be billed"):
-        wait_for(hook, rid, poll_interval=0.05, timeout=0.2, queue_timeout=0.1)
+    with KlingHook(**FAST_HOOK, sleep=virtual_clock.sleep) as hook:
+        rid = hook.submit(PROMPT).request_id
+        with pytest.raises(KlingWaitTimeout, match=r"did not finish before its deadline.*will still be billed"):
+            wait_for(hook, rid, poll_interval=5, timeout=120, queue_timeout=60)
+    assert sim.requests[rid].cancelled_at is None  # running: past the queue limit's reach, and not cancellable
+    assert 120 <= virtual_clock.elapsed <= 125
 
 
 def test_invalid_input_sends_nothing(hook, sim):

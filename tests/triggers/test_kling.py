@@ -91,27 +91,36 @@ async def test_server_side_cancel_is_a_cancelled_event(sim):
         result_from_event(event)
 
 
-async def test_deadline_cancels_a_queued_request(sim):
+# The deadlines below are on the wait's own clock (virtual_clock): met at the poll the plan says,
+# however slow the machine, while the simulator keeps the request queued or running in real time.
+
+
+async def test_deadline_cancels_a_queued_request(sim, virtual_clock):
     rid = _submit(sim, Scenario(queue_seconds=30))
-    event = await _first_event(_trigger(rid, deadline=time.time() + 0.2))
+    event = await _first_event(_trigger(rid, poll_interval=5, deadline=virtual_clock.now + 60))
     assert event["outcome"] == "KlingWaitTimeout"
     assert sim.calls["cancel"] == 1
     assert sim.requests[rid].cancelled_at is not None
+    assert 60 <= virtual_clock.elapsed <= 65
     with pytest.raises(KlingWaitTimeout, match="cancelled, so it will not be billed"):
         result_from_event(event)
 
 
-async def test_deadline_on_a_running_request_says_it_is_billed(sim):
+async def test_deadline_on_a_running_request_says_it_is_billed(sim, virtual_clock):
     rid = _submit(sim, Scenario(queue_seconds=0, run_seconds=30))
-    event = await _first_event(_trigger(rid, deadline=time.time() + 0.1))
+    event = await _first_event(_trigger(rid, poll_interval=5, deadline=virtual_clock.now + 60))
+    assert sim.requests[rid].cancelled_at is None
+    assert 60 <= virtual_clock.elapsed <= 65
     with pytest.raises(KlingWaitTimeout, match="will still be billed"):
         result_from_event(event)
 
 
-async def test_queue_limit_cancels_a_request_still_queued_for_free(sim):
+async def test_queue_limit_cancels_a_request_still_queued_for_free(sim, virtual_clock):
     rid = _submit(sim, Scenario(queue_seconds=30))
-    event = await _first_event(_trigger(rid, deadline=time.time() + 30, queue_deadline=time.time() + 0.2))
+    now = virtual_clock.now
+    event = await _first_event(_trigger(rid, poll_interval=5, deadline=now + 3600, queue_deadline=now + 60))
     assert event["outcome"] == "KlingWaitTimeout"
+    assert 60 <= virtual_clock.elapsed <= 65  # the queue limit, not the deadline an hour on
     assert sim.requests[rid].cancelled_at is not None
     with pytest.raises(KlingWaitTimeout, match="stayed queued past its queue limit; it was still queued and has"):
         result_from_event(event)
