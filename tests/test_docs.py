@@ -4,11 +4,14 @@ shows pictures from docs/img (a missing one shows as a broken image): each page 
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.conftest import REPO
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$')
 PICTURE = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
