@@ -48,15 +48,18 @@ def check_destination(
     pending = REQUEST_ID_FIELD in named
     try:
         dest = storage_path(named.replace(REQUEST_ID_FIELD, "request-id") if pending else destination, conn_id)
-    except (ValueError, ImportError) as err:  # fsspec knows no such scheme, or its package is not installed
+        if is_local(dest):
+            _check_folder(dest)
+        exists = not overwrite and not pending and dest.exists()
+    except KlingInputError:
+        raise
+    except (ValueError, ImportError) as err:  # fsspec knows no such scheme (Airflow 3 says so at once, 2 later)
         scheme = named.split("://", 1)[0]
         raise KlingInputError(
             f"destination: {named}: this Airflow has no filesystem for {scheme}:// ({err}); install the provider "
             "of that store, or use a local path, s3://, gs://..."
         ) from None
-    if is_local(dest):
-        _check_folder(dest)
-    if not overwrite and not pending and dest.exists():
+    if exists:
         raise KlingInputError(f"destination: {dest} already exists; pass overwrite=True to replace it")
     return dest
 
