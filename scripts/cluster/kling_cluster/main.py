@@ -10,9 +10,11 @@ import tempfile
 from pathlib import Path
 
 from airflow_provider_kling.testing.statsd import StatsdListener
+from kling_cluster.attribution import attribute, keep_timelines, slow_rows
+from kling_cluster.chart import spend_chart
 from kling_cluster.checks import checks
 from kling_cluster.processes import Cluster
-from kling_cluster.report import layout_rows, measures, report, spend_chart, write_doc
+from kling_cluster.report import layout_rows, measures, report, timelines, write_doc
 from kling_cluster.scenario import run
 from kling_cluster.settings import FULL, QUICK, REPO, STORED_BY, VIDEO_BYTES
 from kling_cluster.simulator import ClusterSimulator
@@ -54,8 +56,19 @@ def main() -> int:
         try:
             seen = run(cluster, sim, statsd)
             results = checks(cluster, sim, seen)
-            rows = measures(cluster, sim, seen)
+            lines = timelines(cluster, sim)
+            unexplained = attribute(lines, seen)
+            results.append(
+                (
+                    "every slow generation explained by a fault it overlapped",
+                    not unexplained,
+                    "; ".join(line.describe(seen.started) for line in unexplained[:5]),
+                )
+            )
+            rows = [*measures(cluster, sim, seen), *slow_rows(lines, unexplained, seen)]
             side_by_side = layout_rows(cluster, sim, seen)
+            if args.keep:
+                print(f"the generations' timelines: {keep_timelines(lines, seen, root)}", flush=True)
         finally:
             cluster.stop_airflow()
             cluster.stop_postgres()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -11,20 +10,19 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow_provider_kling.testing.statsd import StatsdListener
     from kling_cluster.processes import Cluster
     from kling_cluster.simulator import ClusterSimulator
 
     pass
 
 
+from kling_cluster.attribution import POLL_SECONDS, SLOW_AFTER, Timeline, call_floor, outside_outages
 from kling_cluster.checks import percentile
 from kling_cluster.observations import Observations, json_value, query
 from kling_cluster.settings import DOC, GENERATES, OUTAGE_TAIL, SPEND_COUNTERS, STORED_BY, layout_of, share
 from kling_cluster.simulator import from_triggerer
 
-#: The poll interval of the run's generations, and the Retry-After of its 429s.
-POLL_SECONDS = 5.0
+#: The Retry-After of the run's 429s.
 RETRY_AFTER_SECONDS = 1.0
 
 
@@ -69,13 +67,12 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
     ]  # fmt: skip
 
 
-def ready_to_stored(cluster: Cluster, sim: ClusterSimulator, offset: float) -> dict[tuple[str, int], float]:
+def stored_at(cluster: Cluster) -> dict[tuple[str, int], float]:
     """
-    Seconds from "video ready on the server" to "video in storage", per (layout, map index):
-    storage is the end of the task that stores it (``one_run.generate``, which the trigger ends once
-    the video landed; ``two_tasks.copy``).
+    When each generation's video was in storage, per (layout, map index): the end of the task that
+    stores it (``one_run.generate``, which the trigger ends once the video landed; ``two_tasks.copy``).
     """
-    ends = {
+    return {
         (layout_of(task), index): end.timestamp()
         for task, index, end in query(
             cluster,
@@ -84,6 +81,11 @@ def ready_to_stored(cluster: Cluster, sim: ClusterSimulator, offset: float) -> d
             list(STORED_BY.values()),
         )
     }
+
+
+def ready_to_stored(cluster: Cluster, sim: ClusterSimulator, offset: float) -> dict[tuple[str, int], float]:
+    """Seconds from "video ready on the server" to "video in storage", per (layout, map index)."""
+    ends = stored_at(cluster)
     return {
         key: ends[key] - sim.ready_at(rid, offset)
         for key, rid in request_ids(cluster).items()
@@ -108,19 +110,17 @@ def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
     stored_after = ready_to_stored(cluster, sim, offset)
     requests = request_ids(cluster)
     fired = trigger_events(cluster)
-    outages = [seen.api_down, seen.database_down]
-
-    def outside_outages(rid: str) -> bool:
-        ready = sim.ready_at(rid, offset)
-        return not any(begin <= ready <= end + OUTAGE_TAIL for begin, end in outages if begin)
-
     columns = []
     for layout in cluster.layouts:
         count = len(share(cluster, layout))
         runs = [seconds for task, seconds in seen.slots if layout_of(task) == layout]
         mine = {key: rid for key, rid in requests.items() if key[0] == layout}
         latency = [stored_after[key] for key in mine if key in stored_after]
-        calm = [stored_after[key] for key, rid in mine.items() if key in stored_after and outside_outages(rid)]
+        calm = [
+            stored_after[key]
+            for key, rid in mine.items()
+            if key in stored_after and outside_outages(sim.ready_at(rid, offset), seen)
+        ]
         seen_after = [fired[rid] - sim.ready_at(rid, offset) for rid in mine.values() if rid in fired]
         answered = sum(len(sim.history.get(rid, [])) for rid in mine.values())
         floor = sum(call_floor(sim, rid, offset, seen.api_down) for rid in mine.values())
@@ -139,24 +139,12 @@ def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
         "generations",
         "task runs per generation",
         "worker-slot seconds per generation",
-        f"ready -> stored, p50 / p99, ready outside the outages (API, database, to {OUTAGE_TAIL:.0f} s after)",
+        "ready -> stored, p50 / p99, ready outside the outages (1)",
         "ready -> stored, p50 / p99, every generation",
         "  of which: ready -> seen by the trigger, p50 / p99",
-        "HTTP calls answered per generation beyond the floor (1 submit + a poll per 5 s of rendering while the "
-        "API was up + 1 video)",
+        "HTTP calls answered per generation beyond the floor (2)",
     ]
     return [(name, *(column[row] for column in columns)) for row, name in enumerate(names)]
-
-
-def call_floor(sim: ClusterSimulator, rid: str, offset: float, api_down: tuple[float, float]) -> int:
-    """
-    The calls any waiter needs for a request: one submit, a poll per interval of rendering while the
-    API answered (nobody can poll it while it is down), one video.
-    """
-    ready = sim.ready_at(rid, offset)
-    _, run = sim._timeline(sim.requests[rid])
-    down = max(0.0, min(ready, api_down[1]) - max(ready - run, api_down[0])) if api_down[0] else 0.0
-    return 1 + math.ceil(max(run - down, 0.0) / 5.0) + 1
 
 
 def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
@@ -307,6 +295,37 @@ def survivor_trigger_starts(cluster: Cluster, seen: Observations) -> list[float]
     return starts
 
 
+#: What the side-by-side rows count, said under their table.
+DEFINITIONS = [
+    f"(1) A video ready from one poll interval ({POLL_SECONDS:.0f} s) before an outage of the API or the database "
+    f"to {OUTAGE_TAIL:.0f} s after its end is inside it: no poll can see it until the API answers again. Ready -> "
+    "stored runs from the video ready on the server to the end of the task that stored it.",
+    "(2) The floor is what a waiter on the provider's plan needs: 1 submit, the plan's polls while the request "
+    "is queued (one per interval times the queue position, at most 30 s apart, the first at the submit), a poll "
+    "per interval of rendering, 1 video; less the polls that fell while the API was down. Beyond it: retries "
+    "after faults, a resumed task's check, a copy task's fresh result (`two_tasks`).",
+    f"Slow: more than {SLOW_AFTER:.0f} s (two poll intervals) from ready to stored; the whole run's rows say what "
+    "delayed each (the fault windows its ready -> stored overlapped), and name any that nothing explains.",
+]
+
+
+def timelines(cluster: Cluster, sim: ClusterSimulator) -> list[Timeline]:
+    """Each generation's moments: submitted and ready (the simulator's clock), its trigger's event, stored."""
+    offset = time.time() - time.monotonic()
+    stored = stored_at(cluster)
+    fired = trigger_events(cluster)
+    lines = []
+    for (layout, index), rid in sorted(request_ids(cluster).items()):
+        if rid not in sim.requests:
+            continue
+        queue, run = sim._timeline(sim.requests[rid])
+        ready = sim.ready_at(rid, offset)
+        lines.append(
+            Timeline(layout, index, rid, ready - queue - run, ready, fired.get(rid), stored.get((layout, index)))
+        )
+    return lines
+
+
 def report(
     shape_name: str,
     results: list[tuple[str, bool, str]],
@@ -333,6 +352,8 @@ def report(
         "|---|" + "---|" * len(layouts),
         *["| " + " | ".join(row) + " |" for row in side_by_side],
         "",
+        *DEFINITIONS,
+        "",
         "The whole run:",
         "",
         "| measure | value |",
@@ -347,42 +368,6 @@ def report(
         f"{seen.database_down[1] - seen.database_down[0]:.0f} s, Redis restarted.",
     ]
     return "\n".join(lines)
-
-
-def spend_chart(statsd: StatsdListener, seen: Observations) -> str:
-    """An SVG of the run's spend over time, drawn from the metrics alone: paid submits and cost, cumulative."""
-    width, height, left, top, bottom = 640, 260, 50, 30, 40
-    ours = sorted(statsd.ours())
-    submits = [(at - seen.started, value) for at, name, value, kind in ours if name == "kling.submitted"]
-    costs = [(at - seen.started, value) for at, name, value, kind in ours if name == "kling.cost" and kind == "g"]
-    end = max([at for at, _ in submits + costs] + [1.0])
-
-    def path(points: list[tuple[float, float]], color: str) -> str:
-        total, drawn, peak = 0.0, [], sum(v for _, v in points) or 1.0
-        for at, value in points:
-            total += value
-            x = left + (width - left - 10) * at / end
-            y = height - bottom - (height - top - bottom) * total / peak
-            drawn.append(f"{x:.1f},{y:.1f}")
-        return f'<polyline fill="none" stroke="{color}" stroke-width="2" points="{" ".join(drawn)}"/>'
-
-    paid, spent = sum(v for _, v in submits), sum(v for _, v in costs)
-    return "\n".join(
-        [
-            f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-            'font-family="Helvetica, Arial, sans-serif" font-size="12">',
-            f'<rect width="{width}" height="{height}" fill="#fff"/>',
-            f'<text x="{left}" y="18" font-weight="bold">Spend over the run, from the metrics alone</text>',
-            f'<line x1="{left}" y1="{height - bottom}" x2="{width - 10}" y2="{height - bottom}" stroke="#999"/>',
-            f'<text x="{left}" y="{height - 12}">0 s</text>',
-            f'<text x="{width - 10}" y="{height - 12}" text-anchor="end">{end:.0f} s</text>',
-            path(submits, "#7a4fb5"),
-            path(costs, "#3f8f3f"),
-            f'<text x="{left + 10}" y="{top + 16}" fill="#7a4fb5">kling.submitted: {paid:.0f} paid submits</text>',
-            f'<text x="{left + 10}" y="{top + 32}" fill="#3f8f3f">kling.cost: {spent:.2f} reported</text>',
-            "</svg>",
-        ]
-    )
 
 
 def airflow_version() -> str:

@@ -121,6 +121,7 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
         GENERATES,
     )
     cluster.kill("worker-1")
+    seen.worker_killed_at = time.time()
     sim.released.set()
     on_worker = {generation(task, index) for task, index in running}
     held = {sim._index(rid): rid for rid in set(sim.holding)}

@@ -1,0 +1,169 @@
+"""
+What delayed each slow generation, from the run's own timelines; and the definitions the report's
+rows rest on (which videos were ready "outside the outages", the floor of HTTP calls).
+
+A generation is slow when its video took more than two poll intervals from ready on the server to
+stored. Each fault of the scenario has a window: a generation is attributed to every window its
+ready -> stored overlaps (the API's outage from one poll interval before its onset, since a video
+ready then is seen only once the API is back). One that overlaps none is unexplained, and the run
+fails naming it with its timeline.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+from airflow_provider_kling.states import RequestStatus
+from airflow_provider_kling.wait_plan import PollSettings, Seen
+from kling_cluster.settings import OUTAGE_TAIL
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from kling_cluster.observations import Observations
+    from kling_cluster.simulator import ClusterSimulator
+
+#: The run's poll interval (the cluster DAG's), and a generation slower than this from ready to stored.
+POLL_SECONDS = 5.0
+SLOW_AFTER = 2 * POLL_SECONDS
+#: How long processes take to come back after a fault the scenario restarts them for (its supervision
+#: waits, then a start), and a triggerer's takeover after its peer's kill, to the trigger's next poll.
+RESTART_SECONDS = 45.0
+
+
+@dataclass
+class Timeline:
+    """One generation, in Unix seconds: when it was submitted, ready, seen by its trigger, stored."""
+
+    layout: str
+    index: int
+    request_id: str
+    submitted: float
+    ready: float
+    fired: float | None
+    stored: float | None
+    causes: list[str] = field(default_factory=list)
+
+    @property
+    def ready_to_stored(self) -> float | None:
+        return None if self.stored is None else self.stored - self.ready
+
+    def describe(self, start: float) -> str:
+        at = {name: getattr(self, name) for name in ("submitted", "ready", "fired", "stored")}
+        moments = ", ".join(f"{name} {value - start:.1f} s" for name, value in at.items() if value is not None)
+        return f"{self.layout}[{self.index}] ({self.request_id}): {moments} into the run"
+
+
+def fault_windows(seen: Observations) -> list[tuple[str, float, float]]:
+    """Each fault of the run, as the window of time in which it can delay a generation."""
+    windows = []
+    begin, end = seen.api_down
+    if begin:
+        windows.append(
+            ("the API down (a video ready from one poll interval before its onset)", begin - POLL_SECONDS, end)
+        )
+    begin, end = seen.database_down
+    if begin:
+        windows.append(("the database failover and the restarts after it", begin, end + RESTART_SECONDS))
+    begin, end = seen.refusal
+    if begin:
+        windows.append(("the 429 and 503 window", begin, end + POLL_SECONDS))
+    if seen.broker_restarted_at:
+        windows.append(("Redis restarted", seen.broker_restarted_at, seen.broker_restarted_at + RESTART_SECONDS))
+    if seen.worker_killed_at:
+        windows.append(("a worker killed", seen.worker_killed_at, seen.worker_killed_at + RESTART_SECONDS))
+    return windows
+
+
+def attribute(timelines: list[Timeline], seen: Observations) -> list[Timeline]:
+    """Name what delayed each slow generation; return those nothing explains."""
+    windows = fault_windows(seen)
+    killed, moved = seen.triggerer_killed_at, set(seen.moved)
+    unexplained = []
+    for line in timelines:
+        slow = line.ready_to_stored
+        if slow is None or slow <= SLOW_AFTER:
+            continue
+        end = line.stored if line.stored is not None else line.ready + slow
+        line.causes = [name for name, begin, until in windows if line.ready <= until and end >= begin]
+        if killed and line.request_id in moved and line.ready <= seen.moved_over_at + RESTART_SECONDS and end >= killed:
+            line.causes.append("its triggerer killed, and the takeover")
+        if not line.causes:
+            unexplained.append(line)
+    return unexplained
+
+
+def slow_rows(timelines: list[Timeline], unexplained: list[Timeline], seen: Observations) -> list[tuple[str, str]]:
+    """The report's rows: how many generations were slow, what delayed them, and which nothing explains."""
+    slow = [line for line in timelines if (line.ready_to_stored or 0) > SLOW_AFTER]
+    by_cause: dict[str, int] = {}
+    for line in slow:
+        for cause in line.causes:
+            by_cause[cause] = by_cause.get(cause, 0) + 1
+    causes = "; ".join(f"{cause}: {count}" for cause, count in sorted(by_cause.items(), key=lambda kv: -kv[1]))
+    rows = [
+        (f"generations slower than {SLOW_AFTER:.0f} s from ready to stored", f"{len(slow)} ({causes or 'none'})"),
+        ("unexplained slow generations", f"{len(unexplained)}"),
+    ]
+    rows += [("  unexplained", line.describe(seen.started)) for line in unexplained[:10]]
+    return rows
+
+
+def outside_outages(ready: float, seen: Observations) -> bool:
+    """
+    Whether a video was ready outside the outages of the API and the database: not from one poll
+    interval before an onset (no poll sees it before the API is back) to ``OUTAGE_TAIL`` after the end.
+    """
+    return not any(
+        begin - POLL_SECONDS <= ready <= end + OUTAGE_TAIL
+        for begin, end in (seen.api_down, seen.database_down)
+        if begin
+    )
+
+
+def queued_polls(queue: float, position: int, settings: PollSettings) -> int:
+    """
+    The polls the wait plan makes while a request is queued ``queue`` seconds from ``position``
+    (the simulator's queue, which falls to 1 as its time passes): fewer far back, one per interval
+    near the front. The first is the check at the submit.
+    """
+    at, polls = 0.0, 0
+    while at < queue:
+        polls += 1
+        left = max(queue - at, 0.0) / queue if queue else 0.0
+        seen = Seen(RequestStatus.IN_QUEUE, max(1, math.ceil(position * left)), at)
+        at += settings.seconds_after(seen)
+    return polls
+
+
+def call_floor(sim: ClusterSimulator, rid: str, offset: float, api_down: tuple[float, float]) -> int:
+    """
+    The calls any waiter on the plan needs for a request: one submit, the plan's polls while it is
+    queued, a poll per interval of rendering, one video; less the polls that fell while the API was
+    down (nobody can poll it then).
+    """
+    request = sim.requests[rid]
+    queue, run = sim._timeline(request)
+    ready = sim.ready_at(rid, offset)
+    submitted = ready - queue - run
+    settings = PollSettings(POLL_SECONDS)
+    polls = queued_polls(queue, request.scenario.queue_position, settings) + math.ceil(run / POLL_SECONDS)
+    if api_down[0]:
+        overlap = max(0.0, min(ready, api_down[1]) - max(submitted, api_down[0]))
+        polls -= min(polls, math.floor(overlap / POLL_SECONDS))
+    return 1 + polls + 1
+
+
+def keep_timelines(timelines: list[Timeline], seen: Observations, folder: Path) -> Path:
+    """The run's per-generation timelines, as JSON beside the report (``--keep``)."""
+    path = folder / "timelines.json"
+    windows = [{"fault": name, "from": begin, "to": end} for name, begin, end in fault_windows(seen)]
+    path.write_text(
+        json.dumps(
+            {"started": seen.started, "faults": windows, "generations": [asdict(t) for t in timelines]}, indent=1
+        )
+    )
+    return path
