@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the wheel and the sdist, install the wheel (not the source tree) in a clean environment
 # with the locked dependency versions, and check what a user gets: the provider registered with
-# Airflow, the simulator making its MP4s (PyAV), py.typed shipped, and both console scripts working.
+# Airflow, its UI plugin loaded with its pages, the simulator making its MP4s (PyAV), py.typed shipped, and
+# both console scripts working.
 set -euo pipefail
 uv=$1 python=$2
 cd "$(dirname "$0")/.."
@@ -35,8 +36,12 @@ print(f"wheel OK: {package.name} {airflow_provider_kling.__version__}, sample MP
 PY
 "$work/venv/bin/airflow" providers list 2>/dev/null | grep -q "airflow-provider-kling" \
     || { echo "the installed wheel does not register the provider with Airflow"; exit 1; }
+"$work/venv/bin/airflow" plugins --output json 2>/dev/null | grep -q "airflow_provider_kling.ui.plugin" \
+    || { echo "the installed wheel's UI plugin is not loaded by Airflow"; exit 1; }
+"$work/venv/bin/python" -c 'from importlib.resources import files; assert files("airflow_provider_kling.ui").joinpath("static").joinpath("kling.js").is_file()' \
+    || { echo "the wheel lacks the UI plugin's pages"; exit 1; }
 "$work/venv/bin/kling" --help >/dev/null
 "$work/venv/bin/kling-simulator" --help >/dev/null
 tar -tzf "$root/$sdist" >"$work/sdist.txt"
 grep -q "/airflow_provider_kling/facets/KlingVideoDatasetFacet.json$" "$work/sdist.txt" || { echo "the sdist lacks the video facet's schema"; exit 1; }
-echo "dist OK: $(basename "$wheel") registers with Airflow; $(basename "$sdist") built"
+echo "dist OK: $(basename "$wheel") registers with Airflow, its UI plugin loads; $(basename "$sdist") built"
