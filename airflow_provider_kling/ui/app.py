@@ -154,10 +154,10 @@ def spend(
     Spend per day and DAG (readable DAGs only) and, for a user who may read the ``kling``
     connection, its budgets against their caps, from the ledger (``kling budget``'s figures).
     """
-    from airflow_provider_kling.ui import takes
+    from airflow_provider_kling.ui.spending import spend_per_day
 
     with _session() as session:
-        answer = takes.spend(session, readable, days=days)
+        answer = spend_per_day(session, readable, days=days)
     answer["budgets"] = _budgets(user, conn_id)
     return answer
 
@@ -202,9 +202,7 @@ def _stored(key: TakeKey) -> tuple[dict[str, Any], str | None]:
     from airflow_provider_kling.ui import takes
 
     with _session() as session:
-        xcoms = takes.xcoms_of(session, [key]).get(key, {})
-        hostname = takes.hostname_of(session, key)
-    stored = takes.stored_of(xcoms)
+        stored, hostname = takes.stored_for(session, key)
     if stored is None:
         raise HTTPException(404, "This take has no stored video")
     return stored, hostname

@@ -20,7 +20,6 @@ from urllib.parse import quote
 
 from sqlalchemy import and_, select, tuple_
 
-from airflow_provider_kling.spend import as_number
 from airflow_provider_kling.take import ERROR_XCOM, SUBMIT_XCOM, TAKE_XCOM
 from airflow_provider_kling.ui import TAKE_ROUTE, URL_PREFIX
 from airflow_provider_kling.untrusted import is_video_url
@@ -59,7 +58,7 @@ class TakeKey:
         return f"/dags/{path}{mapped}/plugin/{TAKE_ROUTE}"
 
 
-def _xcom() -> Any:
+def xcom_model() -> Any:
     from airflow.models.xcom import XComModel
 
     return XComModel
@@ -71,8 +70,8 @@ def _ti() -> Any:
     return TaskInstance
 
 
-def _value(row: Any) -> Any:
-    return _xcom().deserialize_value(row)
+def value_of(row: Any) -> Any:
+    return xcom_model().deserialize_value(row)
 
 
 def _epoch(value: datetime | None) -> float | None:
@@ -91,7 +90,7 @@ class TakeFilter:
 
 def _joined(readable: Collection[str]) -> Any:
     """Every ``kling_take`` of a readable DAG, beside its task instance."""
-    xcom, ti = _xcom(), _ti()
+    xcom, ti = xcom_model(), _ti()
     on = and_(
         ti.dag_id == xcom.dag_id,
         ti.run_id == xcom.run_id,
@@ -109,7 +108,7 @@ def list_takes(
     session: Session, readable: Collection[str], where: TakeFilter, *, offset: int = 0, limit: int = 48
 ) -> dict[str, Any]:
     """One page of takes, newest first, and whether more follow."""
-    xcom, ti = _xcom(), _ti()
+    xcom, ti = xcom_model(), _ti()
     query = _joined(readable)
     if where.dag_id:
         query = query.where(xcom.dag_id == where.dag_id)
@@ -129,7 +128,7 @@ def list_takes(
 
 def in_flight(session: Session, readable: Collection[str], *, limit: int = 200) -> list[dict[str, Any]]:
     """The takes still waited for, oldest first."""
-    xcom, ti = _xcom(), _ti()
+    xcom, ti = xcom_model(), _ti()
     query = _joined(readable).where(ti.state.in_(IN_FLIGHT_STATES)).order_by(xcom.timestamp)
     return _views(session, session.execute(query.limit(limit)).all())
 
@@ -147,7 +146,34 @@ def one_take(session: Session, key: TakeKey) -> dict[str, Any] | None:
     xcoms = xcoms_of(session, [key]).get(key, {})
     if not any(k in xcoms for k in (TAKE_XCOM, SUBMIT_XCOM, ERROR_XCOM, "stored")) and not _result(xcoms):
         return None
-    return _view(key, dict(found._mapping), xcoms, _submits(session, [(key, xcoms)]), detail=True)
+    ti_row = dict(found._mapping)
+    if stored_of(xcoms) is None:  # a copy task of the run may have stored it (generate, then copy)
+        stored, hostname = stored_for(session, key)
+        if stored is not None:
+            xcoms, ti_row["hostname"] = {**xcoms, "stored": stored}, hostname
+    return _view(key, ti_row, xcoms, _submits(session, [(key, xcoms)]), detail=True)
+
+
+def stored_for(session: Session, key: TakeKey) -> tuple[dict[str, Any] | None, str | None]:
+    """
+    Where a take's video is stored, and the machine that stored it: its own task's copy, else the
+    copy another task of its run made of the same request (``KlingVideoToStorageOperator``).
+    """
+    xcoms = xcoms_of(session, [key]).get(key, {})
+    stored = stored_of(xcoms)
+    if stored is not None:
+        return stored, hostname_of(session, key)
+    take = xcoms.get(TAKE_XCOM) or xcoms.get(SUBMIT_XCOM) or _result(xcoms)
+    rid = take.get("request_id") if isinstance(take, dict) else None
+    if not rid:
+        return None, None
+    xcom = xcom_model()
+    copies = select(xcom).where(xcom.dag_id == key.dag_id, xcom.run_id == key.run_id, xcom.key == "stored")
+    for row in session.execute(copies).scalars():
+        value = value_of(row)
+        if isinstance(value, dict) and value.get("request_id") == rid and value.get("uri"):
+            return value, hostname_of(session, TakeKey(row.dag_id, row.run_id, row.task_id, row.map_index))
+    return None, None
 
 
 def take_of_request(session: Session, dag_id: str, run_id: str, request_id: str) -> TakeKey | None:
@@ -155,13 +181,13 @@ def take_of_request(session: Session, dag_id: str, run_id: str, request_id: str)
     The task instance of a run that shows ``request_id`` best: one that stored its video (a copy's
     task, or a generation that stored it), else the one that waited for it.
     """
-    xcom = _xcom()
+    xcom = xcom_model()
     rows = session.execute(
         select(xcom).where(xcom.dag_id == dag_id, xcom.run_id == run_id, xcom.key.in_(DETAIL_KEYS))
     ).scalars()
     stored, waited = None, None
     for row in rows:
-        value = _value(row)
+        value = value_of(row)
         if not isinstance(value, dict):
             continue
         key = TakeKey(row.dag_id, row.run_id, row.task_id, row.map_index)
@@ -187,7 +213,7 @@ def xcoms_of(session: Session, keys: list[TakeKey]) -> dict[TakeKey, dict[str, A
     """The XComs a view reads, for many task instances in one query."""
     if not keys:
         return {}
-    xcom = _xcom()
+    xcom = xcom_model()
     wanted = set(keys)
     query = select(xcom).where(
         tuple_(xcom.dag_id, xcom.run_id).in_(sorted({(k.dag_id, k.run_id) for k in keys})),
@@ -198,7 +224,7 @@ def xcoms_of(session: Session, keys: list[TakeKey]) -> dict[TakeKey, dict[str, A
     for row in session.execute(query).scalars():
         key = TakeKey(row.dag_id, row.run_id, row.task_id, row.map_index)
         if key in wanted:
-            found.setdefault(key, {})[row.key] = _value(row)
+            found.setdefault(key, {})[row.key] = value_of(row)
     return found
 
 
@@ -214,7 +240,7 @@ def hostname_of(session: Session, key: TakeKey) -> str | None:
 
 def dags_with_takes(session: Session, readable: Collection[str]) -> list[str]:
     """The readable DAGs that made takes."""
-    xcom = _xcom()
+    xcom = xcom_model()
     query = select(xcom.dag_id).where(xcom.key == TAKE_XCOM, xcom.dag_id.in_(sorted(readable))).distinct()
     return sorted(session.execute(query).scalars())
 
@@ -224,11 +250,11 @@ def _submits(session: Session, takes: list[tuple[TakeKey, dict[str, Any]]]) -> d
     runs = {(key.dag_id, key.run_id) for key, xcoms in takes if not (xcoms.get(TAKE_XCOM) or {}).get("prompt")}
     if not runs:
         return {}
-    xcom = _xcom()
+    xcom = xcom_model()
     query = select(xcom).where(tuple_(xcom.dag_id, xcom.run_id).in_(sorted(runs)), xcom.key == SUBMIT_XCOM)
     found = {}
     for row in session.execute(query).scalars():
-        value = _value(row)
+        value = value_of(row)
         if isinstance(value, dict) and value.get("request_id"):
             found[(row.dag_id, row.run_id, str(value["request_id"]))] = value
     return found
@@ -321,56 +347,3 @@ STORED_FIELDS = (
 
 def _stored_view(stored: Mapping[str, Any]) -> dict[str, Any]:
     return {name: stored[name] for name in STORED_FIELDS if name in stored}
-
-
-def spend(session: Session, readable: Collection[str], *, days: int = 30, now: float | None = None) -> dict[str, Any]:
-    """
-    What the readable DAGs' takes spent per day (UTC) and per DAG over the last ``days``: videos
-    that succeeded, seconds of video, and cost where RunComfy reported it.
-    """
-    now = time.time() if now is None else now
-    start_day = datetime.fromtimestamp(now - (days - 1) * 86400, timezone.utc).date()
-    start = datetime(start_day.year, start_day.month, start_day.day, tzinfo=timezone.utc)
-    xcom = _xcom()
-    query = (
-        select(xcom)
-        .where(xcom.key.in_((*RESULT_KEYS, TAKE_XCOM, SUBMIT_XCOM)), xcom.dag_id.in_(sorted(readable)))
-        .where(xcom.timestamp >= start)
-        .order_by(xcom.timestamp)
-    )
-    seen: set[str] = set()
-    asked: dict[str, Any] = {}  # request id -> the duration its take asked for
-    results = []
-    for row in session.execute(query).scalars():
-        value = _value(row)
-        if not isinstance(value, dict) or not value.get("request_id"):
-            continue
-        if row.key in (TAKE_XCOM, SUBMIT_XCOM):
-            asked[str(value["request_id"])] = value.get("duration")
-        elif value.get("status") == "succeeded":
-            results.append((row, value))
-    rows: dict[tuple[str, str], dict[str, Any]] = {}
-    for row, value in results:
-        if value["request_id"] in seen:  # the operator's ``result`` and its return value are one video
-            continue
-        seen.add(value["request_id"])
-        day = row.timestamp.astimezone(timezone.utc).date().isoformat()
-        empty = {"day": day, "dag_id": row.dag_id, "videos": 0, "video_seconds": 0.0}
-        total = rows.setdefault((day, row.dag_id), empty)
-        total["videos"] += 1
-        total["video_seconds"] += _seconds(value, asked.get(str(value["request_id"])))
-        cost = as_number(value.get("cost"))
-        if cost is not None:
-            total["cost"] = round(total.get("cost", 0.0) + cost, 6)
-    return {"since": start.date().isoformat(), "days": days, "rows": sorted(rows.values(), key=_day_then_dag)}
-
-
-def _day_then_dag(row: Mapping[str, Any]) -> tuple[str, str]:
-    return str(row["day"]), str(row["dag_id"])
-
-
-def _seconds(result: Mapping[str, Any], asked: Any) -> float:
-    """The seconds of a video: as FFmpeg measured the stored copy, else as its take asked."""
-    stored = result.get("stored") if isinstance(result.get("stored"), dict) else {}
-    measured = as_number((stored or {}).get("duration_s"))
-    return measured if measured is not None else as_number(asked) or 0.0

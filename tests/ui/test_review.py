@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from tests.conftest import TOKEN, states, wait_until, xcoms
 from tests.ui.conftest import UI_TEST
@@ -167,6 +168,13 @@ def test_reject_ends_the_run_cleanly_with_the_reason(api_server: ApiServer, star
     assert rejection["decision"] == "reject"
     assert not (tmp_path / "videos" / "published").exists()
     assert sim.calls["submit"] == 1
+    # The generating task's Kling take tab plays the copy its run stored (generate, then copy).
+    base = f"{api_server.url}/kling/api/takes/{DAG_ID}/{quote(run_id, safe='')}"
+    take = api_server.http.get(f"{base}/take_1.generate/-1", timeout=30).json()
+    assert take["request_id"] == request.request_id
+    assert take["stored"]["uri"].endswith(f"/takes/{request.request_id}.mp4")
+    video = api_server.http.get(f"{base}/take_1.generate/-1/video", headers={"Range": "bytes=0-99"}, timeout=30)
+    assert (video.status_code, len(video.content)) == (206, 100)
 
 
 def test_the_last_take_offers_no_revision_and_a_blank_reason_is_said(
