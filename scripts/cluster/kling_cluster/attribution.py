@@ -46,6 +46,15 @@ class Timeline:
     fired: float | None
     stored: float | None
     causes: list[str] = field(default_factory=list)
+    #: The calls the API answered for it, as ``(call, Unix seconds)``.
+    polls: list[tuple[str, float]] = field(default_factory=list)
+
+    def polls_around_ready(self) -> tuple[float | None, float | None]:
+        """The last status or result call answered before the video was ready, and the first after."""
+        times = sorted(at for call, at in self.polls if call in ("status", "result"))
+        before = [at for at in times if at < self.ready]
+        after = [at for at in times if at >= self.ready]
+        return (before[-1] if before else None, after[0] if after else None)
 
     @property
     def ready_to_stored(self) -> float | None:
@@ -54,7 +63,8 @@ class Timeline:
     def describe(self, start: float) -> str:
         at = {name: getattr(self, name) for name in ("submitted", "ready", "fired", "stored")}
         moments = ", ".join(f"{name} {value - start:.1f} s" for name, value in at.items() if value is not None)
-        return f"{self.layout}[{self.index}] ({self.request_id}): {moments} into the run"
+        polls = " ".join(f"{call} {at - start:.1f}" for call, at in self.polls)
+        return f"{self.layout}[{self.index}] ({self.request_id}): {moments} into the run; calls: {polls}"
 
 
 def fault_windows(seen: Observations) -> list[tuple[str, float, float]]:
@@ -63,7 +73,7 @@ def fault_windows(seen: Observations) -> list[tuple[str, float, float]]:
     begin, end = seen.api_down
     if begin:
         windows.append(
-            ("the API down (a video ready from one poll interval before its onset)", begin - POLL_SECONDS, end)
+            ("the API down", begin - POLL_SECONDS, end)  # a video ready a poll before the onset waits for its end
         )
     begin, end = seen.database_down
     if begin:
@@ -75,6 +85,9 @@ def fault_windows(seen: Observations) -> list[tuple[str, float, float]]:
         windows.append(("Redis restarted", seen.broker_restarted_at, seen.broker_restarted_at + RESTART_SECONDS))
     if seen.worker_killed_at:
         windows.append(("a worker killed", seen.worker_killed_at, seen.worker_killed_at + RESTART_SECONDS))
+    begin, end = seen.scheduler_restarted
+    if begin:
+        windows.append(("the scheduler stopped and started", begin, end + RESTART_SECONDS))
     return windows
 
 
@@ -91,9 +104,24 @@ def attribute(timelines: list[Timeline], seen: Observations) -> list[Timeline]:
         line.causes = [name for name, begin, until in windows if line.ready <= until and end >= begin]
         if killed and line.request_id in moved and line.ready <= seen.moved_over_at + RESTART_SECONDS and end >= killed:
             line.causes.append("its triggerer killed, and the takeover")
+        if not line.causes and spaced_by_the_plan(line):
+            line.causes.append(SPACING)
         if not line.causes:
             unexplained.append(line)
     return unexplained
+
+
+#: The one cause that is no fault: the plan polls a request far back in the queue up to 30 s apart,
+#: and one that starts and finishes between two such polls is seen at the second.
+SPACING = "no fault: the plan's polls far back in the queue, it started and finished between two"
+
+
+def spaced_by_the_plan(line: Timeline) -> bool:
+    """Whether the first poll after ready came late because the plan had spaced it far from the one before."""
+    last, first = line.polls_around_ready()
+    if last is None or first is None:
+        return False
+    return first - line.ready > POLL_SECONDS + 2 and first - last > 1.5 * POLL_SECONDS
 
 
 def slow_rows(timelines: list[Timeline], unexplained: list[Timeline], seen: Observations) -> list[tuple[str, str]]:

@@ -24,6 +24,7 @@ class Observations:
     finished: float = 0.0
     killed_between_submit_and_deferral: list[str] = field(default_factory=list)
     worker_killed_at: float = 0.0
+    scheduler_restarted: tuple[float, float] = (0.0, 0.0)
     triggerer_killed_at: float = 0.0
     killed_triggerer: str = ""
     moved: dict[str, int] = field(default_factory=dict)  # request id -> trigger id

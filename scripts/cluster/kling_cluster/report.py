@@ -320,9 +320,9 @@ def timelines(cluster: Cluster, sim: ClusterSimulator) -> list[Timeline]:
             continue
         queue, run = sim._timeline(sim.requests[rid])
         ready = sim.ready_at(rid, offset)
-        lines.append(
-            Timeline(layout, index, rid, ready - queue - run, ready, fired.get(rid), stored.get((layout, index)))
-        )
+        polls = list(sim.history.get(rid, []))  # (call, Unix seconds)
+        done = stored.get((layout, index))
+        lines.append(Timeline(layout, index, rid, ready - queue - run, ready, fired.get(rid), done, polls=polls))
     return lines
 
 

@@ -185,9 +185,11 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     print(f"{survivor} took them over after {seen.moved_over_at - seen.triggerer_killed_at:.1f} s", flush=True)
 
     # 4. The scheduler stops and starts again.
+    stopped = time.time()
     cluster.kill("scheduler", signal.SIGTERM)
     time.sleep(5)
     cluster.spawn("scheduler", ["scheduler"])
+    seen.scheduler_restarted = (stopped, time.time())
     print("restarted the scheduler", flush=True)
 
     # 5. The API is down: every call finds its connection dropped, for minutes. It strikes the waits,
