@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +27,7 @@ import requests
 from tests.conftest import AIRFLOW, REPO, free_port, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Mapping
 
     from playwright.sync_api import Browser, Page
 
@@ -122,32 +123,27 @@ def api_server_env(url: str, port: int) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="session")
-def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """Airflow's api-server (REST API and UI) on a free loopback port, over the tests' database."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
-    env = {**os.environ, **api_server_env(url, port)}
+@contextmanager
+def running_api_server(env: Mapping[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``airflow api-server`` on 127.0.0.1:``port`` with ``env``, answering before this yields; stopped after."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env,
+            env=dict(env),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = ApiServer(url, process, log)
 
     def healthy() -> bool:
         try:
-            return server.http.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200
+            return requests.get(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5).status_code == 200
         except requests.ConnectionError:
             return False
 
     try:
         wait_until("the api-server to answer", healthy, STARTUP_SECONDS, processes={"the api-server": process}, log=log)
-        yield server
+        yield process
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -155,6 +151,16 @@ def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def api_server(airflow_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """Airflow's api-server (REST API and UI) on a free loopback port, over the tests' database."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("api-server") / "api-server.log"
+    with running_api_server({**os.environ, **api_server_env(url, port)}, port, log) as process:
+        yield ApiServer(url, process, log)
 
 
 def chromium_path() -> str:

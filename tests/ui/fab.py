@@ -6,15 +6,14 @@ per-DAG access; the auth manager's own checks decide, as they would for Keycloak
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import requests
 
-from tests.conftest import AIRFLOW, free_port, wait_until
+from tests.conftest import AIRFLOW, free_port
+from tests.ui.conftest import running_api_server
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -81,29 +80,5 @@ def start_fab_api_server(env: Mapping[str, str], log: Path, allowed_dag: str) ->
     _airflow(env, "roles", "add-perms", "KlingOneDag", "-r", f"DAG:{allowed_dag}", *ONE_DAG_RESOURCES, "-a", "can_read")
     _airflow(env, "users", "create", "-u", "bob", "-p", PASSWORDS["bob"], "-r", "KlingOneDag", "-e", "bob@example.com",
              "-f", "Bob", "-l", "OneDag")  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = FabApiServer(url, process, log)
-
-    def healthy() -> bool:
-        try:
-            return requests.get(f"{url}/api/v2/monitor/health", timeout=5).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    try:
-        wait_until("the FAB api-server to answer", healthy, 120, processes={"the api-server": process}, log=log)
-        yield server
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with running_api_server(env, port, log) as process:
+        yield FabApiServer(url, process, log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -193,6 +194,20 @@ def sign_in(page: Page, server: FabApiServer, user: str = "alice") -> None:
     page.wait_for_url(lambda url: "/auth/login" not in url)
 
 
+@contextmanager
+def signed_in(browser: Browser, fab: FabApiServer, *, height: int) -> Iterator[tuple[Page, list[str]]]:
+    """A fresh browser page signed in as alice, and the dialogs it opened (a script a page ran would open one)."""
+    context = browser.new_context(viewport={"width": 1400, "height": height})
+    page = context.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        sign_in(page, fab)
+        yield page, dialogs
+    finally:
+        context.close()
+
+
 def plugin_frame(page: Page, route: str, screenshots: Path) -> Frame:
     """The frame of the plugin's page ``route`` in Airflow's page; a screenshot of it if it never comes."""
     for _ in range(300):
@@ -213,17 +228,14 @@ def no_script_ran(page: Page, frame: Frame, dialogs: list[str]) -> None:
 def test_the_take_plays_on_its_task_instance_and_a_seek_is_a_range_answered_206(
     fab: FabApiServer, takes: dict[str, Any], browser: Browser, screenshots: Path
 ):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     videos: list[tuple[str | None, int]] = []
-    page.on(
-        "response",
-        lambda r: videos.append((r.request.headers.get("range"), r.status)) if r.url.endswith("/video") else None,
-    )
-    try:
-        sign_in(page, fab)
+
+    def watch(answer: Any) -> None:
+        if answer.url.endswith("/video"):
+            videos.append((answer.request.headers.get("range"), answer.status))
+
+    with signed_in(browser, fab, height=1100) as (page, dialogs):
+        page.on("response", watch)
         page.goto(tab_of(fab, ALLOWED, takes["allowed"]))
         frame = plugin_frame(page, "take", screenshots)
         video = frame.locator("#take-video")
@@ -252,8 +264,6 @@ def test_the_take_plays_on_its_task_instance_and_a_seek_is_a_range_answered_206(
         frame.wait_for_function("() => document.querySelector('#take-video').currentTime > 0.5", timeout=30_000)
         page.screenshot(path=str(screenshots / "ui-take.png"))
         no_script_ran(page, frame, dialogs)
-    finally:
-        context.close()
 
 
 def _start_of(asked: str) -> int:
@@ -283,12 +293,7 @@ def test_a_failed_take_shows_its_typed_error_and_one_on_a_workers_disk_says_wher
     assert answer.status_code == 404
     assert "worker-7" in answer.json()["detail"]
 
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    try:
-        sign_in(page, fab)
+    with signed_in(browser, fab, height=900) as (page, dialogs):
         page.goto(tab_of(fab, "kling_ui_failing", takes["failing"]))
         frame = plugin_frame(page, "take", screenshots)
         error = frame.locator("#take-error")
@@ -302,8 +307,6 @@ def test_a_failed_take_shows_its_typed_error_and_one_on_a_workers_disk_says_wher
         assert "worker-7" in frame.locator("#unreachable").inner_text()
         assert frame.locator("#runcomfy-link").get_attribute("href") == view["runcomfy_url"]
         no_script_ran(page, frame, dialogs)
-    finally:
-        context.close()
 
 
 def _set_hostname(dag_id: str, run_id: str, hostname: str) -> None:
@@ -320,12 +323,7 @@ def _set_hostname(dag_id: str, run_id: str, hostname: str) -> None:
 def test_the_kling_page_shows_posters_spend_equal_to_the_ledger_and_prompts_as_text(
     fab: FabApiServer, takes: dict[str, Any], browser: Browser, screenshots: Path
 ):
-    context = browser.new_context(viewport={"width": 1400, "height": 1300})
-    page = context.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    try:
-        sign_in(page, fab)
+    with signed_in(browser, fab, height=1300) as (page, dialogs):
         page.goto(f"{fab.url}/plugin/kling")
         frame = plugin_frame(page, "takes", screenshots)
         card = frame.locator(f".card[data-request='{rid_of(takes['allowed'])}']")
@@ -368,8 +366,6 @@ def test_the_kling_page_shows_posters_spend_equal_to_the_ledger_and_prompts_as_t
             f"() => [...document.querySelectorAll('.card')].every(c => c.innerText.includes('{HIDDEN}'))"
         )
         no_script_ran(page, frame, dialogs)
-    finally:
-        context.close()
 
 
 def test_a_take_in_flight_shows_its_state_and_how_long_for_those_who_may_read_it(
