@@ -106,6 +106,8 @@ def attribute(timelines: list[Timeline], seen: Observations) -> list[Timeline]:
             line.causes.append("its triggerer killed, and the takeover")
         if not line.causes and spaced_by_the_plan(line):
             line.causes.append(SPACING)
+        if not line.causes and after_the_event_by_design(line):
+            line.causes.append(TWO_RUNS)
         if not line.causes:
             unexplained.append(line)
     return unexplained
@@ -114,6 +116,18 @@ def attribute(timelines: list[Timeline], seen: Observations) -> list[Timeline]:
 #: The one cause that is no fault: the plan polls a request far back in the queue up to 30 s apart,
 #: and one that starts and finishes between two such polls is seen at the second.
 SPACING = "no fault: the plan's polls far back in the queue, it started and finished between two"
+
+
+#: The other: ``two_tasks`` stores the video two worker runs after its trigger's event (the resume, then
+#: the copy task), each scheduled in turn.
+TWO_RUNS = "no fault: two_tasks' resume and copy runs after the trigger's event"
+
+
+def after_the_event_by_design(line: Timeline) -> bool:
+    """A ``two_tasks`` video seen within an interval of ready, stored within two intervals of the event."""
+    if line.layout != "two_tasks" or line.fired is None or line.stored is None:
+        return False
+    return line.fired - line.ready <= POLL_SECONDS + 2 and line.stored - line.fired <= SLOW_AFTER
 
 
 def spaced_by_the_plan(line: Timeline) -> bool:
