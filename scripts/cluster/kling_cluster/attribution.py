@@ -119,15 +119,18 @@ SPACING = "no fault: the plan's polls far back in the queue, it started and fini
 
 
 #: The other: ``two_tasks`` stores the video two worker runs after its trigger's event (the resume, then
-#: the copy task), each scheduled in turn.
-TWO_RUNS = "no fault: two_tasks' resume and copy runs after the trigger's event"
+#: the copy task), each queued for a worker slot and scheduled in turn; a full run saw 12 s for the
+#: resume alone while many resumed at once.
+TWO_RUNS = "no fault: two_tasks' resume and copy, queued for worker slots in turn after the trigger's event"
+#: How long those two runs may take, after the event, to count as the layout's own.
+TWO_RUNS_BOUND = 4 * POLL_SECONDS
 
 
 def after_the_event_by_design(line: Timeline) -> bool:
-    """A ``two_tasks`` video seen within an interval of ready, stored within two intervals of the event."""
+    """A ``two_tasks`` video seen within an interval of ready, stored within four intervals of the event."""
     if line.layout != "two_tasks" or line.fired is None or line.stored is None:
         return False
-    return line.fired - line.ready <= POLL_SECONDS + 2 and line.stored - line.fired <= SLOW_AFTER
+    return line.fired - line.ready <= POLL_SECONDS + 2 and line.stored - line.fired <= TWO_RUNS_BOUND
 
 
 def spaced_by_the_plan(line: Timeline) -> bool:

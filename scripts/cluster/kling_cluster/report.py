@@ -306,8 +306,8 @@ DEFINITIONS = [
     "after faults, a resumed task's check, a copy task's fresh result (`two_tasks`).",
     f"Slow: more than {SLOW_AFTER:.0f} s (two poll intervals) from ready to stored; the whole run's rows say what "
     "delayed each (the fault windows its ready -> stored overlapped; with none, the two causes that are no fault: "
-    "the plan's spaced polls far back in the queue, and `two_tasks`' two worker runs after the event when each "
-    "came within its bound), and name any that nothing explains.",
+    "the plan's spaced polls far back in the queue, and `two_tasks`' resume and copy runs when the video was seen "
+    "within an interval and stored within four of the event), and name any that nothing explains.",
 ]
 
 
