@@ -9,7 +9,7 @@ from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
 
-FAST = {"retry_delay": 0.01, "max_attempts": 3, "read_timeout": 2.0}
+FAST = {"retry_delay": 0.01, "max_attempts": 3, "read_timeout": 30.0}  # a 19-MB take on a busy machine
 VIDEOS = os.environ.get("KLING_VIDEO_DIR", "/nonexistent-kling-videos")
 PARAMS = {"prompt": "a paper boat on a rainy street"}
 

@@ -48,6 +48,7 @@ def takes(airflow_db: Path, kling_simulator_server: Any, tmp_path_factory: pytes
     from airflow import settings
 
     from airflow_provider_kling.testing import Scenario, load_dags
+    from airflow_provider_kling.testing.media import make_full_hd_video
 
     sim = kling_simulator_server
     folder = tmp_path_factory.mktemp("ui-takes")
@@ -64,6 +65,7 @@ def takes(airflow_db: Path, kling_simulator_server: Any, tmp_path_factory: pytes
         dags = load_dags(DAG_FILE)
         sim.reset()
         made: dict[str, Any] = {"env": env, "videos": folder / "videos"}
+        make_full_hd_video(10.0)  # made once, here: the simulator serves it from the same cache
         sim.script(Scenario(media="full_hd", served_seconds=10))  # a take of Kling's own size, to seek in
         made["allowed"] = _run(dags, ALLOWED, prompt=XSS)
         made["hidden"] = _run(dags, HIDDEN)
