@@ -230,8 +230,9 @@ class KlingReviewOperator(HITLBranchOperator):
         code block, the rest escaped; a link is offered only to an ``http(s)`` URL.
         """
         result = self.take_result
+        stored = self.stored_video(result)
         lines = []
-        if take_page is not None and self.stored_video(result):  # the stored copy, on its take page
+        if take_page is not None and stored:  # the stored copy, on its take page
             page, poster = take_page
             lines += [
                 f"[![poster of take {self.take}](<{poster}>)](<{page}>)",
@@ -244,8 +245,7 @@ class KlingReviewOperator(HITLBranchOperator):
         lines += ["", "**Prompt:**", "", markdown_block(self.prompt)]
         if self.stored_uri:
             lines += ["", f"**Stored copy:** {markdown_code(self.stored_uri)}"]
-        stored = self.stored_video(result)
-        if isinstance(stored, dict) and stored.get("video_codec"):
+        if stored and stored.get("video_codec"):
             from airflow_provider_kling.store import describe_facts
 
             lines += ["", f"**The video:** {markdown_text(describe_facts(stored))}"]

@@ -148,18 +148,23 @@ def one_take(session: Session, key: TakeKey) -> dict[str, Any] | None:
         return None
     ti_row = dict(found._mapping)
     if stored_of(xcoms) is None:  # a copy task of the run may have stored it (generate, then copy)
-        stored, hostname = stored_for(session, key)
+        stored, hostname = stored_for(session, key, xcoms)
         if stored is not None:
             xcoms, ti_row["hostname"] = {**xcoms, "stored": stored}, hostname
     return _view(key, ti_row, xcoms, _submits(session, [(key, xcoms)]), detail=True)
 
 
-def stored_for(session: Session, key: TakeKey) -> tuple[dict[str, Any] | None, str | None]:
+def stored_for(
+    session: Session, key: TakeKey, xcoms: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any] | None, str | None]:
     """
     Where a take's video is stored, and the machine that stored it: its own task's copy, else the
     copy another task of its run made of the same request (``KlingVideoToStorageOperator``).
+
+    :param xcoms: the take's XComs, when the caller read them already.
     """
-    xcoms = xcoms_of(session, [key]).get(key, {})
+    if xcoms is None:
+        xcoms = xcoms_of(session, [key]).get(key, {})
     stored = stored_of(xcoms)
     if stored is not None:
         return stored, hostname_of(session, key)
