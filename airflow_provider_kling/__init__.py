@@ -58,6 +58,8 @@ def _provider_info() -> dict[str, Any]:
                     "airflow_provider_kling.operators.kling",
                     "airflow_provider_kling.operators.image_to_video",
                     "airflow_provider_kling.operators.review",
+                    "airflow_provider_kling.operators.stitch",
+                    "airflow_provider_kling.operators.film_budget",
                 ],
             }
         ],
@@ -76,7 +78,10 @@ def _provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_provider_kling.links.kling.KlingVideoLink"],
-        "task-decorators": [{"name": "kling", "class-name": "airflow_provider_kling.decorators.kling.kling_task"}],
+        "task-decorators": [
+            {"name": "kling", "class-name": "airflow_provider_kling.decorators.kling.kling_task"},
+            {"name": "kling_stitch", "class-name": "airflow_provider_kling.decorators.stitch.kling_stitch_task"},
+        ],
         "connection-types": [
             {
                 "connection-type": "kling",

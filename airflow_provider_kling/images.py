@@ -2,7 +2,9 @@
 The images a generation starts from, as RunComfy must receive them: a public ``https`` URL.
 
 An image is given three ways: an ``https`` URL, sent as it is; an ``ObjectStoragePath``; or an
-object-store URI (``s3://bucket/key``, ``gs://...``, ``az://...``) read with ``image_conn_id``.
+object-store URI (``s3://bucket/key``, ``gs://...``, ``az://...``) read with ``image_conn_id``. A
+fourth names the previous shot of a film: its result (or its ``stored``), whose last frame
+(``stored["last_frame"]``) is the image, read with the connection its video was stored with.
 The last two are signed by the store's own filesystem (fsspec's ``sign()``, which s3fs, gcsfs and
 adlfs implement) into a short-lived ``https`` URL, at the moment of the paid submit and for that
 submit only.
@@ -90,6 +92,8 @@ def image_source(argument: str, value: Any, conn_id: str | None = None) -> str:
 
     :raises KlingInputError: a local path, ``http``, or anything else RunComfy cannot be sent.
     """
+    if isinstance(value, dict):  # a previous shot's result, or its ``stored``: start where it ended
+        value, conn_id = last_frame_source(argument, value, conn_id)
     if isinstance(value, str):
         text = value
     elif hasattr(value, "fs") and hasattr(value, "protocol"):  # an ObjectStoragePath: its URI names its connection
@@ -120,6 +124,27 @@ def image_source(argument: str, value: Any, conn_id: str | None = None) -> str:
 
         text = str(ObjectStoragePath(text, conn_id=conn_id))
     return text
+
+
+def last_frame_source(argument: str, result: Mapping[str, Any], conn_id: str | None) -> tuple[str, str | None]:
+    """
+    The last frame of a stored take, given its result or its ``stored``: its URI and the
+    connection to read it with (``conn_id`` when given, else the one the video was stored with).
+
+    :raises KlingInputError: the take has no stored last frame, saying how to get one.
+    """
+    found = result.get("stored")
+    stored: Mapping[str, Any] = found if isinstance(found, dict) else result
+    frame = stored.get("last_frame")
+    if not isinstance(frame, str) or not frame:
+        rid = result.get("request_id") or stored.get("request_id")
+        of = f" of Kling request {rid}" if rid else ""
+        raise KlingInputError(
+            f"{argument}: the take{of} given has no stored last frame to start from; store the previous shot's video "
+            "(destination= in object storage, with poster=True) so that its last frame lands beside it"
+        )
+    stored_with = stored.get("conn_id")
+    return frame, conn_id or (stored_with if isinstance(stored_with, str) else None)
 
 
 def images_of(model_fields: Mapping[str, str], body: Mapping[str, Any]) -> list[ImageInput]:

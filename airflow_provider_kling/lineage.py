@@ -6,6 +6,8 @@ do (``get_openlineage_facets_on_complete``), when Airflow's OpenLineage provider
   (:class:`KlingGenerationRunFacet`): the model, the request id, the input's fingerprint, the
   seconds of video and the cost. The prompt appears only as its SHA-256, unless the task opts in
   (``lineage_prompt=True``). The token is never part of any of it.
+- A stitched film's inputs are its shots' stored videos, its output the film, so that a film
+  leads back to every request that paid for a part of it.
 - The copy's output dataset is the stored video itself, its namespace and name taken from its
   ``ObjectStoragePath`` (``file``, ``s3://bucket``...), not the temporary ``.part`` file Airflow's
   hook-level lineage saw: an operator that names its outputs replaces hook-level lineage. It
@@ -46,6 +48,7 @@ VIDEO_FACET_FIELDS = {
     "audioCodec": "audio_codec",
     "container": "container",
     "poster": "poster",
+    "lastFrame": "last_frame",
     "mismatch": "mismatch",
 }
 
@@ -106,6 +109,7 @@ def video_facet_class() -> Any:
             audioCodec: str | None = None
             container: str | None = None
             poster: str | None = None
+            lastFrame: str | None = None
             mismatch: list[str] | None = None
 
             @staticmethod
@@ -182,3 +186,17 @@ def dataset_name(uri: str) -> tuple[str, str]:
     if parts.scheme in ("", "file"):
         return "file", parts.path if parts.scheme else uri
     return f"{parts.scheme}://{parts.netloc}", parts.path.lstrip("/")
+
+
+def film_lineage(stored: Mapping[str, Any] | None, shots: list[str]) -> Any:
+    """
+    The ``OperatorLineage`` of a stitch: each shot's stored video an input dataset, the film (with
+    its ``kling_video`` facet) the output; nothing before the film landed.
+    """
+    from airflow.providers.common.compat.openlineage.facet import Dataset
+    from airflow.providers.openlineage.extractors import OperatorLineage
+
+    if stored is None:
+        return OperatorLineage()
+    film = stored_video_lineage(stored)
+    return OperatorLineage(inputs=[Dataset(*dataset_name(uri)) for uri in shots], outputs=film.outputs)

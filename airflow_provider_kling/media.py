@@ -10,8 +10,9 @@ Three checks, cheapest first, all before a video is moved into place:
    some video models return). Anything else is named: an HTML page, JSON, an image...
 3. :func:`inspect_video`: FFmpeg's own libraries, through PyAV, open the file, find a video
    stream and decode its first frame; what they read becomes the video's :class:`VideoFacts`
-   (duration, resolution, frame rate, codecs, audio), and a frame a third of the way in becomes
-   its poster (a JPEG).
+   (duration, resolution, frame rate, codecs, audio), a frame a third of the way in becomes its
+   poster (a JPEG), and the last frame it shows its last frame (a lossless PNG: where the next
+   shot of a film starts).
 
 :func:`shape_mismatch` compares the facts with what the request asked for (``duration``,
 ``aspect_ratio``) within stated tolerances. The first two checks need nothing but the standard
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from airflow_provider_kling.exceptions import KlingNotAVideoError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 #: A duration within this many seconds of the asked one is the asked one (Kling's 5-s videos run
 #: 5.0 to 5.1 s: whole frames at 24 or 30 fps, and the encoder's last frame).
@@ -200,10 +201,45 @@ def _ratio(text: str) -> float | None:
     return value if value > 0 else None
 
 
+@dataclass(frozen=True)
+class InspectedVideo:
+    """
+    What :func:`inspect_video` read of a video.
+
+    :param facts: what FFmpeg read of it.
+    :param poster: the frame a third of the way in, as a JPEG; ``None`` when not asked for.
+    :param last_frame: the last frame the video shows (the last decoded, not the last keyframe),
+        as a lossless PNG; ``None`` when not asked for.
+    """
+
+    facts: VideoFacts
+    poster: bytes | None = None
+    last_frame: bytes | None = None
+
+
 def inspect_video(source: str | BinaryIO, *, poster: bool = True) -> tuple[VideoFacts, bytes | None]:
     """
     Open a video with FFmpeg (PyAV), check that it holds a video stream whose first frame decodes,
     and read its facts; with ``poster``, also encode the frame a third of the way in as a JPEG.
+    (:func:`inspect_video_frames` reads the last frame as well.)
+
+    :param source: a local path, or a binary file object that can seek (an object store's file).
+    :raises KlingNotAVideoError: FFmpeg cannot open it, it holds no video stream, or its first
+        frame does not decode.
+    """
+    inspected = inspect_video_frames(source, poster=poster, last_frame=False)
+    return inspected.facts, inspected.poster
+
+
+def inspect_video_frames(source: str | BinaryIO, *, poster: bool = True, last_frame: bool = True) -> InspectedVideo:
+    """
+    :func:`inspect_video`, and with ``last_frame`` the last frame the video shows, as a PNG.
+
+    The frames are decoded from the last keyframe to the end, taking the poster on the way when
+    that keyframe comes before it (a Kling take has one keyframe, its first: its frames are then
+    decoded once, as a decode from the start would); else the poster is decoded from the keyframe
+    before it. A stitched film, a keyframe at each shot, decodes its last shot and a part of
+    another, not all of it. A tail that does not decode gives the last frame that did.
 
     :param source: a local path, or a binary file object that can seek (an object store's file).
     :raises KlingNotAVideoError: FFmpeg cannot open it, it holds no video stream, or its first
@@ -230,13 +266,15 @@ def inspect_video(source: str | BinaryIO, *, poster: bool = True) -> tuple[Video
         if first is None:
             raise KlingNotAVideoError("The video stream holds no frame", came="an empty video stream")
         facts = _facts(container, stream, first)
-        image = None
-        if poster:
-            try:
-                image = _jpeg(_frame_at(frames, first, (facts.duration_s or 0.0) * POSTER_AT))
-            except av.FFmpegError:  # the first frame decoded: a damaged tail costs the poster, not the video
-                image = _jpeg(first)
-    return facts, image
+        at = (facts.duration_s or 0.0) * POSTER_AT
+        shown = last = None
+        if last_frame:
+            shown, last = _tail(container, stream, facts.duration_s or 0.0, at)
+        if poster and shown is None:
+            shown = _frame_at(_seek(container, stream, at), at) or first
+        if last_frame and last is None:  # no seek to the tail: decoded from the start
+            last = _frame_at(_seek(container, stream, 0.0), float("inf")) or first
+    return InspectedVideo(facts, _jpeg(shown) if poster and shown is not None else None, _png(last) if last else None)
 
 
 def _reason(err: Exception) -> str:
@@ -266,15 +304,53 @@ def _facts(container: Any, stream: Any, first: Any) -> VideoFacts:
     )
 
 
-def _frame_at(frames: Any, first: Any, seconds: float) -> Any:
-    """The first frame at or past ``seconds`` (decoding on from ``first``), or the last one."""
-    frame = first
-    if seconds <= 0:
-        return frame
+def _seek(container: Any, stream: Any, seconds: float) -> Iterator[Any]:
+    """The frames from the keyframe at or before ``seconds`` on (none when the seek fails)."""
+    import av
+
+    base = stream.time_base or Fraction(1, 1_000_000)
+    try:
+        container.seek(int(seconds / base) + (stream.start_time or 0), stream=stream, backward=True)
+        yield from container.decode(stream)
+    except av.FFmpegError:  # a damaged tail: what decoded is what there is
+        return
+
+
+def _tail(container: Any, stream: Any, duration: float, at: float) -> tuple[Any, Any]:
+    """
+    From the last keyframe to the end: the frame shown at ``at`` (when that keyframe comes before
+    it, else ``None``) and the last frame (``None`` when nothing decoded).
+    """
+    shown = last = None
+    for frame in _seek(container, stream, duration):
+        if last is None and (frame.time or 0.0) > at:
+            shown = False  # the last keyframe comes after the poster's frame
+        if shown is None and (frame.time or 0.0) >= at:
+            shown = frame
+        last = frame
+    return (shown or None), last
+
+
+def _frame_at(frames: Iterator[Any], seconds: float) -> Any:
+    """The first of ``frames`` at or past ``seconds``, or the last one; ``None`` when there is none."""
+    frame = None
     for frame in frames:
         if frame.time is not None and frame.time >= seconds:
             break
     return frame
+
+
+def _png(frame: Any) -> bytes:
+    """A frame as a lossless PNG, in RGB (what a player shows, and what an image-to-video model takes)."""
+    import av
+
+    encoder = av.CodecContext.create("png", "w")
+    encoder.width, encoder.height = frame.width, frame.height
+    encoder.pix_fmt = "rgb24"
+    encoder.time_base = Fraction(1, 25)
+    picture = frame.reformat(format="rgb24")
+    picture.pts = 0
+    return b"".join(bytes(packet) for packet in [*encoder.encode(picture), *encoder.encode(None)])
 
 
 def _jpeg(frame: Any) -> bytes:

@@ -65,14 +65,33 @@ class Spend:
     :param tags: ``model``, ``dag_id``, ``task_id``, where known.
     """
 
-    def __init__(self, hook: KlingClient, budget: str | None = None, *, tags: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        hook: KlingClient,
+        budget: str | None = None,
+        *,
+        tags: Mapping[str, str] | None = None,
+        film_shot: str | None = None,
+    ) -> None:
         self.hook = hook
         self.budget = budget
         self.tags = {key: value for key, value in (tags or {}).items() if value}
+        #: The film's reservation of this shot (``<film>#<key>``), made before its first shot was paid.
+        self.film_shot = film_shot
+        self._claimed: set[int] = set()
 
     @classmethod
-    def of_task(cls, hook: KlingClient, task: Any, *, budget: str | None = None, model: str | None = None) -> Spend:
-        return cls(hook, budget, tags={"model": model or "", "dag_id": task.dag_id, "task_id": task.task_id})
+    def of_task(
+        cls,
+        hook: KlingClient,
+        task: Any,
+        *,
+        budget: str | None = None,
+        model: str | None = None,
+        film_shot: str | None = None,
+    ) -> Spend:
+        tags = {"model": model or "", "dag_id": task.dag_id, "task_id": task.task_id}
+        return cls(hook, budget, tags=tags, film_shot=film_shot)
 
     @cached_property
     def config(self) -> BudgetConfig:
@@ -98,6 +117,13 @@ class Spend:
 
         budget = self.config.get(self.budget, getattr(self.hook, "kling_conn_id", ""))
         assert self.ledger is not None  # config.get() demands a store
+        if self.film_shot is not None:
+            claimed = self.ledger.claim(self.film_shot)
+            if claimed is not None:
+                log.info("This shot spends the reservation its film made before its first shot was paid")
+                self._claimed.add(claimed)
+                return claimed
+            log.warning("The film holds no reservation for this shot any more: reserving one now")
         try:
             return self.ledger.reserve(budget, video_seconds=video_seconds, holder=holder)
         except KlingBudgetExceededError:
@@ -115,8 +141,11 @@ class Spend:
         self.count("video_seconds", round(video_seconds))
 
     def not_sent(self, reservation: int | None) -> None:
-        """RunComfy certainly created nothing: the reservation frees its share."""
-        if reservation is not None and self.ledger is not None:
+        """
+        RunComfy certainly created nothing: the reservation frees its share; a film's stays the
+        film's (the shot's retry spends it, or the film releases it when it ends).
+        """
+        if reservation is not None and reservation not in self._claimed and self.ledger is not None:
             self.ledger.release(reservation)
 
     def resumed(self) -> None:

@@ -91,4 +91,5 @@ def test_the_generation_and_the_stored_video_are_described_without_the_token_or_
         assert video["durationSeconds"] == pytest.approx(10, abs=0.1)
         assert (video["width"], video["height"], video["hasAudio"]) == (320, 180, False)  # Kling 1.6 is silent
         assert video["poster"].endswith(".jpg")
+        assert video["lastFrame"].endswith(".last.png")
         assert video["mismatch"] == []

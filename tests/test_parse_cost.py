@@ -14,6 +14,8 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 HEAVY = ("aiohttp", "pydantic", "tenacity", "requests", "urllib3", "airflow.triggers", "av")
 OURS_HEAVY = (
     "airflow_provider_kling.hooks",
+    "airflow_provider_kling.stitch",
+    "airflow_provider_kling.film",
     "airflow_provider_kling.models",
     "airflow_provider_kling.triggers",
     "airflow_provider_kling.ui",
@@ -26,6 +28,9 @@ before = set(sys.modules)
 import airflow_provider_kling.operators.kling
 import airflow_provider_kling.sensors.kling
 import airflow_provider_kling.transfers.kling_to_storage
+import airflow_provider_kling.operators.stitch
+import airflow_provider_kling.decorators.stitch
+import airflow_provider_kling.storyboard
 print(json.dumps(sorted(set(sys.modules) - before)))
 """
 
@@ -35,6 +40,7 @@ def test_dag_parse_imports_no_heavy_module_beyond_airflows_own():
     heavy = [name for name in added if name.startswith(HEAVY + OURS_HEAVY)]
     assert heavy == [], f"importing the DAG-facing modules loaded {heavy}"
     assert "airflow_provider_kling.operators.kling" in added  # the probe did import them
+    assert "airflow_provider_kling.storyboard" in added  # a storyboard's DAG file too: no PyAV until a stitch runs
 
 
 REVIEW_PROBE = """

@@ -100,6 +100,11 @@ def poster_path(dest: Path | ObjectStoragePath) -> Path | ObjectStoragePath:
     return dest.parent / f"{dest.stem if dest.suffix else dest.name}.jpg"
 
 
+def last_frame_path(dest: Path | ObjectStoragePath) -> Path | ObjectStoragePath:
+    """Where a video's last frame goes: beside it, ``teaser.mp4`` -> ``teaser.last.png``."""
+    return dest.parent / f"{dest.stem if dest.suffix else dest.name}.last.png"
+
+
 def make_folder(dest: Path | ObjectStoragePath) -> list[Path]:
     """Make ``dest``'s folder; return the local folders made (outermost first), to remove on failure."""
     if not is_local(dest):

@@ -37,6 +37,7 @@ from airflow_provider_kling.exceptions import (
 from airflow_provider_kling.hooks.destination import (
     check_destination,
     is_local,
+    last_frame_path,
     make_folder,
     poster_path,
     storage_path,
@@ -44,10 +45,11 @@ from airflow_provider_kling.hooks.destination import (
 )
 from airflow_provider_kling.media import (
     ExpectedShape,
+    InspectedVideo,
     VideoFacts,
     container_problem,
     content_type_problem,
-    inspect_video,
+    inspect_video_frames,
     shape_mismatch,
 )
 from airflow_provider_kling.streaming import read_ahead
@@ -78,7 +80,8 @@ class DownloadedVideo:
     """
     A video saved by :func:`download_video` or :func:`copy_video`: ``size_bytes`` and ``sha256``
     describe the file that landed, ``facts`` what FFmpeg read of it, ``poster`` where its poster
-    frame (a JPEG beside it) landed, if one was asked for.
+    frame (a JPEG beside it) landed and ``last_frame`` where its last frame (a PNG beside it) did,
+    if they were asked for.
     """
 
     path: str
@@ -89,6 +92,7 @@ class DownloadedVideo:
     facts: VideoFacts
     poster: str | None = None
     conn_id: str | None = None
+    last_frame: str | None = None
 
     def stored(self) -> dict[str, Any]:
         """
@@ -104,6 +108,7 @@ class DownloadedVideo:
             "content_type": self.content_type,
             **self.facts.to_dict(),
             "poster": self.poster,
+            "last_frame": self.last_frame,
         }
 
 
@@ -115,7 +120,8 @@ class VideoRules:
     :param expect: the shape the request asked for; a video of another shape is reported in its
         facts' ``mismatch`` (and logged by the caller), or refused with ``verify="strict"``.
     :param verify: ``"warn"`` (report a mismatch) or ``"strict"`` (refuse the video).
-    :param poster: store a poster frame (``<name>.jpg``) beside the video.
+    :param poster: store a poster frame (``<name>.jpg``) and the last frame (``<name>.last.png``,
+        lossless: where a next shot starts) beside the video.
     :param request_id: the request the video comes from, for the words of a refusal.
     """
 
@@ -268,8 +274,8 @@ def land_video(
     def checked(part: Path | ObjectStoragePath) -> None:
         if check is not None:
             check()
-        facts, image = _inspect(part, rules.poster)
-        facts = facts.with_mismatch(shape_mismatch(facts, rules.expect))
+        inspected = _inspect(part, rules.poster)
+        facts = inspected.facts.with_mismatch(shape_mismatch(inspected.facts, rules.expect))
         if facts.mismatch and rules.verify == "strict":
             rid = rules.request_id or "the request"
             raise KlingVideoShapeError(
@@ -278,22 +284,28 @@ def land_video(
                 request_id=rules.request_id or "",
                 mismatch=list(facts.mismatch),
             )
-        if image is not None:
-            poster = poster_path(dest)
-            write_whole(poster, [image], max_bytes=max_bytes)
-            landed["poster"] = poster
+        for name, image, place, kind in (
+            ("poster", inspected.poster, poster_path, "image/jpeg"),
+            ("last_frame", inspected.last_frame, last_frame_path, "image/png"),
+        ):
+            if image is not None:
+                write_whole(place(dest), [image], max_bytes=max_bytes, content_type=kind)
+                landed[name] = place(dest)
         landed["facts"] = facts
 
     try:
-        size, sha256 = write_whole(dest, chunks, max_bytes=max_bytes, before_move=checked, digest=digest)
+        size, sha256 = write_whole(
+            dest, chunks, max_bytes=max_bytes, before_move=checked, digest=digest, content_type=content_type
+        )
     except BaseException:
-        if "poster" in landed:
-            landed["poster"].unlink(missing_ok=True)
+        for name in ("poster", "last_frame"):
+            if name in landed:
+                landed[name].unlink(missing_ok=True)
         for folder in reversed(made):
             with suppress(OSError):
                 folder.rmdir()  # only while empty
         raise
-    poster_at = landed.get("poster")
+    poster_at, last_at = landed.get("poster"), landed.get("last_frame")
     return DownloadedVideo(
         path=str(dest),
         uri=uri_of(dest),
@@ -303,15 +315,16 @@ def land_video(
         facts=landed["facts"],
         poster=uri_of(poster_at) if poster_at is not None else None,
         conn_id=getattr(dest, "conn_id", None),
+        last_frame=uri_of(last_at) if last_at is not None else None,
     )
 
 
-def _inspect(part: Path | ObjectStoragePath, poster: bool) -> tuple[VideoFacts, bytes | None]:
+def _inspect(part: Path | ObjectStoragePath, frames: bool) -> InspectedVideo:
     """Probe a written file: a local one by its path, an object store's through its file object."""
     if is_local(part):
-        return inspect_video(str(part), poster=poster)
+        return inspect_video_frames(str(part), poster=frames, last_frame=frames)
     with part.open("rb") as reader:
-        return inspect_video(reader, poster=poster)
+        return inspect_video_frames(reader, poster=frames, last_frame=frames)
 
 
 def copy_video(
@@ -348,17 +361,20 @@ def write_whole(
     max_bytes: int,
     before_move: Callable[[Path | ObjectStoragePath], None] | None = None,
     digest: Any = None,
+    content_type: str | None = None,
 ) -> tuple[int, str]:
     """
     Write ``chunks`` to a temporary name beside ``dest``, run ``before_move`` on it, then move the
     file into place; on any failure remove the temporary file. Returns the size and the sha256 written.
+    In an object store that keeps one, the object's ``Content-Type`` is ``content_type`` (a stored
+    frame RunComfy fetches as the next shot's image must be served as an image).
     """
     hashed_already = digest is not None  # the producer of the chunks hashes them as it reads
     digest = digest if hashed_already else hashlib.sha256()
     size = 0
     part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
     try:
-        with part.open("wb") as out:
+        with part.open("wb", **_typed(part, content_type)) as out:
             for chunk in chunks:
                 size += len(chunk)
                 if size > max_bytes:
@@ -378,3 +394,15 @@ def write_whole(
         part.unlink(missing_ok=True)
         raise
     return size, digest.hexdigest()
+
+
+def _typed(path: Path | ObjectStoragePath, content_type: str | None) -> dict[str, Any]:
+    """How an object store is told an object's ``Content-Type`` when it is written (S3, GCS); nothing for a disk."""
+    if content_type is None or is_local(path):
+        return {}
+    protocol = str(getattr(path, "protocol", "") or "")
+    if protocol in ("s3", "s3a"):
+        return {"ContentType": content_type}
+    if protocol in ("gs", "gcs"):
+        return {"content_type": content_type}
+    return {}

@@ -75,6 +75,10 @@ class KlingTextToVideoOperator(BaseOperator):
     :param budget: the budget of the ``kling`` connection this generation spends from: checked and
         reserved in one atomic step before the paid submit, and refused with
         ``KlingBudgetExceededError`` (never retried) when a cap would be passed. Templated.
+    :param budget_reserved_by: the task id of a film's reservation
+        (:class:`~airflow_provider_kling.operators.film_budget.KlingFilmBudgetOperator`, as a
+        storyboard makes it): this shot spends the reservation that task made for it before the
+        film's first shot was paid, instead of reserving its own. Needs ``budget``.
     :param max_paid_submits: the most generations this task pays for across all of its tries (a
         model that keeps failing is not paid for again and again by retries); ``None`` for no cap.
     :param lineage_prompt: put the prompt itself in the OpenLineage run facet; by default only its
@@ -143,6 +147,7 @@ class KlingTextToVideoOperator(BaseOperator):
         cancel_on_kill: bool = True,
         hook_params: dict[str, Any] | None = None,
         budget: str | None = None,
+        budget_reserved_by: str | None = None,
         max_paid_submits: int | None = None,
         lineage_prompt: bool = False,
         destination: str | None = None,
@@ -174,6 +179,7 @@ class KlingTextToVideoOperator(BaseOperator):
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = hook_params or {}
         self.budget = budget
+        self.budget_reserved_by = budget_reserved_by
         self.max_paid_submits = max_paid_submits
         self.lineage_prompt = lineage_prompt
         self.destination = destination
@@ -239,6 +245,8 @@ class KlingTextToVideoOperator(BaseOperator):
         from airflow_provider_kling.take import push_take
 
         body = self.build_input()
+        if self.budget_reserved_by:
+            self._spend_films_reservation(context)
         expect = ExpectedShape.of_input(body)
         self._expect = expect.to_dict() if expect is not None else None
         request_id = self._submit_or_resume(context, body)
@@ -291,6 +299,13 @@ class KlingTextToVideoOperator(BaseOperator):
     def on_kill(self) -> None:
         """A user stopped the task (or its ``execution_timeout`` passed): the exit rule decides."""
         self.waiter.on_kill()
+
+    def _spend_films_reservation(self, context: Context) -> None:
+        from airflow_provider_kling.film import film_holder, shot_holder
+
+        ti = context["ti"]
+        film = film_holder(ti.dag_id, ti.run_id, str(self.budget_reserved_by))
+        self.spend.film_shot = shot_holder(film, self.task_id)
 
     def _request_id_of_this_try(self, context: Context) -> str | None:
         ti = context["ti"]
@@ -390,7 +405,9 @@ class KlingTextToVideoOperator(BaseOperator):
 def _check_layout(task: KlingTextToVideoOperator) -> None:
     """``destination`` and ``finish_in_triggerer`` need a task that waits (in the triggerer, for the latter)."""
     problem = None
-    if task.destination and not task.wait_for_completion:
+    if task.budget_reserved_by and not task.budget:
+        problem = "budget_reserved_by needs budget (the budget the film was reserved from)"
+    elif task.destination and not task.wait_for_completion:
         problem = "destination needs wait_for_completion=True (the task stores the video it waited for)"
     elif task.finish_in_triggerer and not (task.wait_for_completion and task.deferrable):
         problem = "finish_in_triggerer needs wait_for_completion=True and deferrable=True (the trigger ends the task)"

@@ -22,6 +22,8 @@ from airflow_provider_kling.images import on_this_machine
 
 @dataclass(frozen=True)
 class ModelRules:
+    """A model's required fields, its image fields (the first is where its video starts), whether it has sound."""
+
     required: tuple[str, ...]
     images: tuple[str, ...] = ()
     sound: bool = False
@@ -56,31 +58,35 @@ def missing(model: str, body: dict[str, object]) -> list[str]:
     return [name for name in rules.required if body.get(name) in (None, "")] if rules else []
 
 
-async def fetch_images(model: str, body: dict[str, object]) -> list[str]:
+async def fetch_images(model: str, body: dict[str, object], into: dict[str, bytes] | None = None) -> list[str]:
     """
     Fetch each image input of ``body`` on this machine as RunComfy's servers would: how each went,
-    ``ok`` or why it failed (``image_url: HTTP 403 (Request has expired)``).
+    ``ok`` or why it failed (``image_url: HTTP 403 (Request has expired)``). The images fetched
+    are put ``into`` the mapping given, by field (the first frame is where the video starts).
     """
     rules = RULES.get(model)
     outcomes = []
     for name in rules.images if rules else ():
         url = body.get(name)
         if isinstance(url, str) and on_this_machine(url):
-            outcomes.append(await _fetch(name, url))
+            outcome, data = await _fetch(name, url)
+            outcomes.append(outcome)
+            if data is not None and into is not None:
+                into[name] = data
     return outcomes
 
 
-async def _fetch(name: str, url: str) -> str:
+async def _fetch(name: str, url: str) -> tuple[str, bytes | None]:
     try:
         timeout = aiohttp.ClientTimeout(total=FETCH_TIMEOUT)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as answer:
             data = await answer.read()
             kind, status = answer.headers.get("Content-Type", ""), answer.status
     except (aiohttp.ClientError, asyncio.TimeoutError) as err:  # asyncio's is not the builtin before 3.11
-        return f"{name}: could not be fetched ({type(err).__name__})"
+        return f"{name}: could not be fetched ({type(err).__name__})", None
     if status != 200:
         reason = "Request has expired" if b"Request has expired" in data else data[:80].decode(errors="replace")
-        return f"{name}: HTTP {status} ({reason.strip()})"
+        return f"{name}: HTTP {status} ({reason.strip()})", None
     if not kind.startswith("image/") or not data.startswith(_IMAGE_MAGIC):
-        return f"{name}: not an image ({kind or 'no Content-Type'})"
-    return "ok"
+        return f"{name}: not an image ({kind or 'no Content-Type'})", None
+    return "ok", data

@@ -41,6 +41,7 @@ from airflow_provider_kling.testing.media import (
     SIGN_IN_PAGE,
     make_full_hd_video,
     make_video,
+    make_video_from_image,
     padded_video,
     undecodable_video,
 )
@@ -159,6 +160,10 @@ class SimulatedRequest:
     created: float
     created_at: str
     cancelled_at: float | None = None
+    #: The images RunComfy's servers fetched for it, by field; its video starts from the first.
+    images: dict[str, bytes] = field(default_factory=dict)
+    #: The fetch of its images, which the video waits for.
+    fetching: asyncio.Future[None] | None = None
 
     def phase(self, now: float, queue_seconds: float, run_seconds: float) -> str:
         if self.cancelled_at is not None:
@@ -530,6 +535,7 @@ class RunComfySimulator:
             self.requests[rid] = sim_request
         if RULES.get(model, RULES[TEXT_TO_VIDEO]).images:
             fetch = asyncio.ensure_future(self._fetch_inputs(sim_request))
+            sim_request.fetching = fetch
             self._fetches.add(fetch)
             fetch.add_done_callback(self._fetches.discard)
         self._record(rid, "submit")
@@ -546,7 +552,7 @@ class RunComfySimulator:
         """When the request starts running, fetch its images as RunComfy's servers would; one that fails fails it."""
         queue, _ = self._timeline(sim_request)
         await asyncio.sleep(max(queue - (time.monotonic() - sim_request.created), 0.0))
-        fetched = await fetch_images(sim_request.model, sim_request.input)
+        fetched = await fetch_images(sim_request.model, sim_request.input, into=sim_request.images)
         self.image_fetches.extend(fetched)
         failures = [outcome for outcome in fetched if outcome != "ok"]
         if failures:
@@ -651,6 +657,8 @@ class RunComfySimulator:
             return answer
         if sim_request is None:
             return web.Response(status=404, text="no such video")
+        if sim_request.fetching is not None:
+            await asyncio.wait([sim_request.fetching])  # its video starts from its image
         self._record(rid, "video")
         if sim_request.scenario.media in ("html_page", "html_as_mp4"):
             served_as = "text/html" if sim_request.scenario.media == "html_page" else "video/mp4"
@@ -695,6 +703,13 @@ class RunComfySimulator:
         ratio = scenario.served_aspect_ratio or str(sim_request.input.get("aspect_ratio") or "16:9")
         audio_only = scenario.media == "audio_only"
         sound = RULES[sim_request.model].sound if sim_request.model in RULES else True
+        rules = RULES.get(sim_request.model)
+        first = sim_request.images.get(rules.images[0]) if rules and rules.images else None
+        if first is not None and not audio_only:
+            try:
+                return make_video_from_image(first, seconds, ratio, audio=sound)
+            except Exception:  # noqa: BLE001 - an image FFmpeg cannot read: the take starts elsewhere
+                pass
         return make_video(seconds, ratio, audio=sound or audio_only, video=not audio_only)
 
     async def _done(self, request: web.Request) -> web.Response:

@@ -244,7 +244,7 @@ def test_download_is_whole_and_matches_the_server(hook, sim, tmp_path):
     assert saved.content_type == "video/mp4"
     assert saved.facts.to_dict() == CHECKED_5S_16_9
     assert saved.poster == (tmp_path / "v.jpg").as_uri()
-    assert sorted(tmp_path.iterdir()) == [tmp_path / "v.jpg", tmp_path / "v.mp4"]
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "v.jpg", tmp_path / "v.last.png", tmp_path / "v.mp4"]
 
 
 def test_download_cut_short_leaves_no_file(hook, sim, tmp_path):

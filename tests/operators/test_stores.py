@@ -34,9 +34,12 @@ def test_the_generating_task_stores_the_video_whole(run_dag, sim, tmp_path, capf
         "content_type": "video/mp4",
         **CHECKED_5S_16_9,
         "poster": destination.with_suffix(".jpg").as_uri(),
+        "last_frame": destination.with_name("teaser.last.png").as_uri(),
     }
     assert destination.with_suffix(".jpg").read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG
-    assert sorted(p.name for p in destination.parent.iterdir()) == ["teaser.jpg", "teaser.mp4"]  # no partial file
+    assert destination.with_name("teaser.last.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    names = sorted(p.name for p in destination.parent.iterdir())
+    assert names == ["teaser.jpg", "teaser.last.png", "teaser.mp4"]  # no partial file
     assert sim.calls["submit"] == 1
     assert sim.calls["video"] == 1
     out = capfd.readouterr().out + caplog.text

@@ -37,9 +37,11 @@ def test_copy_lands_whole_reports_its_digest_and_emits_the_asset(run_dag, sim, t
         "content_type": "video/mp4",
         **CHECKED_5S_16_9,
         "poster": f"file://{dest.with_suffix('.jpg')}",
+        "last_frame": f"file://{dest.with_name('video.last.png')}",
         "request_id": values[("generate", "return_value")],
     }
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["video.jpg", "video.mp4"]  # no part file left behind
+    names = sorted(p.name for p in dest.parent.iterdir())
+    assert names == ["video.jpg", "video.last.png", "video.mp4"]  # no part file left behind
     with create_session() as session:
         events = _asset_events(session, "file:///kling-test-videos", dag_run.run_id)
         assert len(events) == 1

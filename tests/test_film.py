@@ -1,0 +1,152 @@
+"""
+Films longer than one shot, end to end: storyboards run with ``dag.test()`` against the simulator
+over HTTP, their shots stored in an S3 API on loopback and chained by their last frames (signed
+for the simulator, which starts each image-to-video take from its image), stitched into one
+checked film; the whole film reserved from a budget before its first shot is paid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("moto", reason="moto's S3 server is a test tool of the dev group")
+pytest.importorskip("airflow.providers.amazon", reason="Airflow's S3 filesystem comes with the Amazon provider")
+
+from airflow_provider_kling.budgets import Budget
+from airflow_provider_kling.ledger import BudgetLedger
+from airflow_provider_kling.testing.media import sample_image
+from airflow_provider_kling.testing.s3 import S3Server
+from tests.conftest import states, xcoms
+
+DAGS = Path(__file__).parent / "dag_files"
+FILE = "kling_film_dags.py"
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with S3Server() as server:
+        server.put("brand", "key-visual.png", sample_image())
+        server.put("films", ".keep", b"", content_type="text/plain")
+        yield server
+
+
+@pytest.fixture
+def bucket(s3, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", s3.connection_json())
+    return s3
+
+
+@pytest.fixture
+def films_budget(sim, tmp_path, monkeypatch):
+    """``kling_default`` with the budget ``films`` (6 videos a day), its ledger in SQLite."""
+
+    def with_cap(videos: int = 6) -> BudgetLedger:
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_KLING_LEDGER", json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "ledger.db")})
+        )
+        extra = {"budgets": {"films": {"videos": videos, "period": "day"}}, "budget_store": "kling_ledger"}
+        monkeypatch.setenv("AIRFLOW_CONN_KLING_DEFAULT", sim.connection_json(extra=extra))
+        return BudgetLedger.from_connection("kling_ledger")
+
+    return with_cap
+
+
+def _read(s3, uri: str) -> bytes:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket = bucket.rpartition("@")[2]  # an ObjectStoragePath's URI names its connection
+    return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _rgb(image: bytes | str) -> tuple[bytes, int, int]:
+    """The first frame of a video or an image (bytes or a local path), as RGB."""
+    import av
+
+    with av.open(io.BytesIO(image) if isinstance(image, bytes) else image) as container:
+        frame = next(container.decode(video=0)).reformat(format="rgb24")
+    plane = frame.planes[0]
+    rows = bytes(plane)
+    data = b"".join(rows[y * plane.line_size : y * plane.line_size + frame.width * 3] for y in range(frame.height))
+    return data, frame.width, frame.height
+
+
+def psnr(a: bytes, b: bytes) -> float:
+    assert len(a) == len(b)
+    mse = sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) / len(a)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+def _film_facts(path: str) -> dict:
+    import av
+
+    with av.open(path) as container:
+        video = container.streams.video[0]
+        audio = container.streams.audio[0] if container.streams.audio else None
+        facts = {
+            "frames": sum(1 for _ in container.demux(video) if _.size),
+            "video_s": float(video.duration * video.time_base),
+            "audio_s": float(audio.duration * audio.time_base) if audio is not None else None,
+        }
+    return facts
+
+
+def test_three_shots_chain_by_their_last_frames_into_one_checked_film(run_dag, sim, bucket, films_budget, tmp_path):
+    ledger = films_budget(videos=6)
+    film = tmp_path / "film.mp4"
+    dag_run = run_dag("kling_film", folder=DAGS, file=FILE, run_conf={"film": str(film)})
+    assert states(dag_run) == {
+        "film.reserve": "success",
+        "film.shot_1": "success",
+        "film.shot_2": "success",
+        "film.shot_3": "success",
+        "film.stitch": "success",
+        "film.release": "success",
+    }
+    values = xcoms(dag_run)
+    shots = [values[(f"film.shot_{n}", "result")] for n in (1, 2, 3)]
+    # Each shot started where the one before ended: its image was the last frame, signed and fetched.
+    assert sim.image_fetches == ["ok", "ok", "ok"]
+    for before, after in itertools.pairwise(shots):
+        last = _read(bucket, before["stored"]["last_frame"])
+        assert last.startswith(b"\x89PNG")
+        first, width, height = _rgb(_read(bucket, after["stored"]["uri"]))
+        assert (width, height) == (320, 180)
+        assert psnr(first, _rgb(last)[0]) >= 40
+    # The film: the shots' packets, as long as they are together, and checked like any stored take.
+    result = values[("film.stitch", "result")]
+    assert result["method"] == "remux"
+    assert result["request_ids"] == [shot["request_id"] for shot in shots]
+    assert result["cost"] == pytest.approx(sum(float(shot["cost"]) for shot in shots))
+    stored = result["stored"]
+    assert stored["uri"] == film.as_uri()
+    assert stored["sha256"] == hashlib.sha256(film.read_bytes()).hexdigest()
+    assert stored["mismatch"] == []
+    assert Path(stored["poster"].removeprefix("file://")).read_bytes()[:3] == b"\xff\xd8\xff"
+    assert Path(stored["last_frame"].removeprefix("file://")).read_bytes()[:4] == b"\x89PNG"
+    facts = _film_facts(str(film))
+    shot_facts = [_film_facts_of_bytes(_read(bucket, shot["stored"]["uri"])) for shot in shots]
+    assert facts["frames"] == sum(shot["frames"] for shot in shot_facts)
+    assert facts["video_s"] == pytest.approx(sum(shot["video_s"] for shot in shot_facts), abs=1 / 24)
+    assert stored["duration_s"] == pytest.approx(15, abs=1 / 24 + 0.02)
+    # The film's last frame is the last shot's.
+    film_last = _rgb(stored["last_frame"].removeprefix("file://"))[0]
+    assert film_last == _rgb(_read(bucket, shots[2]["stored"]["last_frame"]))[0]
+    # The whole film was reserved first, then each shot spent its part: 3 spent, nothing left held.
+    usage = ledger.usage(Budget("films", videos=6))
+    assert (usage.videos, usage.reserved_videos, usage.video_seconds) == (3, 0, 15.0)
+    assert sim.calls["submit"] == 3
+
+
+def _film_facts_of_bytes(data: bytes) -> dict:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as file:
+        file.write(data)
+        file.flush()
+        return _film_facts(file.name)
