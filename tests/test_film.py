@@ -20,10 +20,11 @@ pytest.importorskip("moto", reason="moto's S3 server is a test tool of the dev g
 pytest.importorskip("airflow.providers.amazon", reason="Airflow's S3 filesystem comes with the Amazon provider")
 
 from airflow_provider_kling.budgets import Budget
+from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.ledger import BudgetLedger
 from airflow_provider_kling.testing.media import sample_image
 from airflow_provider_kling.testing.s3 import S3Server
-from tests.conftest import states, xcoms
+from tests.conftest import FAST_HOOK, states, xcoms
 
 DAGS = Path(__file__).parent / "dag_files"
 FILE = "kling_film_dags.py"
@@ -93,6 +94,9 @@ def _film_facts(path: str) -> dict:
             "video_s": float(video.duration * video.time_base),
             "audio_s": float(audio.duration * audio.time_base) if audio is not None else None,
         }
+    if audio is not None:
+        with av.open(path) as container:
+            facts["audio_decoded_s"] = sum(frame.samples for frame in container.decode(audio=0)) / audio.sample_rate
     return facts
 
 
@@ -150,3 +154,100 @@ def _film_facts_of_bytes(data: bytes) -> dict:
         file.write(data)
         file.flush()
         return _film_facts(file.name)
+
+
+def test_a_chain_of_shots_that_wait_on_their_worker_continues_as_well(run_dag, sim, bucket, tmp_path):
+    film = tmp_path / "film.mp4"
+    dag_run = run_dag("kling_film_polling", folder=DAGS, file=FILE, run_conf={"film": str(film)})
+    assert states(dag_run) == {"film.shot_1": "success", "film.shot_2": "success", "film.stitch": "success"}
+    values = xcoms(dag_run)
+    first, second = (values[(f"film.shot_{n}", "result")] for n in (1, 2))
+    start, _, _ = _rgb(_read(bucket, second["stored"]["uri"]))
+    assert psnr(start, _rgb(_read(bucket, first["stored"]["last_frame"]))[0]) >= 40
+    assert values[("film.stitch", "result")]["stored"]["duration_s"] == pytest.approx(10, abs=0.06)
+
+
+def _loudness(path: str, start: float, end: float) -> float | None:
+    """The mean absolute sample of a film's sound between two times (0 for silence, ``None`` for no sound at all)."""
+    import array
+
+    import av
+
+    total, count = 0.0, 0
+    with av.open(path) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=48_000)
+        for frame in container.decode(audio=0):
+            for mono in resampler.resample(frame):
+                at = float(mono.pts * mono.time_base) if mono.pts is not None else 0.0
+                if start <= at < end:
+                    samples = array.array("f", bytes(mono.planes[0])[: mono.samples * 4])
+                    total += sum(abs(value) for value in samples)
+                    count += len(samples)
+    return total / count if count else None
+
+
+def test_a_silent_shot_between_sounding_ones_gets_silence_and_the_sound_stays_in_step(run_dag, sim, bucket, tmp_path):
+    film = tmp_path / "film.mp4"
+    dag_run = run_dag("kling_film_sound", folder=DAGS, file=FILE, run_conf={"film": str(film)})
+    assert states(dag_run) == {f"film.shot_{n}": "success" for n in (1, 2, 3)} | {"film.stitch": "success"}
+    shots = [xcoms(dag_run)[(f"film.shot_{n}", "result")]["stored"] for n in (1, 2, 3)]
+    assert [shot["has_audio"] for shot in shots] == [True, False, True]  # Kling 2.6, 2.1, 2.6
+    result = xcoms(dag_run)[("film.stitch", "result")]
+    assert result["method"] == "remux"  # the pictures agree; the silence is the only sound encoded
+    facts = _film_facts(str(film))
+    assert facts["video_s"] == pytest.approx(15, abs=1 / 24)
+    assert facts["audio_s"] == pytest.approx(facts["video_s"], abs=1 / 24)  # as long as the picture
+    assert facts["audio_decoded_s"] == pytest.approx(facts["video_s"], abs=1 / 24)  # and no gap in it
+    assert (_loudness(str(film), 0.5, 4.5) or 0) > 0.01  # the first shot's tone
+    assert _loudness(str(film), 5.1, 9.9) == pytest.approx(0, abs=1e-4)  # the silent shot: silence
+    assert (_loudness(str(film), 10.5, 14.5) or 0) > 0.01  # the third shot's tone, in step after the silence
+
+
+def test_a_failed_second_shot_pays_for_no_third_and_leaves_nothing_queued_or_reserved(
+    run_dag, sim, bucket, films_budget, tmp_path
+):
+    ledger = films_budget(videos=6)
+    dag_run = run_dag("kling_film_fails", folder=DAGS, file=FILE, run_conf={"film": str(tmp_path / "film.mp4")})
+    assert states(dag_run) == {
+        "film.reserve": "success",
+        "film.shot_1": "success",
+        "film.shot_2": "failed",
+        "film.shot_3": "upstream_failed",
+        "film.stitch": "upstream_failed",
+        "film.release": "success",  # the teardown runs however the film ended
+    }
+    assert str(dag_run.state) == "failed"  # the teardown's success does not hide the failed film
+    assert sim.calls["submit"] == 2  # no third shot was paid
+    with KlingHook(**FAST_HOOK) as hook:  # every request it paid for has finished: none is left queued
+        assert all(hook.get_status(rid).status.is_finished for rid in sim.requests)
+    usage = ledger.usage(Budget("films", videos=6))
+    assert (usage.videos, usage.reserved_videos) == (2, 0)  # the third shot's reservation went back
+    assert not (tmp_path / "film.mp4").exists()
+
+
+def test_a_film_over_its_budget_pays_for_nothing(run_dag, sim, bucket, films_budget, tmp_path, capfd):
+    ledger = films_budget(videos=2)  # three shots do not fit
+    dag_run = run_dag("kling_film", folder=DAGS, file=FILE, run_conf={"film": str(tmp_path / "film.mp4")})
+    found = states(dag_run)
+    assert found["film.reserve"] == "failed"
+    assert {found[f"film.shot_{n}"] for n in (1, 2, 3)} == {"upstream_failed"}
+    assert sim.calls["submit"] == 0
+    usage = ledger.usage(Budget("films", videos=2))
+    assert (usage.videos, usage.reserved_videos) == (0, 0)
+    assert "refuses the film before any shot is paid: 3 shots of 15 s in all" in capfd.readouterr().out
+
+
+def test_taskflow_hands_each_result_on_and_the_film_crossfades(run_dag, sim, bucket, tmp_path):
+    film = tmp_path / "film.mp4"
+    dag_run = run_dag("kling_film_taskflow", folder=DAGS, file=FILE, run_conf={"film": str(film)})
+    assert states(dag_run) == {"opening": "success", "closing": "success", "film": "success"}
+    values = xcoms(dag_run)
+    opening, closing = values[("opening", "return_value")], values[("closing", "return_value")]
+    start, _, _ = _rgb(_read(bucket, closing["stored"]["uri"]))
+    assert psnr(start, _rgb(_read(bucket, opening["stored"]["last_frame"]))[0]) >= 40
+    result = values[("film", "return_value")]  # @task.kling_stitch returns the film's result
+    assert result["method"] == "re-encode"
+    assert result["why"] == "a crossfade of 0.5 s blends the shots' frames"
+    assert result["request_ids"] == [opening["request_id"], closing["request_id"]]
+    assert result["stored"]["duration_s"] == pytest.approx(9.5, abs=0.06)  # each join fades over 0.5 s
+    assert _film_facts(str(film))["frames"] == 228  # 24 fps x 9.5 s

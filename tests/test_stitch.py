@@ -1,0 +1,205 @@
+"""
+Stitching stored takes with ``KlingStitchOperator`` in a real Airflow (``dag.test()``): remux keeps
+every packet, other shapes re-encode and still play, a retry writes the same film, and bad takes
+are refused naming the shot. And the last frame every stored video carries is the last one shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_kling.exceptions import KlingInputError
+from airflow_provider_kling.media import inspect_video_frames
+from airflow_provider_kling.testing.media import make_video
+from tests.conftest import states, xcoms
+
+DAGS = Path(__file__).parent / "dag_files"
+FILE = "kling_film_dags.py"
+
+
+def _packets(path: Path) -> list[bytes]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [bytes(packet) for packet in container.demux(video=0) if packet.size]
+
+
+def _frames(path: Path) -> tuple[int, tuple[int, int]]:
+    import av
+
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    return len(frames), (frames[0].width, frames[0].height)
+
+
+@pytest.fixture
+def takes(tmp_path):
+    """Three stored takes of one model (5, 10 and 5 s), and one of another shape (9:16)."""
+    made = {}
+    for name, seconds, ratio in (("a", 5.0, "16:9"), ("b", 10.0, "16:9"), ("c", 5.0, "16:9"), ("tall", 5.0, "9:16")):
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(make_video(seconds, ratio, audio=name != "b"))
+        made[name] = path
+    return made
+
+
+def _stitch(run_dag, takes: list[Path], film: Path):
+    conf = {"takes": [str(path) for path in takes], "film": str(film)}
+    return run_dag("kling_stitch_files", folder=DAGS, file=FILE, run_conf=conf)
+
+
+def test_takes_that_agree_are_remuxed_and_every_packet_is_kept(run_dag, takes, tmp_path):
+    film = tmp_path / "out" / "film.mp4"
+    dag_run = _stitch(run_dag, [takes["a"], takes["b"], takes["c"]], film)
+    assert states(dag_run) == {"stitch": "success"}
+    result = xcoms(dag_run)[("stitch", "result")]
+    assert result["method"] == "remux"
+    packets = [hashlib.sha256(p).digest() for p in _packets(film)]
+    shots = [hashlib.sha256(p).digest() for shot in ("a", "b", "c") for p in _packets(takes[shot])]
+    assert packets == shots  # every packet's bytes, in order
+    assert result["stored"]["duration_s"] == pytest.approx(20, abs=0.06)
+    assert result["stored"]["has_audio"] is True  # the silent 10-s shot in the middle got silence
+    assert result["shots"] == [path.as_uri() for path in (takes["a"], takes["b"], takes["c"])]
+    assert result["cost"] is None  # URIs say nothing of what they cost
+    assert sorted(p.name for p in film.parent.iterdir()) == ["film.jpg", "film.last.png", "film.mp4"]
+
+
+def test_a_shot_of_another_size_is_re_encoded_saying_why_and_the_film_plays(run_dag, takes, tmp_path, capfd):
+    film = tmp_path / "film.mp4"
+    dag_run = _stitch(run_dag, [takes["a"], takes["tall"]], film)
+    assert states(dag_run) == {"stitch": "success"}
+    result = xcoms(dag_run)[("stitch", "result")]
+    assert result["method"] == "re-encode"
+    assert result["why"] == "the shots' streams disagree: shot 2: size 180x320, not 320x180"
+    assert "Stitched 2 shots by re-encode: the shots' streams disagree: shot 2: size 180x320" in capfd.readouterr().out
+    assert _frames(film) == (240, (320, 180))  # every frame decodes, at the first shot's size
+    assert result["stored"]["duration_s"] == pytest.approx(10, abs=0.06)
+
+
+def test_a_retry_after_a_crash_past_the_landing_keeps_the_same_film(run_dag, takes, tmp_path, mocker):
+    from airflow_provider_kling.operators.stitch import KlingStitchOperator
+
+    clean = tmp_path / "clean.mp4"
+    _stitch(run_dag, [takes["a"], takes["c"]], clean)
+    film = tmp_path / "film.mp4"
+    returned = KlingStitchOperator._returned
+    calls = []
+
+    def crash_once(self, result):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the worker was lost after the film landed")
+        return returned(self, result)
+
+    mocker.patch.object(KlingStitchOperator, "_returned", autospec=True, side_effect=crash_once)
+    dag_run = _stitch(run_dag, [takes["a"], takes["c"]], film)
+    assert states(dag_run) == {"stitch": "success"}  # the retry found its own film there, not another's
+    assert len(calls) == 2
+    assert film.read_bytes() == clean.read_bytes()  # the same bytes as a stitch that never crashed
+
+
+def test_a_crash_before_the_film_lands_leaves_nothing_then_the_retry_lands_it_whole(run_dag, takes, tmp_path, mocker):
+    from airflow_provider_kling.hooks import download
+
+    film = tmp_path / "film.mp4"
+    inspect = download._inspect
+    calls = []
+
+    def crash_once(part, frames):
+        calls.append(part)
+        if len(calls) == 1:
+            raise RuntimeError("the worker was lost while the film was being checked")
+        return inspect(part, frames)
+
+    mocker.patch.object(download, "_inspect", side_effect=crash_once)
+    dag_run = _stitch(run_dag, [takes["a"], takes["c"]], film)
+    assert states(dag_run) == {"stitch": "success"}
+    assert len(calls) == 2
+    assert not calls[0].exists()  # the first try's part file was removed, never moved into place
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(("film", ".film"))) == [
+        "film.jpg",
+        "film.last.png",
+        "film.mp4",
+    ]
+    assert _frames(film)[0] == 240
+
+
+def test_another_film_at_the_destination_is_refused_unless_overwrite(run_dag, takes, tmp_path, capfd):
+    film = tmp_path / "film.mp4"
+    film.write_bytes(make_video(5.0))
+    dag_run = _stitch(run_dag, [takes["a"], takes["c"]], film)
+    assert states(dag_run) == {"stitch": "failed"}
+    assert f"destination: {film} already exists and is another film; pass overwrite=True" in capfd.readouterr().out
+    assert film.read_bytes() == make_video(5.0)
+
+
+@pytest.mark.parametrize(
+    ("takes", "message"),
+    [
+        (
+            [{"request_id": "r-1", "video_url": "https://x/v.mp4"}],
+            "takes: shot 1 (Kling request r-1) has no stored video",
+        ),
+        ("s3://b/one.mp4", "takes: must be a list of takes"),
+        ([3], "takes: shot 1 is a int; give a take's result, its stored, or a video's URI"),
+    ],
+)
+def test_takes_that_are_not_stored_videos_are_refused_naming_the_shot(takes, message):
+    from airflow_provider_kling.film import shots_of
+
+    with pytest.raises(KlingInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        shots_of(takes)
+
+
+def test_one_shot_is_no_film(takes, tmp_path):
+    from airflow_provider_kling.stitch import ShotFile, stitch
+
+    with pytest.raises(KlingInputError, match="takes: a film needs two shots or more, got 1"):
+        stitch([ShotFile("shot 1", lambda: str(takes["a"]))], str(tmp_path / "film.mp4"))
+
+
+def test_a_storyboard_names_the_shot_it_cannot_make_when_the_dag_is_parsed():
+    from airflow_provider_kling.storyboard import kling_storyboard
+
+    with pytest.raises(KlingInputError, match=r"shots\[2\]: duration: must be 5 or 10 \(seconds\), got 7"):
+        kling_storyboard("f", ["one", {"prompt": "two", "duration": 7}], film="x.mp4", shots_folder="s3://b/f")
+    with pytest.raises(KlingInputError, match="a storyboard needs two shots or more, got 1"):
+        kling_storyboard("f", ["one"], film="x.mp4", shots_folder="s3://b/f")
+
+
+def test_a_last_frame_on_this_machine_is_refused_as_an_image_before_anything_is_sent():
+    from airflow_provider_kling.images import image_source
+
+    stored = {"uri": "file:///videos/a.mp4", "last_frame": "file:///videos/a.last.png"}
+    with pytest.raises(KlingInputError, match="image: 'file:///videos/a.last.png' is a file on this machine"):
+        image_source("image", {"request_id": "r-1", "stored": stored})
+    with pytest.raises(KlingInputError, match="image: the take of Kling request r-1 given has no stored last frame"):
+        image_source("image", {"request_id": "r-1", "video_url": "https://x/v.mp4"})
+
+
+def test_the_last_frame_is_the_last_shown_not_the_last_keyframe(tmp_path):
+    import av
+
+    from airflow_provider_kling.testing.media import _frame
+
+    path = tmp_path / "gop.mp4"
+    with av.open(str(path), "w", format="mp4") as out:  # a keyframe every 10 frames, 45 frames
+        stream = out.add_stream("libx264", rate=24, options={"g": "10", "keyint_min": "10", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        for index in range(45):
+            out.mux(stream.encode(_frame(320, 180, index)))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as container:
+        frames = [frame.reformat(format="rgb24") for frame in container.decode(video=0)]
+        keyframes = [index for index, frame in enumerate(frames) if frame.key_frame]
+    assert keyframes[-1] == 40
+    last = inspect_video_frames(str(path)).last_frame
+    assert last is not None
+    with av.open(io.BytesIO(last)) as image:
+        shown = bytes(next(image.decode(video=0)).reformat(format="rgb24").planes[0])
+    assert shown == bytes(frames[44].planes[0])
+    assert shown != bytes(frames[40].planes[0])
