@@ -73,12 +73,18 @@ if [ -z "${RUNCOMFY_API_TOKEN:-}" ]; then
     AIRFLOW_CONN_KLING_IMAGES=$("$bin/python" -c 'import json, sys; from airflow_provider_kling.testing.s3 import ACCESS_KEY, SECRET_KEY; print(json.dumps({"conn_type": "aws", "login": ACCESS_KEY, "password": SECRET_KEY, "extra": {"endpoint_url": open(sys.argv[1]).read(), "region_name": "us-east-1", "config_kwargs": {"signature_version": "s3v4"}}}))' "$s3_file")
     export AIRFLOW_CONN_KLING_IMAGES
     run_dag kling_image_to_video
+    run_dag kling_storyboard
 elif [ -n "${KLING_IMAGE:-}" ]; then
     run_dag kling_image_to_video
+    # A film bills three more videos, and its shots must land where RunComfy can be signed a URL.
+    if [ -n "${KLING_FILM_SHOTS:-}" ]; then run_dag kling_storyboard; fi
 else
     echo "Image to video skipped on RunComfy: set KLING_IMAGE to an image RunComfy can fetch (an https URL, or an object-store URI with KLING_IMAGE_CONN_ID) to run it (billed)."
 fi
 if [ -f "$AIRFLOW_HOME/kling_image_to_video.log" ]; then
     grep -o "Kling image to video: .*" "$AIRFLOW_HOME/kling_image_to_video.log" | tail -n 1 | sed "s/ \[airflow[.].*//"
+fi
+if [ -f "$AIRFLOW_HOME/kling_storyboard.log" ]; then
+    grep -o "Kling film: .*" "$AIRFLOW_HOME/kling_storyboard.log" | tail -n 1 | sed "s/ \[airflow[.].*//"
 fi
 echo "Watch the takes in Airflow's UI: make ui (then open http://127.0.0.1:${KLING_UI_PORT:-8080}/plugin/kling)"

@@ -251,3 +251,23 @@ def test_taskflow_hands_each_result_on_and_the_film_crossfades(run_dag, sim, buc
     assert result["request_ids"] == [opening["request_id"], closing["request_id"]]
     assert result["stored"]["duration_s"] == pytest.approx(9.5, abs=0.06)  # each join fades over 0.5 s
     assert _film_facts(str(film))["frames"] == 228  # 24 fps x 9.5 s
+
+
+def test_the_example_storyboard_makes_a_film_from_the_key_visual(run_dag, sim, s3, tmp_path, monkeypatch, capfd):
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("AIRFLOW_CONN_KLING_IMAGES", s3.connection_json())
+    monkeypatch.setenv("KLING_VIDEO_DIR", str(tmp_path))
+    monkeypatch.setenv("KLING_POLL_INTERVAL", "0.05")
+    dag_run = run_dag("kling_storyboard", folder=REPO / "dags", file="kling_storyboard.py")
+    assert states(dag_run) == {
+        "film.shot_1": "success",
+        "film.shot_2": "success",
+        "film.shot_3": "success",
+        "film.stitch": "success",
+        "report": "success",
+    }
+    (film,) = tmp_path.glob("film-*.mp4")
+    assert sim.image_fetches == ["ok", "ok", "ok"]  # the key visual, then each shot's last frame
+    line = xcoms(dag_run)[("report", "return_value")]
+    assert line.startswith(f"Kling film: 3 shots (remux) -> {film.as_uri()}: 15 s, 320x180, 24 fps, h264, no sound")

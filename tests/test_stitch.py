@@ -175,7 +175,7 @@ def test_a_last_frame_on_this_machine_is_refused_as_an_image_before_anything_is_
     from airflow_provider_kling.images import image_source
 
     stored = {"uri": "file:///videos/a.mp4", "last_frame": "file:///videos/a.last.png"}
-    with pytest.raises(KlingInputError, match="image: 'file:///videos/a.last.png' is a file on this machine"):
+    with pytest.raises(KlingInputError, match=r"image: 'file:///videos/a\.last\.png' is a file on this machine"):
         image_source("image", {"request_id": "r-1", "stored": stored})
     with pytest.raises(KlingInputError, match="image: the take of Kling request r-1 given has no stored last frame"):
         image_source("image", {"request_id": "r-1", "video_url": "https://x/v.mp4"})
