@@ -68,10 +68,10 @@ lint: sync
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-## Benchmarks beside their peers (not part of the tests); writes docs/performance.md. BENCH_ARGS=--only=ui: the UI rows alone
-## (nginx, the OS's package, is the peer of the video row; only a yardstick, never the product's).
+## Benchmarks beside their peers (not part of the tests); writes docs/performance.md. BENCH_ARGS=--only=ui (or film): those rows alone
+## (nginx and ffmpeg, the OS's packages, are the peers of the video and stitch rows; only yardsticks, never the product's).
 bench: $(UV) chromium postgresql
-	bash scripts/os_packages.sh nginx=nginx
+	bash scripts/os_packages.sh nginx=nginx ffmpeg=ffmpeg
 	$(UV) sync --locked --quiet --python $(PYTHON) --group bench
 	.venv/bin/python benchmarks/bench.py $(BENCH_ARGS)
 

@@ -12,11 +12,19 @@ The rule, on every try after the first (retried or cleared, whatever Airflow kee
 
 - the request is **queued or running**: resume it; the log says so and how to get a fresh take;
 - it **succeeded** and no earlier try delivered it: use it (a retry after the video was ready);
-- it **finished** otherwise (failed, cancelled, expired, or succeeded and already delivered), or it
-  was for another input: submit anew. A task that waited for its video drops the record when it
-  succeeds; a task that only submits keeps it, marked ``delivered``, since its request goes on; a
-  task that ends in the triggerer (``finish_in_triggerer``) keeps it, marked ``ends_in_triggerer``
-  until a worker resumes the try (:meth:`SubmitOnce.ends_in_triggerer`).
+- it **succeeded and an earlier try of this clearing delivered it**, then failed in what Airflow
+  does after the operator returns (pushing the return value, reporting success: a database
+  failover there): use it, and its stored video; paying again would buy the same video twice;
+- it **finished** otherwise (failed, cancelled, expired, or succeeded and delivered before the task
+  was cleared), or it was for another input: submit anew.
+
+A task that waited for its video marks the record ``finished`` with its clearing (the task
+instance's ``max_tries``, which Airflow raises on every clear and keeps across retries, as its own
+``first_try_number`` reads it) and what it stored; where no retry can follow (no retries left) it
+drops the record instead, and so does one whose record is a Variable (Airflow before 3.3: one
+Variable per generation would otherwise remain). A task that only submits keeps it, marked
+``delivered``, since its request goes on; a task that ends in the triggerer (``finish_in_triggerer``) keeps it, marked
+``ends_in_triggerer`` until a worker resumes the try (:meth:`SubmitOnce.ends_in_triggerer`).
 
 Just before the paid submit, the record says that a submit is in flight (``submitting_since``). A
 try that finds that mark without a request id knows an earlier try was stopped (a worker killed)
@@ -62,6 +70,9 @@ class RequestRecord(Protocol):
     """Where a task keeps ``{"request_id", "fingerprint"}`` of the request it submitted (or
     ``{"fingerprint", "submitting_since"}`` while the submit is in flight)."""
 
+    #: Whether a finished task keeps its record (marked ``finished``) rather than dropping it.
+    keeps_finished: bool
+
     def load(self) -> dict[str, Any] | None: ...
 
     def save(self, record: dict[str, Any]) -> None: ...
@@ -70,7 +81,12 @@ class RequestRecord(Protocol):
 
 
 class TaskStateRecord:
-    """The record in Airflow's task state store (Airflow 3.3+), scoped to the task instance."""
+    """
+    The record in Airflow's task state store (Airflow 3.3+), scoped to the task instance; its rows
+    belong to the DAG run and expire with the store's retention, so a finished task keeps its record.
+    """
+
+    keeps_finished = True
 
     def __init__(self, store: Any) -> None:
         self._store = store
@@ -87,7 +103,13 @@ class TaskStateRecord:
 
 
 class VariableRecord:
-    """The record in an Airflow Variable, for Airflow versions without a task state store."""
+    """
+    The record in an Airflow Variable, for Airflow versions without a task state store. A finished
+    task drops it (one Variable per generation would otherwise remain): there, a retry after Airflow's
+    own bookkeeping failed past a delivered video pays again, as before the task state store.
+    """
+
+    keeps_finished = False
 
     def __init__(self, ti: Any) -> None:
         map_index = getattr(ti, "map_index", -1)
@@ -135,6 +157,10 @@ class SubmitOnce:
     :param holder: who reserves from the budget (the task instance), as the ledger names it.
     :param max_paid_submits: the most paid submits across all of the task's tries (kept in the
         record, so it needs ``resume``); ``None`` for no cap.
+    :param clearing: which clearing of the task instance this try belongs to (its ``max_tries``);
+        ``None`` when unknown (a finished task then drops its record, and a retry after a failure
+        in Airflow's own bookkeeping pays again).
+    :param retry_may_follow: whether Airflow may retry this try (it has retries left).
     """
 
     def __init__(
@@ -149,6 +175,8 @@ class SubmitOnce:
         spend: Spend,
         holder: str,
         max_paid_submits: int | None = None,
+        clearing: int | None = None,
+        retry_may_follow: bool = True,
     ) -> None:
         self.hook = hook
         self.record = record
@@ -159,6 +187,8 @@ class SubmitOnce:
         self.spend = spend
         self.max_paid_submits = max_paid_submits
         self.holder = holder
+        self.clearing = clearing
+        self.retry_may_follow = retry_may_follow
 
     def submit_or_resume(
         self,
@@ -266,10 +296,37 @@ class SubmitOnce:
             self.log.warning("Could not mark Kling request %s as counted: %s", request_id, err)
         return True
 
-    def finished(self) -> None:
-        """The task succeeded with the video: drop the record, so that clearing the task generates anew."""
-        if self.record is not None:
+    def finished(self, stored: dict[str, Any] | None = None) -> None:
+        """
+        The task has its video: mark the record ``finished`` in this clearing, with what it stored,
+        so that a retry (Airflow's bookkeeping failed after this) uses it, and a clear generates
+        anew. Where no retry can follow, the record is dropped.
+        """
+        if self.record is None:
+            return
+        if self.clearing is None or not self.retry_may_follow or not getattr(self.record, "keeps_finished", False):
             self._quietly(lambda record: record.forget())
+            return
+        mark = {"clearing": self.clearing, "stored": stored}
+        self._quietly(lambda record: record.save({**(record.load() or {}), "finished": mark}))
+
+    def delivered_stored(self, request_id: str) -> dict[str, Any] | None:
+        """What an earlier try of this clearing stored of ``request_id`` before it failed, if it did."""
+        if self.record is None:
+            return None
+        try:
+            recorded = self.record.load() or {}
+        except Exception:  # noqa: BLE001 - without it the video is stored again
+            return None
+        mark = recorded.get("finished")
+        if (
+            recorded.get("request_id") != request_id
+            or not isinstance(mark, dict)
+            or mark.get("clearing") != self.clearing
+        ):
+            return None
+        stored = mark.get("stored")
+        return stored if isinstance(stored, dict) else None
 
     def _quietly(self, change: Any) -> None:
         try:
@@ -324,6 +381,17 @@ class SubmitOnce:
         # A mark left by a try that deferred to end in the triggerer, and never resumed on a worker:
         # the triggerer delivered its video (a stop while deferred cancels or says it is billed).
         delivered = recorded.get("delivered") or recorded.get("ends_in_triggerer")
+        finished = recorded.get("finished")
+        if isinstance(finished, dict):
+            if result.status is ResultStatus.SUCCEEDED and finished.get("clearing") == self.clearing:
+                self.log.warning(
+                    "An earlier try of this task delivered Kling request %s, then failed after the operator "
+                    "returned (in Airflow's own bookkeeping): using it again, not paying for another",
+                    request_id,
+                )
+                self._count("already_succeeded")
+                return request_id
+            delivered = True  # delivered before the task was cleared: a clear asks for a fresh take
         if result.status is ResultStatus.SUCCEEDED and not delivered:
             self.log.info("Kling request %s of an earlier try already succeeded: using it", request_id)
             self._count("already_succeeded")

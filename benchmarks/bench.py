@@ -468,7 +468,7 @@ def run_child(argv: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
-    parser.add_argument("--only", choices=["ui"], help="only these rows; the others stay as last measured")
+    parser.add_argument("--only", choices=["ui", "film"], help="only these rows; the others stay as last measured")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.child:
@@ -476,7 +476,10 @@ def main() -> None:
         return
     (REPO / ".bench").mkdir(exist_ok=True)
     if options.only == "ui":
-        write_rows(ui_rows(options.quick), options.quick, replace_only=True)
+        write_rows(ui_rows(options.quick), options.quick, replace_only="UI")
+        return
+    if options.only == "film":
+        write_rows(film_rows(options.quick), options.quick, replace_only="film")
         return
     rows: list[tuple[str, str, str, str]] = []  # (measure, ours, peer, target)
 
@@ -593,6 +596,7 @@ def main() -> None:
     ]
 
     rows += ui_rows(options.quick)
+    rows += film_rows(options.quick)
     write_rows(rows, options.quick, bars=bars)
 
 
@@ -604,12 +608,20 @@ def ui_rows(quick: bool) -> list[tuple[str, str, str, str]]:
     return measure(quick, simulator, connection_env)
 
 
+def film_rows(quick: bool) -> list[tuple[str, str, str, str]]:
+    """The film rows (benchmarks/film_bench.py): stitching beside FFmpeg, the re-encode, the last frame."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks.film_bench import film_rows as measure
+
+    return measure(quick)
+
+
 def write_rows(
     rows: list[tuple[str, str, str, str]],
     quick: bool,
     *,
     bars: list[tuple[str, float, float]] | None = None,
-    replace_only: bool = False,
+    replace_only: str | None = None,
 ) -> None:
     """Print the table; a full run rewrites docs/performance.md's, ``replace_only`` replaces its own rows there."""
     header = ("measure", "airflow-provider-kling", "peer", "target")
@@ -628,7 +640,14 @@ def write_rows(
         merged = [tuple(cell.strip() for cell in line.strip("|").split(" | ")) for line in old]
         merged = [fresh.pop(row[0], row) for row in merged if len(row) == 4]
         rows = [*merged, *fresh.values()]  # type: ignore[list-item]
-        note = f"; the UI rows on {date.today().isoformat()} (`make bench BENCH_ARGS=--only=ui`)"
+        notes = (
+            kept.split("Measured by `make bench` on ", 1)[1].split("; peers side by side", 1)[0]
+            if "Measured by" in kept
+            else ""
+        )
+        others = [part for part in notes.split("; ")[1:] if not part.startswith(f"the {replace_only} rows")]
+        mine = f"the {replace_only} rows on {date.today().isoformat()} (`make bench BENCH_ARGS=--only={replace_only.lower()}`)"
+        note = "".join(f"; {part}" for part in [*others, mine])
         when = kept.split("Measured by `make bench` on ", 1)[1].split(" (", 1)[0] if "Measured by" in kept else "?"
     else:
         note, when = "", date.today().isoformat()

@@ -65,7 +65,7 @@ def test_a_retry_fetches_a_refused_video_again_and_stores_it(run_dag, sim, tmp_p
     dag_run = run_dag(f"kling_checked_warn_{layout}", run_conf={"destination": str(destination)})
     assert states(dag_run) == {"generate": "success"}
     assert destination.read_bytes() == sim.video
-    assert _files(tmp_path) == ["teaser.jpg", "teaser.mp4"]
+    assert _files(tmp_path) == ["teaser.jpg", "teaser.last.png", "teaser.mp4"]
     assert sim.calls["submit"] == 1
     assert "The video URL served text/html, an HTML page" in _logged(capfd, caplog)
 

@@ -27,6 +27,10 @@ WAIT = {"wait_for_completion": True, "deferrable": True, "poll_interval": 0.5}
 
 with DAG("kling_clears", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
     KlingTextToVideoOperator(task_id="succeeded", prompt="a kite [sim:queue=0.5][sim:run=0.5]", **WAIT)
+    # Retries left: its record stays, marked finished in this clearing; a clear still generates anew.
+    KlingTextToVideoOperator(
+        task_id="succeeded_retries", prompt="a crane [sim:queue=0.5][sim:run=0.5]", retries=2, **WAIT
+    )
     KlingTextToVideoOperator(task_id="failed", prompt="a kite [sim:fail][sim:queue=0.5][sim:run=0.5]", **WAIT)
     KlingTextToVideoOperator(task_id="handed_off_done", prompt="a heron [sim:queue=0][sim:run=0]")
     KlingTextToVideoOperator(task_id="handed_off_queued", prompt="a heron [sim:queue=900]")
@@ -58,7 +62,7 @@ def test_clearing_generates_a_finished_request_anew_and_resumes_an_unfinished_on
             }
 
         first = request_ids()
-        assert sim.calls["submit"] == 7  # 5 tasks and 2 map indexes: one paid submit each
+        assert sim.calls["submit"] == 8  # 6 tasks and 2 map indexes: one paid submit each
         assert first[("mapped", 0)] != first[("mapped", 1)]
 
         # The mapped list changes between runs: index 0 is now the owl, index 1 the fox.
@@ -68,7 +72,7 @@ def test_clearing_generates_a_finished_request_anew_and_resumes_an_unfinished_on
         second = request_ids()
 
         # Finished: generated anew.
-        for task_id in ("succeeded", "failed", "handed_off_done"):
+        for task_id in ("succeeded", "succeeded_retries", "failed", "handed_off_done"):
             assert second[(task_id, -1)] != first[(task_id, -1)], task_id
         # Queued or running: resumed, nothing paid again.
         for task_id in ("handed_off_queued", "handed_off_running"):
@@ -76,7 +80,7 @@ def test_clearing_generates_a_finished_request_anew_and_resumes_an_unfinished_on
         # A map index never takes another's request: each item changed, so each is submitted anew.
         assert second[("mapped", 0)] not in (first[("mapped", 0)], first[("mapped", 1)])
         assert second[("mapped", 1)] not in (first[("mapped", 0)], first[("mapped", 1)])
-        assert sim.calls["submit"] == 7 + 3 + 2
+        assert sim.calls["submit"] == 8 + 4 + 2
         # The mapped requests of the earlier items were left to the downstream: not cancelled.
         assert sim.requests[first[("mapped", 0)]].cancelled_at is None
 
@@ -85,7 +89,7 @@ def test_clearing_generates_a_finished_request_anew_and_resumes_an_unfinished_on
         airflow.wait_for_run(DAG_ID, run_id)
         third = request_ids()
         assert (third[("mapped", 0)], third[("mapped", 1)]) == (second[("mapped", 0)], second[("mapped", 1)])
-        assert sim.calls["submit"] == 12
+        assert sim.calls["submit"] == 14
 
         logs = "\n".join(text for _, text in airflow.task_logs())
         queued = first[("handed_off_queued", -1)]

@@ -323,6 +323,8 @@ class KlingTextToVideoOperator(BaseOperator):
         record = self._request_record(context) if self.resume else None
         ti = context.get("ti")
         holder = "/".join(str(getattr(ti, key, "")) for key in ("dag_id", "run_id", "task_id", "map_index"))
+        clearing = getattr(ti, "max_tries", None)
+        try_number = getattr(ti, "try_number", None)
         return SubmitOnce(
             self.hook,
             record,
@@ -333,6 +335,8 @@ class KlingTextToVideoOperator(BaseOperator):
             spend=self.spend,
             holder=holder,
             max_paid_submits=self.max_paid_submits,
+            clearing=clearing if isinstance(clearing, int) else None,
+            retry_may_follow=not (isinstance(try_number, int) and isinstance(clearing, int) and try_number > clearing),
         )
 
     @property
@@ -388,8 +392,13 @@ class KlingTextToVideoOperator(BaseOperator):
             self.waiter.done(result)
         store = self.video_store
         if store is not None and not result.get("stored"):
-            result["stored"] = store.save(self.hook, result, log=self.log)
-            self.spend.stored(result.get("finished_at"), result["stored"])
+            kept = _still_there(submission.delivered_stored(result["request_id"]))
+            if kept is not None:
+                self.log.info("The video an earlier try stored is still at %s: not stored again", kept["uri"])
+                result["stored"] = kept
+            else:
+                result["stored"] = store.save(self.hook, result, log=self.log)
+                self.spend.stored(result.get("finished_at"), result["stored"])
         if result.get("stored"):
             from airflow_provider_kling.store import describe_asset_events
 
@@ -397,9 +406,23 @@ class KlingTextToVideoOperator(BaseOperator):
         self._stored = result.get("stored") or None
         self._cost = result.get("cost")
         context["ti"].xcom_push(key="result", value=result)
-        submission.finished()
+        submission.finished(result.get("stored"))
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
         return str(result["request_id"])
+
+
+def _still_there(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``stored``, if its video is still where it was stored (with the same size), else ``None``."""
+    if not stored or not stored.get("uri"):
+        return None
+    from airflow_provider_kling.hooks.destination import storage_path
+
+    try:
+        path = storage_path(str(stored["uri"]), stored.get("conn_id"))
+        found = path.stat().st_size if path.exists() else None
+    except Exception:  # noqa: BLE001 - a store that cannot say: store it again
+        return None
+    return stored if found == stored.get("size_bytes") else None
 
 
 def _check_layout(task: KlingTextToVideoOperator) -> None:

@@ -27,10 +27,14 @@ def test_the_decorator_is_registered_with_airflow():
     from airflow_provider_kling.decorators.kling import kling_task
 
     # Airflow finds it through the provider info, as it finds the official providers' decorators.
+    from airflow_provider_kling.decorators.stitch import kling_stitch_task
+
     assert get_provider_info()["task-decorators"] == [
-        {"name": "kling", "class-name": "airflow_provider_kling.decorators.kling.kling_task"}
+        {"name": "kling", "class-name": "airflow_provider_kling.decorators.kling.kling_task"},
+        {"name": "kling_stitch", "class-name": "airflow_provider_kling.decorators.stitch.kling_stitch_task"},
     ]
     assert task.kling is kling_task
+    assert task.kling_stitch is kling_stitch_task
 
 
 def test_a_function_that_returns_neither_a_prompt_nor_an_input_fails_before_any_request(sim):
