@@ -145,6 +145,29 @@ def test_three_shots_chain_by_their_last_frames_into_one_checked_film(run_dag, s
     usage = ledger.usage(Budget("films", videos=6))
     assert (usage.videos, usage.reserved_videos, usage.video_seconds) == (3, 0, 15.0)
     assert sim.calls["submit"] == 3
+    _listed_in_the_ui(dag_run, result)
+
+
+def _listed_in_the_ui(dag_run, result: dict) -> None:
+    """The Kling page lists the three shots and the film, each with its video and poster (Airflow 3.1+)."""
+    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
+
+    if not AIRFLOW_V_3_1_PLUS:
+        return  # no UI plugin before 3.1
+    from airflow.utils.session import create_session
+
+    from airflow_provider_kling.ui.takes import TakeFilter, list_takes
+
+    with create_session() as session:
+        takes = list_takes(session, {"kling_film"}, TakeFilter(dag_id="kling_film"))["takes"]
+    listed = {take["task_id"]: take for take in takes if take["run_id"] == dag_run.run_id}
+    assert sorted(listed) == ["film.shot_1", "film.shot_2", "film.shot_3", "film.stitch"]
+    film = listed["film.stitch"]
+    assert film["model"] == "film of 3 shots (remux)"
+    assert film["prompt"] == "Key visual"
+    assert film["cost"] == result["cost"]  # what its shots cost together
+    assert {"video", "poster"} <= set(film["links"])
+    assert all({"video", "poster"} <= set(listed[f"film.shot_{n}"]["links"]) for n in (1, 2, 3))
 
 
 def _film_facts_of_bytes(data: bytes) -> dict:

@@ -266,9 +266,10 @@ def _submits(session: Session, takes: list[tuple[TakeKey, dict[str, Any]]]) -> d
 
 
 def _result(xcoms: Mapping[str, Any]) -> dict[str, Any]:
+    """A take's result: a request's, or a film's (which names its shots' ``request_ids``)."""
     for key in RESULT_KEYS:
         value = xcoms.get(key)
-        if isinstance(value, dict) and value.get("request_id"):
+        if isinstance(value, dict) and (value.get("request_id") or value.get("request_ids")):
             return value
     return {}
 
