@@ -636,7 +636,7 @@ def write_rows(
     kept, _, tail = rest.partition(RESULTS_END)
     if replace_only:  # these rows anew, where they stand (or at the end); the others as last measured
         old = [line for line in kept.splitlines() if line.startswith("| ") and not line.startswith("| measure")]
-        fresh = {row[0]: row for row in rows}
+        fresh = {row[0].strip(): row for row in rows}  # a table's cells lose their indent
         merged = [tuple(cell.strip() for cell in line.strip("|").split(" | ")) for line in old]
         merged = [fresh.pop(row[0], row) for row in merged if len(row) == 4]
         rows = [*merged, *fresh.values()]  # type: ignore[list-item]

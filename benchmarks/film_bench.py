@@ -122,6 +122,7 @@ def film_rows(quick: bool) -> list[tuple[str, str, str, str]]:
             path = base / f"take-{n}.mp4"
             path.write_bytes(take)
             takes.append(path)
+        memory: list[tuple[str, str, str, str]] = []
         for count in counts:
             ours_runs, peer_runs = [], []
             for _ in range(rounds):  # alternate, so that a busy moment of the machine hits both sides
@@ -151,7 +152,7 @@ def film_rows(quick: bool) -> list[tuple[str, str, str, str]]:
                         "",
                     )
                 )
-            rows.append(
+            memory.append(
                 (
                     f"  peak memory MB, {count} shots",
                     f"{ours_rss:.0f}",
@@ -159,6 +160,7 @@ def film_rows(quick: bool) -> list[tuple[str, str, str, str]]:
                     "flat in shots",
                 )
             )
+        rows += memory
         film_runs = [
             _measured([sys.executable, "-c", FILM, ",".join(map(str, takes[:6])), str(base / "film.mp4")])
             for _ in range(rounds)
