@@ -114,8 +114,9 @@ def make_film(
     from airflow_provider_kling.hooks.destination import check_destination
     from airflow_provider_kling.hooks.download import DOWNLOAD_CHUNK_BYTES, VideoRules, land_video
     from airflow_provider_kling.media import ExpectedShape
+    from airflow_provider_kling.shots import ShotFile, local_or_open
     from airflow_provider_kling.spend import as_number
-    from airflow_provider_kling.stitch import ShotFile, local_or_open, stitch
+    from airflow_provider_kling.stitch import stitch
     from airflow_provider_kling.store import describe_facts
 
     if not destination.strip():
@@ -182,3 +183,9 @@ def film_holder(dag_id: str, run_id: str, reserving_task_id: str) -> str:
 def shot_holder(film: str, shot_task_id: str) -> str:
     """The reservation of one shot of a film (``<film>#<shot's task id>``)."""
     return f"{film}#{shot_task_id}"
+
+
+def film_shot(context: Any, reserved_by: str, shot_task_id: str) -> str:
+    """The reservation a shot spends: its film's (reserved by the task ``reserved_by`` of its run)."""
+    ti = context["ti"]
+    return shot_holder(film_holder(ti.dag_id, ti.run_id, reserved_by), shot_task_id)

@@ -44,7 +44,7 @@ import json
 import logging
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -53,9 +53,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import ValidBody
+    from airflow_provider_kling.records import RequestRecord
     from airflow_provider_kling.spend import Spend
-
-STATE_KEY = "kling_request"
 
 log = logging.getLogger(__name__)
 
@@ -64,86 +63,6 @@ def input_fingerprint(model: str, body: dict[str, Any]) -> str:
     """A short digest of what was asked for: a request is resumed only for the same model and input."""
     canonical = json.dumps({"model": model, "input": body}, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
-
-
-class RequestRecord(Protocol):
-    """Where a task keeps ``{"request_id", "fingerprint"}`` of the request it submitted (or
-    ``{"fingerprint", "submitting_since"}`` while the submit is in flight)."""
-
-    #: Whether a finished task keeps its record (marked ``finished``) rather than dropping it.
-    keeps_finished: bool
-
-    def load(self) -> dict[str, Any] | None: ...
-
-    def save(self, record: dict[str, Any]) -> None: ...
-
-    def forget(self) -> None: ...
-
-
-class TaskStateRecord:
-    """
-    The record in Airflow's task state store (Airflow 3.3+), scoped to the task instance; its rows
-    belong to the DAG run and expire with the store's retention, so a finished task keeps its record.
-    """
-
-    keeps_finished = True
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    def load(self) -> dict[str, Any] | None:
-        value = self._store.get(STATE_KEY)
-        return value if isinstance(value, dict) else None
-
-    def save(self, record: dict[str, Any]) -> None:
-        self._store.set(STATE_KEY, record)
-
-    def forget(self) -> None:
-        self._store.delete(STATE_KEY)
-
-
-class VariableRecord:
-    """
-    The record in an Airflow Variable, for Airflow versions without a task state store. A finished
-    task drops it (one Variable per generation would otherwise remain): there, a retry after Airflow's
-    own bookkeeping failed past a delivered video pays again, as before the task state store.
-    """
-
-    keeps_finished = False
-
-    def __init__(self, ti: Any) -> None:
-        map_index = getattr(ti, "map_index", -1)
-        self.key = f"{STATE_KEY}:{ti.dag_id}:{ti.run_id}:{ti.task_id}:{-1 if map_index is None else map_index}"
-
-    def load(self) -> dict[str, Any] | None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        value = Variable.get(self.key, None, deserialize_json=True)  # default: positional on Airflow 2 and 3
-        return value if isinstance(value, dict) else None
-
-    def save(self, record: dict[str, Any]) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        Variable.set(
-            self.key,
-            record,
-            description="Kling request submitted by this task instance; lets a retry resume it. Removed on success.",
-            serialize_json=True,
-        )
-
-    def forget(self) -> None:
-        from airflow.providers.common.compat.sdk import Variable
-
-        Variable.delete(self.key)
-
-
-def request_record(context: Context) -> RequestRecord:
-    """The task state store when this Airflow has one, else an Airflow Variable."""
-    store = context.get("task_state_store")
-    if store is not None:
-        return TaskStateRecord(store)
-    log.info("No task state store in this Airflow: the submitted Kling request is remembered in a Variable")
-    return VariableRecord(context["ti"])
 
 
 class SubmitOnce:
@@ -190,6 +109,27 @@ class SubmitOnce:
         self.clearing = clearing
         self.retry_may_follow = retry_may_follow
 
+    @classmethod
+    def of_task(cls, task: Any, context: Context, record: RequestRecord | None) -> SubmitOnce:
+        """The paid submit of a generating task's try (its record ``None`` when it does not resume)."""
+        ti = context.get("ti")
+        holder = "/".join(str(getattr(ti, key, "")) for key in ("dag_id", "run_id", "task_id", "map_index"))
+        clearing, try_number = getattr(ti, "max_tries", None), getattr(ti, "try_number", None)
+        last_try = isinstance(clearing, int) and isinstance(try_number, int) and try_number > clearing
+        return cls(
+            task.hook,
+            record,
+            task.model,
+            task.if_submit_interrupted,
+            log=task.log,
+            operator=task,
+            spend=task.spend,
+            holder=holder,
+            max_paid_submits=task.max_paid_submits,
+            clearing=clearing if isinstance(clearing, int) else None,
+            retry_may_follow=not last_try,
+        )
+
     def submit_or_resume(
         self,
         body: ValidBody,
@@ -207,25 +147,32 @@ class SubmitOnce:
             storage signed); ``body`` is what the task keeps and fingerprints.
         """
         from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
+        from airflow_provider_kling.worker_run import phase
 
         fingerprint = input_fingerprint(self.model, body)
         record = self.record
-        recorded = (record.load() or {}) if record is not None else {}
-        resumed = self._resumable(recorded, fingerprint) if record is not None else None
+        with phase("record"):
+            recorded = (record.load() or {}) if record is not None else {}
+        with phase("checks"):
+            resumed = self._resumable(recorded, fingerprint) if record is not None else None
         if resumed is not None:
             self.spend.resumed()
             return resumed
-        if before_paying is not None:
-            before_paying()
-        paid = int(recorded.get("paid") or 0)
-        self._check_paid_cap(paid)
-        seconds = _video_seconds(body)
-        reservation = self.spend.reserve(seconds, self.holder)  # the budget's atomic check, before any money
+        with phase("checks"):
+            if before_paying is not None:
+                before_paying()
+            paid = int(recorded.get("paid") or 0)
+            self._check_paid_cap(paid)
+            seconds = _video_seconds(body)
+            reservation = self.spend.reserve(seconds, self.holder)  # the budget's atomic check, before any money
         if record is not None:  # a worker killed from here to the save below leaves this mark
-            record.save({"fingerprint": fingerprint, "submitting_since": time.time(), "paid": paid + 1})
+            with phase("record"):
+                record.save({"fingerprint": fingerprint, "submitting_since": time.time(), "paid": paid + 1})
         try:
-            sent = body if on_the_wire is None else on_the_wire(body)
-            request_id = self.hook.submit(sent, model=self.model).request_id
+            with phase("checks"):
+                sent = body if on_the_wire is None else on_the_wire(body)
+            with phase("submit"):
+                request_id = self.hook.submit(sent, model=self.model).request_id
         except KlingSubmitOutcomeUnknownError:
             raise  # the mark and the reservation stay: a request may exist and be billed
         except BaseException:
@@ -233,9 +180,10 @@ class SubmitOnce:
                 record.save({"paid": paid}) if paid else record.forget()
             self.spend.not_sent(reservation)
             raise
-        if record is not None:
-            record.save({"request_id": request_id, "fingerprint": fingerprint, "paid": paid + 1})
-        self.spend.submitted(reservation, request_id, seconds)
+        with phase("record"):
+            if record is not None:
+                record.save({"request_id": request_id, "fingerprint": fingerprint, "paid": paid + 1})
+            self.spend.submitted(reservation, request_id, seconds)
         self.log.info("Submitted Kling request %s to %s", request_id, self.model)
         return request_id
 
@@ -272,7 +220,10 @@ class SubmitOnce:
         generates anew.
         """
         if self.record is not None:
-            self._quietly(lambda record: record.save({**(record.load() or {}), "ends_in_triggerer": True}))
+            from airflow_provider_kling.worker_run import phase
+
+            with phase("record"):
+                self._quietly(lambda record: record.save({**(record.load() or {}), "ends_in_triggerer": True}))
 
     def resumed_on_worker(self) -> None:
         """This try resumed on a worker after deferring: it, not the triggerer, delivers the video."""

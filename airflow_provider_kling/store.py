@@ -48,6 +48,20 @@ class VideoStore:
     verify: Verify = "warn"
     poster: bool = True
 
+    @classmethod
+    def of_task(cls, task: Any) -> VideoStore:
+        """The store of a generating task: its rendered ``destination``, connection, and the shape it asked for."""
+        from airflow_provider_kling.media import ExpectedShape
+
+        return cls(
+            str(task.destination),
+            task.storage_conn_id or None,
+            overwrite=task.overwrite,
+            expect=ExpectedShape.from_dict(task._expect),
+            verify=task.verify,
+            poster=task.poster,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "destination": self.destination,
@@ -124,6 +138,21 @@ class VideoStore:
             )
         return stored
 
+    def save_once(
+        self, hook: KlingClient, result: KlingResult, kept: dict[str, Any] | None, task: Any
+    ) -> dict[str, Any]:
+        """
+        :meth:`save`, unless an earlier try of the task stored this video and it is still there (the
+        try failed after, in Airflow's own bookkeeping): then what it stored.
+        """
+        found = still_stored(kept)
+        if found is not None:
+            task.log.info("The video an earlier try stored is still at %s: not stored again", found["uri"])
+            return found
+        stored = self.save(hook, result, log=task.log)
+        task.spend.stored(result.get("finished_at"), stored)
+        return stored
+
 
 def describe_facts(stored: Mapping[str, Any]) -> str:
     """One line of a stored video's facts: ``5.04 s, 1280x720 (16:9), 24 fps, h264, with audio (aac)``."""
@@ -150,3 +179,17 @@ def describe_asset_events(task: Any, context: Any, stored: Mapping[str, Any]) ->
     for outlet in task.outlets:
         if isinstance(outlet, Asset):
             context["outlet_events"][outlet].extra.update(stored)
+
+
+def still_stored(stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``stored``, if its video is still where it was stored (with the same size), else ``None``."""
+    if not stored or not stored.get("uri"):
+        return None
+    from airflow_provider_kling.hooks.destination import storage_path
+
+    try:
+        path = storage_path(str(stored["uri"]), stored.get("conn_id"))
+        found = path.stat().st_size if path.exists() else None
+    except Exception:  # noqa: BLE001 - a store that cannot say: store it again
+        return None
+    return stored if found == stored.get("size_bytes") else None

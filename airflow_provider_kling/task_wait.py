@@ -267,3 +267,14 @@ def why_a_worker_must_end(task: BaseOperator) -> str | None:
     if get_listener_manager().has_listeners:
         return "a listener is registered (OpenLineage, say), and listeners see only a task that ends on a worker"
     return None
+
+
+def end_in_triggerer(task: Any, returns: Any) -> EndInTriggerer | None:
+    """How the trigger ends ``task`` once the video is ready, or ``None`` when a worker must (said in the log)."""
+    from airflow_provider_kling.wait import EndInTriggerer
+
+    why = why_a_worker_must_end(task)
+    if why:
+        task.log.info("The task resumes on a worker when the video is ready, not in the triggerer: %s", why)
+        return None
+    return EndInTriggerer(store=task.video_store, returns=returns, tags=task.spend.tags)

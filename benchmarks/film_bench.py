@@ -25,7 +25,8 @@ STITCH = """
 import json, sys, time
 import airflow_provider_kling
 airflow_provider_kling.standalone()  # a process of its own, as ffmpeg's is: Python and PyAV, not Airflow
-from airflow_provider_kling.stitch import ShotFile, stitch
+from airflow_provider_kling.shots import ShotFile
+from airflow_provider_kling.stitch import stitch
 paths, out, fade = sys.argv[1].split(","), sys.argv[2], float(sys.argv[3])
 started = time.perf_counter()
 plan = stitch([ShotFile(f"shot {n}", (lambda p=p: p)) for n, p in enumerate(paths, 1)], out, crossfade=fade)

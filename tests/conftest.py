@@ -222,3 +222,19 @@ def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     monkeypatch.setattr(follow, "time", clock)
     monkeypatch.setattr(follow, "_pause", clock.pause)
     return clock
+
+
+@pytest.fixture(scope="session")
+def s3() -> Any:
+    """
+    One S3 API on loopback (moto's server) for the whole session, holding ``s3://brand/key-visual.png``:
+    Airflow keeps each connection's filesystem for the life of the process, endpoint included, so
+    a server per test module would leave the next module's tasks talking to a closed port.
+    """
+    pytest.importorskip("moto", reason="moto's S3 server is a test tool of the dev group")
+    from airflow_provider_kling.testing.media import sample_image
+    from airflow_provider_kling.testing.s3 import S3Server
+
+    with S3Server() as server:
+        server.put("brand", "key-visual.png", sample_image())
+        yield server

@@ -22,24 +22,16 @@ pytest.importorskip("airflow.providers.amazon", reason="Airflow's S3 filesystem 
 from airflow_provider_kling.budgets import Budget
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.ledger import BudgetLedger
-from airflow_provider_kling.testing.media import sample_image
-from airflow_provider_kling.testing.s3 import S3Server
 from tests.conftest import FAST_HOOK, states, xcoms
 
 DAGS = Path(__file__).parent / "dag_files"
 FILE = "kling_film_dags.py"
 
 
-@pytest.fixture(scope="module")
-def s3():
-    with S3Server() as server:
-        server.put("brand", "key-visual.png", sample_image())
-        server.put("films", ".keep", b"", content_type="text/plain")
-        yield server
-
-
 @pytest.fixture
 def bucket(s3, monkeypatch):
+    """``aws_test``, the session's S3 on loopback, with a ``films`` bucket for the shots."""
+    s3.put("films", ".keep", b"", content_type="text/plain")
     monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", s3.connection_json())
     return s3
 

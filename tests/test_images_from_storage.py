@@ -17,18 +17,10 @@ pytest.importorskip("moto", reason="moto's S3 server is a test tool of the dev g
 pytest.importorskip("airflow.providers.amazon", reason="Airflow's S3 filesystem comes with the Amazon provider")
 
 from airflow_provider_kling.testing.media import sample_image
-from airflow_provider_kling.testing.s3 import S3Server
 from tests.conftest import AIRFLOW, lineage_env, states, xcoms
 
 DAGS = Path(__file__).parent / "dag_files"
 IMAGE = "s3://brand/key-visual.png"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with S3Server() as server:
-        server.put("brand", "key-visual.png", sample_image())
-        yield server
 
 
 @pytest.fixture

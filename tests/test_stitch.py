@@ -156,7 +156,8 @@ def test_takes_that_are_not_stored_videos_are_refused_naming_the_shot(takes, mes
 
 
 def test_one_shot_is_no_film(takes, tmp_path):
-    from airflow_provider_kling.stitch import ShotFile, stitch
+    from airflow_provider_kling.shots import ShotFile
+    from airflow_provider_kling.stitch import stitch
 
     with pytest.raises(KlingInputError, match="takes: a film needs two shots or more, got 1"):
         stitch([ShotFile("shot 1", lambda: str(takes["a"]))], str(tmp_path / "film.mp4"))

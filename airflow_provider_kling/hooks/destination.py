@@ -7,13 +7,17 @@ it again before it writes, with the same words (:mod:`airflow_provider_kling.hoo
 
 from __future__ import annotations
 
+import hashlib
 import os
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-from airflow_provider_kling.exceptions import KlingInputError
+from airflow_provider_kling.exceptions import KlingError, KlingInputError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 
@@ -130,3 +134,63 @@ def is_local(path: Path | ObjectStoragePath) -> TypeGuard[Path]:
 
 def uri_of(path: Path | ObjectStoragePath) -> str:
     return path.as_uri() if isinstance(path, Path) else str(path)
+
+
+#: Bytes handed to one write(2): a 1 MiB chunk is written in slices. On the machines we measure,
+#: 1 MiB writes into the page cache ran at 340 to 4,300 MB/s from one run to the next, and 64 KiB
+#: writes of the same bytes at 3,800 MB/s every time (curl writes in 16 KiB pieces).
+WRITE_SLICE_BYTES = 64 * 1024
+
+
+def write_whole(
+    dest: Path | ObjectStoragePath,
+    chunks: Iterable[bytes],
+    *,
+    max_bytes: int,
+    before_move: Callable[[Path | ObjectStoragePath], None] | None = None,
+    digest: Any = None,
+    content_type: str | None = None,
+) -> tuple[int, str]:
+    """
+    Write ``chunks`` to a temporary name beside ``dest``, run ``before_move`` on it, then move the
+    file into place; on any failure remove the temporary file. Returns the size and the sha256 written.
+    In an object store that keeps one, the object's ``Content-Type`` is ``content_type`` (a stored
+    frame RunComfy fetches as the next shot's image must be served as an image).
+    """
+    hashed_already = digest is not None  # the producer of the chunks hashes them as it reads
+    digest = digest if hashed_already else hashlib.sha256()
+    size = 0
+    part = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.part"
+    try:
+        with part.open("wb", **_typed(part, content_type)) as out:
+            for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise KlingError(f"The video is over the {max_bytes}-byte cap")
+                if not hashed_already:
+                    digest.update(chunk)
+                view = memoryview(chunk)
+                for start in range(0, len(view), WRITE_SLICE_BYTES):  # see WRITE_SLICE_BYTES
+                    out.write(view[start : start + WRITE_SLICE_BYTES])
+        if before_move is not None:
+            before_move(part)
+        if isinstance(part, Path) and isinstance(dest, Path):
+            part.replace(dest)  # atomic on one file system
+        else:
+            part.rename(dest)  # type: ignore[arg-type]  # object stores: copy, then delete the part
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return size, digest.hexdigest()
+
+
+def _typed(path: Path | ObjectStoragePath, content_type: str | None) -> dict[str, Any]:
+    """How an object store is told an object's ``Content-Type`` when it is written (S3, GCS); nothing for a disk."""
+    if content_type is None or is_local(path):
+        return {}
+    protocol = str(getattr(path, "protocol", "") or "")
+    if protocol in ("s3", "s3a"):
+        return {"ContentType": content_type}
+    if protocol in ("gs", "gcs"):
+        return {"content_type": content_type}
+    return {}

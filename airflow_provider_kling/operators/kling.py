@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from airflow_provider_kling.hooks.kling import KlingHook
     from airflow_provider_kling.models import KlingResult, ValidBody
-    from airflow_provider_kling.resume import RequestRecord, SubmitOnce
+    from airflow_provider_kling.records import RequestRecord
+    from airflow_provider_kling.resume import SubmitOnce
     from airflow_provider_kling.spend import Spend
     from airflow_provider_kling.store import VideoStore
     from airflow_provider_kling.task_wait import TaskWaiter
@@ -240,18 +241,33 @@ class KlingTextToVideoOperator(BaseOperator):
         return input_body(self.model, fields, self.input)
 
     def execute(self, context: Context) -> str:
+        from airflow_provider_kling.worker_run import timed
+
+        with timed(self.log, lambda: self.spend):  # where this run spends its time: a log line, kling.worker_run.*
+            return self._submit_and_wait(context)
+
+    def _submit_and_wait(self, context: Context) -> str:
+        from airflow_provider_kling.worker_run import load_run_modules, phase
+
+        load_run_modules()
         from airflow_provider_kling.lineage import generation_facts
         from airflow_provider_kling.media import ExpectedShape
         from airflow_provider_kling.take import push_take
 
-        body = self.build_input()
-        if self.budget_reserved_by:
-            self._spend_films_reservation(context)
-        expect = ExpectedShape.of_input(body)
-        self._expect = expect.to_dict() if expect is not None else None
+        with phase("checks"):
+            body = self.build_input()
+            if self.budget_reserved_by:
+                from airflow_provider_kling.film import film_shot
+
+                self.spend.film_shot = film_shot(context, str(self.budget_reserved_by), self.task_id)
+            expect = ExpectedShape.of_input(body)
+            self._expect = expect.to_dict() if expect is not None else None
+        with phase("connection"):
+            _ = self.hook.target  # read once, here: the submit and the budget use it
         request_id = self._submit_or_resume(context, body)
-        context["ti"].xcom_push(key="request_id", value=request_id)
-        push_take(context["ti"], self.model, request_id, body, waits=self.wait_for_completion)
+        with phase("record"):
+            context["ti"].xcom_push(key="request_id", value=request_id)
+            push_take(context["ti"], self.model, request_id, body, waits=self.wait_for_completion)
         self._lineage = generation_facts(
             model=self.model, request_id=request_id, body=body, share_prompt=self.lineage_prompt
         )
@@ -268,7 +284,8 @@ class KlingTextToVideoOperator(BaseOperator):
                 # A later try must tell a task the triggerer ended from one stopped before it deferred.
                 marks = self._submission(context).ends_in_triggerer if end is not None and self.resume else None
                 carry = {"lineage": self._lineage, "expect": self._expect}
-                result = waiter.check_then_defer(context, wait, carry=carry, end_task=end, before_defer=marks)
+                with phase("deferral"):
+                    result = waiter.check_then_defer(context, wait, carry=carry, end_task=end, before_defer=marks)
             else:
                 result = waiter.on_worker(wait)
         return self._finish(context, result)
@@ -300,13 +317,6 @@ class KlingTextToVideoOperator(BaseOperator):
         """A user stopped the task (or its ``execution_timeout`` passed): the exit rule decides."""
         self.waiter.on_kill()
 
-    def _spend_films_reservation(self, context: Context) -> None:
-        from airflow_provider_kling.film import film_holder, shot_holder
-
-        ti = context["ti"]
-        film = film_holder(ti.dag_id, ti.run_id, str(self.budget_reserved_by))
-        self.spend.film_shot = shot_holder(film, self.task_id)
-
     def _request_id_of_this_try(self, context: Context) -> str | None:
         ti = context["ti"]
         value = ti.xcom_pull(task_ids=ti.task_id, key="request_id", map_indexes=ti.map_index)
@@ -320,24 +330,7 @@ class KlingTextToVideoOperator(BaseOperator):
     def _submission(self, context: Context) -> SubmitOnce:
         from airflow_provider_kling.resume import SubmitOnce
 
-        record = self._request_record(context) if self.resume else None
-        ti = context.get("ti")
-        holder = "/".join(str(getattr(ti, key, "")) for key in ("dag_id", "run_id", "task_id", "map_index"))
-        clearing = getattr(ti, "max_tries", None)
-        try_number = getattr(ti, "try_number", None)
-        return SubmitOnce(
-            self.hook,
-            record,
-            self.model,
-            self.if_submit_interrupted,
-            log=self.log,
-            operator=self,
-            spend=self.spend,
-            holder=holder,
-            max_paid_submits=self.max_paid_submits,
-            clearing=clearing if isinstance(clearing, int) else None,
-            retry_may_follow=not (isinstance(try_number, int) and isinstance(clearing, int) and try_number > clearing),
-        )
+        return SubmitOnce.of_task(self, context, self._request_record(context) if self.resume else None)
 
     @property
     def spend(self) -> Spend:
@@ -345,7 +338,7 @@ class KlingTextToVideoOperator(BaseOperator):
         return self.waiter.spend
 
     def _request_record(self, context: Context) -> RequestRecord:
-        from airflow_provider_kling.resume import request_record
+        from airflow_provider_kling.records import request_record
 
         return request_record(context)
 
@@ -355,33 +348,17 @@ class KlingTextToVideoOperator(BaseOperator):
     @property
     def video_store(self) -> VideoStore | None:
         """Where the video goes (rendered ``destination``), if anywhere."""
-        from airflow_provider_kling.media import ExpectedShape
         from airflow_provider_kling.store import VideoStore
 
-        if not self.destination:
-            return None
-        return VideoStore(
-            str(self.destination),
-            self.storage_conn_id or None,
-            overwrite=self.overwrite,
-            expect=ExpectedShape.from_dict(self._expect),
-            verify=self.verify,
-            poster=self.poster,
-        )
+        return VideoStore.of_task(self) if self.destination else None
 
     def _end_in_triggerer(self) -> EndInTriggerer | None:
         """How the trigger ends this task once the video is ready, or ``None`` for a worker run (and why)."""
-        from airflow_provider_kling.task_wait import why_a_worker_must_end
-        from airflow_provider_kling.wait import EndInTriggerer
+        from airflow_provider_kling.task_wait import end_in_triggerer
 
-        if not self.finish_in_triggerer:
-            return None
-        why = why_a_worker_must_end(self)
-        if why:
-            self.log.info("The task resumes on a worker when the video is ready, not in the triggerer: %s", why)
-            return None
-        returns = self._returns if self.do_xcom_push else None
-        return EndInTriggerer(store=self.video_store, returns=returns, tags=self.spend.tags)
+        return (
+            end_in_triggerer(self, self._returns if self.do_xcom_push else None) if self.finish_in_triggerer else None
+        )
 
     def _finish(self, context: Context, result: KlingResult, *, counted: bool = False) -> str:
         self.waiter.video_ready = result["request_id"]
@@ -392,13 +369,9 @@ class KlingTextToVideoOperator(BaseOperator):
             self.waiter.done(result)
         store = self.video_store
         if store is not None and not result.get("stored"):
-            kept = _still_there(submission.delivered_stored(result["request_id"]))
-            if kept is not None:
-                self.log.info("The video an earlier try stored is still at %s: not stored again", kept["uri"])
-                result["stored"] = kept
-            else:
-                result["stored"] = store.save(self.hook, result, log=self.log)
-                self.spend.stored(result.get("finished_at"), result["stored"])
+            result["stored"] = store.save_once(
+                self.hook, result, submission.delivered_stored(result["request_id"]), self
+            )
         if result.get("stored"):
             from airflow_provider_kling.store import describe_asset_events
 
@@ -409,20 +382,6 @@ class KlingTextToVideoOperator(BaseOperator):
         submission.finished(result.get("stored"))
         self.log.info("Kling request %s succeeded: %s", result["request_id"], result["video_url"])
         return str(result["request_id"])
-
-
-def _still_there(stored: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``stored``, if its video is still where it was stored (with the same size), else ``None``."""
-    if not stored or not stored.get("uri"):
-        return None
-    from airflow_provider_kling.hooks.destination import storage_path
-
-    try:
-        path = storage_path(str(stored["uri"]), stored.get("conn_id"))
-        found = path.stat().st_size if path.exists() else None
-    except Exception:  # noqa: BLE001 - a store that cannot say: store it again
-        return None
-    return stored if found == stored.get("size_bytes") else None
 
 
 def _check_layout(task: KlingTextToVideoOperator) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import DAG
 
 from airflow_provider_kling.operators.kling import KlingTextToVideoOperator
-from airflow_provider_kling.resume import RequestRecord, VariableRecord
+from airflow_provider_kling.records import RequestRecord, VariableRecord
 from airflow_provider_kling.sensors.kling import KlingRequestSensor
 
 FAST = {"retry_delay": 0.01, "max_attempts": 3, "read_timeout": 1.0}

@@ -57,6 +57,7 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
         ("worker-slot seconds per generation",
          f"{sum(slots) / n:.1f} ({len(slots)} task runs, median {percentile(slots, 0.5):.1f} s)"),
         ("tasks SIGKILLed between submit and deferral", f"{len(seen.killed_between_submit_and_deferral)}"),
+        *submit_run_rows(seen),
         *fault_rows(cluster, seen),
         *window_rows(cluster, sim, seen),
         ("spend, from the metrics (main run and race): submitted / succeeded / resumed / cancelled",
@@ -102,6 +103,48 @@ def request_ids(cluster: Cluster) -> dict[tuple[str, int], str]:
         GENERATES,
     )
     return {(layout_of(task), index): str(json_value(value)) for task, index, value in rows}
+
+
+#: The provider's phases of a paying worker run, as ``airflow_provider_kling.worker_run`` times them.
+RUN_PHASES = ("imports", "connection", "checks", "submit", "record", "deferral")
+
+
+def submit_run_rows(seen: Observations) -> list[tuple[str, str]]:
+    """
+    The paid submit's worker run (``one_run``'s only run), broken down: the provider's phases from
+    its ``kling.worker_run.*`` timers (every paying run, both layouts), Airflow's share the rest of
+    the slot (the task process's start to ``execute``, measured in it; the supervisor's fork before,
+    the deferral's report and the exit after).
+    """
+    timers: dict[str, list[float]] = {}
+    for _, name, value, kind in seen.statsd.ours():
+        if kind == "ms" and name.startswith("kling.worker_run."):
+            timers.setdefault(name.removeprefix("kling.worker_run."), []).append(value / 1000)
+    slots = [seconds for task, seconds in seen.slots if layout_of(task) == "one_run"]
+    if not timers.get("ours") or not slots:
+        return [("the paid submit's worker run", "not measured (no kling.worker_run timers)")]
+
+    def mean(name: str) -> float:
+        values = timers.get(name) or [0.0]
+        return sum(values) / len(values)
+
+    slot = percentile(slots, 0.5)
+    ours = mean("ours")
+    before = mean("before_execute")
+    phases = ", ".join(f"{name} {mean(name):.2f}" for name in RUN_PHASES)
+    return [
+        ("the paid submit's worker run (`one_run`), median slot", f"{slot:.2f} s ({len(slots)} runs)"),
+        ("  ours, mean per paying run", f"{ours:.2f} s: {phases} ({len(timers['ours'])} runs)"),
+        (
+            "  Airflow's: the task process's start -> `execute`, mean",
+            f"{before:.2f} s (task runner, DAG file, context)",
+        ),
+        (
+            "  Airflow's: the rest of the slot (fork before, report and exit after)",
+            f"{max(slot - ours - before, 0):.2f} s",
+        ),
+        ("  our share of the run", f"{ours / slot:.0%} (goal: under a quarter)"),
+    ]
 
 
 def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, ...]]:
