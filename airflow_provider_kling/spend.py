@@ -21,8 +21,9 @@ Counters (tagged ``model``, ``dag_id``, ``task_id`` where known):
 - ``kling.shape_mismatch``: a stored video is not the shape asked for (aspect ratio, duration);
 
 the gauge ``kling.cost`` (a delta: each finished request adds what RunComfy reported), and the
-timers ``kling.queued`` and ``kling.rendering`` (as the wait saw them, to a poll interval) and
-``kling.ready_to_stored`` (from the request's ``finished_at`` to the copy landing).
+timers ``kling.queued`` and ``kling.rendering`` (as the wait saw them, to a poll interval),
+``kling.ready_to_stored`` (from the request's ``finished_at`` to the copy landing) and
+``kling.worker_run.*`` (where the run that paid spent its time: :mod:`.worker_run`).
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ The run that pays for a generation (the operator's ``execute``, up to its deferr
 - ``record``: the request's record (the task state store or a Variable) and the take's XComs;
 - ``deferral``: the status check before deferring, and the trigger handed over.
 
-Each is a timer ``kling.worker_run.<phase>`` through Airflow's ``Stats``, with ``ours`` (their sum)
+Each is a timer ``kling.worker_run.<phase>`` through Airflow's ``Stats`` (from a run that paid),
+with ``ours`` (their sum)
 and ``before_execute`` (from the task process's start to ``execute``: Airflow's task runner, the DAG
 file parsed, the task instance's context fetched), and one log line. The rest of the worker slot
 (the supervisor's fork before, the deferral's report and the process's exit after) is Airflow's too:
@@ -76,6 +77,8 @@ class WorkerRun:
         parts = ", ".join(f"{name} {seconds:.3f}" for name, seconds in self.seconds.items())
         before = f"{self.before_execute:.2f} s" if self.before_execute is not None else "unknown"
         log.info("Kling worker run: ours %.3f s (%s); in the task process before execute: %s", self.ours, parts, before)
+        if not self.seconds["submit"]:
+            return  # the timers describe the run that pays; one that resumed or was refused says it in the log
         for name, seconds in (*self.seconds.items(), ("ours", self.ours)):
             spend.timing(f"worker_run.{name}", seconds)
         if self.before_execute is not None:

@@ -57,3 +57,9 @@ def test_counts_equal_what_the_simulator_recorded(sim, tmp_path, airflow_db):
     assert cost == pytest.approx(0.5 * 3)  # what RunComfy reported for each video (0.5 in the simulator)
     timers = {name for name, _, kind in metrics if kind == "ms"}
     assert {"kling.queued", "kling.rendering"} <= timers
+    # Every run that paid says where its time went: our phases, their sum, the process before execute.
+    paying = [value for name, value, kind in metrics if name == "kling.worker_run.submit" and kind == "ms"]
+    assert len(paying) == 6  # one per paid submit
+    phases = {f"kling.worker_run.{phase}" for phase in ("imports", "connection", "checks", "record", "ours")}
+    assert phases | {"kling.worker_run.before_execute"} <= timers
+    assert all(value > 0 for value in paying)  # the POST took time: the phase timed it

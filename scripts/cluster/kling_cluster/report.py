@@ -132,9 +132,11 @@ def submit_run_rows(seen: Observations) -> list[tuple[str, str]]:
     ours = mean("ours")
     before = mean("before_execute")
     phases = ", ".join(f"{name} {mean(name):.2f}" for name in RUN_PHASES)
+    medians = ", ".join(f"{name} {percentile(timers.get(name) or [0.0], 0.5):.2f}" for name in RUN_PHASES)
     return [
         ("the paid submit's worker run (`one_run`), median slot", f"{slot:.2f} s ({len(slots)} runs)"),
         ("  ours, mean per paying run", f"{ours:.2f} s: {phases} ({len(timers['ours'])} runs)"),
+        ("  ours, median per paying run", f"{percentile(timers['ours'], 0.5):.2f} s: {medians}"),
         (
             "  Airflow's: the task process's start -> `execute`, mean",
             f"{before:.2f} s (task runner, DAG file, context)",
