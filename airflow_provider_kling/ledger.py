@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from airflow_provider_kling.budgets import STORE_TYPES
 from airflow_provider_kling.exceptions import (
-    KlingBudgetExceededError,
     KlingBudgetStoreError,
     KlingError,
     KlingInputError,
     excerpt,
 )
-from airflow_provider_kling.ledger_films import FilmReservations, refusal_of
+from airflow_provider_kling.ledger_films import FilmReservations, exceeded, refusal_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -137,21 +136,8 @@ class BudgetLedger(FilmReservations):
             usage = self._locked_usage(cursor, budget.name, period)
             refusal = refusal_of(budget, usage, video_seconds)
             if refusal is not None:
-                raise KlingBudgetExceededError(
-                    f"Budget {budget.name!r} ({budget.period} {period}) refuses this generation before anything is "
-                    f"sent: {refusal}",
-                    budget=budget.name,
-                    period=period,
-                    cap={"videos": budget.videos, "video_seconds": budget.video_seconds, "cost": budget.cost},
-                    spent={"videos": usage.videos, "video_seconds": usage.video_seconds, "cost": usage.cost},
-                    reserved={"videos": usage.reserved_videos, "video_seconds": usage.reserved_seconds},
-                )
-            self._execute(
-                cursor,
-                "UPDATE kling_budget_usage SET reserved_videos = reserved_videos + 1, "
-                "reserved_seconds = reserved_seconds + ? WHERE budget = ? AND period = ?",
-                (video_seconds, budget.name, period),
-            )
+                raise exceeded(budget, period, usage, f"refuses this generation before anything is sent: {refusal}")
+            self._hold(cursor, budget.name, period, 1, video_seconds)
             return self._insert_reservation(cursor, (budget.name, period, video_seconds, holder, "reserved", now))
 
     def attach(self, reservation_id: int, request_id: str) -> None:
@@ -219,6 +205,15 @@ class BudgetLedger(FilmReservations):
                     ("spent" if spent else "released", cost, time.time(), reservation_id),
                 )
             return bool(rows)
+
+    def _hold(self, cursor: Any, budget: str, period: str, videos: int, seconds: float) -> None:
+        """Count ``videos`` of ``seconds`` in all as reserved in the period's usage (its row is locked)."""
+        self._execute(
+            cursor,
+            "UPDATE kling_budget_usage SET reserved_videos = reserved_videos + ?, "
+            "reserved_seconds = reserved_seconds + ? WHERE budget = ? AND period = ?",
+            (videos, seconds, budget, period),
+        )
 
     def _locked_usage(self, cursor: Any, budget: str, period: str) -> Usage:
         """The period's usage row, created if new, locked until the transaction ends."""

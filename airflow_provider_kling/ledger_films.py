@@ -31,6 +31,8 @@ class FilmReservations:
 
         def _insert_reservation(self, cursor: Any, values: tuple[Any, ...]) -> int: ...
 
+        def _hold(self, cursor: Any, budget: str, period: str, videos: int, seconds: float) -> None: ...
+
         def release(self, reservation_id: int) -> None: ...
 
     def reserve_film(
@@ -62,21 +64,9 @@ class FilmReservations:
             total = sum(seconds for _, seconds in wanted)
             refusal = refusal_of(budget, usage, total, videos=len(wanted))
             if refusal is not None:
-                raise KlingBudgetExceededError(
-                    f"Budget {budget.name!r} ({budget.period} {period}) refuses the film before any shot is paid: "
-                    f"{len(wanted)} shots of {total:g} s in all; {refusal}",
-                    budget=budget.name,
-                    period=period,
-                    cap={"videos": budget.videos, "video_seconds": budget.video_seconds, "cost": budget.cost},
-                    spent={"videos": usage.videos, "video_seconds": usage.video_seconds, "cost": usage.cost},
-                    reserved={"videos": usage.reserved_videos, "video_seconds": usage.reserved_seconds},
-                )
-            self._execute(
-                cursor,
-                "UPDATE kling_budget_usage SET reserved_videos = reserved_videos + ?, "
-                "reserved_seconds = reserved_seconds + ? WHERE budget = ? AND period = ?",
-                (len(wanted), total, budget.name, period),
-            )
+                why = f"refuses the film before any shot is paid: {len(wanted)} shots of {total:g} s in all; {refusal}"
+                raise exceeded(budget, period, usage, why)
+            self._hold(cursor, budget.name, period, len(wanted), total)
             for key, seconds in wanted:
                 self._insert_reservation(cursor, (budget.name, period, seconds, f"{film}#{key}", "reserved", now))
             return [key for key, _ in wanted]
@@ -106,6 +96,18 @@ class FilmReservations:
         for reservation_id in unpaid:
             self.release(reservation_id)
         return len(unpaid)
+
+
+def exceeded(budget: Budget, period: str, usage: Usage, why: str) -> KlingBudgetExceededError:
+    """The error of a budget that refuses (``why``: what it refuses, and the cap it would pass)."""
+    return KlingBudgetExceededError(
+        f"Budget {budget.name!r} ({budget.period} {period}) {why}",
+        budget=budget.name,
+        period=period,
+        cap={"videos": budget.videos, "video_seconds": budget.video_seconds, "cost": budget.cost},
+        spent={"videos": usage.videos, "video_seconds": usage.video_seconds, "cost": usage.cost},
+        reserved={"videos": usage.reserved_videos, "video_seconds": usage.reserved_seconds},
+    )
 
 
 def refusal_of(budget: Budget, usage: Usage, video_seconds: float, *, videos: int = 1) -> str | None:

@@ -171,6 +171,7 @@ def _shot_samples(container: Any, layout: str, rate: int, seconds: float) -> arr
     wanted = round(seconds * rate) * _channels(layout)
     samples = array.array("f")
     if container.streams.audio:
+        container.seek(0)  # the picture was decoded to the end first
         resampler = av.AudioResampler(format="flt", layout=layout, rate=rate)
         for frame in container.decode(container.streams.audio[0]):
             for converted in resampler.resample(frame):

@@ -8,10 +8,8 @@ checked film; the whole film reserved from a budget before its first shot is pai
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
-import math
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from airflow_provider_kling.budgets import Budget
 from airflow_provider_kling.hooks.kling import KlingHook
 from airflow_provider_kling.ledger import BudgetLedger
 from tests.conftest import FAST_HOOK, states, xcoms
+from tests.film_checks import film_facts, film_facts_of_bytes, loudness, psnr, rgb
 
 DAGS = Path(__file__).parent / "dag_files"
 FILE = "kling_film_dags.py"
@@ -57,41 +56,6 @@ def _read(s3, uri: str) -> bytes:
     return s3.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def _rgb(image: bytes | str) -> tuple[bytes, int, int]:
-    """The first frame of a video or an image (bytes or a local path), as RGB."""
-    import av
-
-    with av.open(io.BytesIO(image) if isinstance(image, bytes) else image) as container:
-        frame = next(container.decode(video=0)).reformat(format="rgb24")
-    plane = frame.planes[0]
-    rows = bytes(plane)
-    data = b"".join(rows[y * plane.line_size : y * plane.line_size + frame.width * 3] for y in range(frame.height))
-    return data, frame.width, frame.height
-
-
-def psnr(a: bytes, b: bytes) -> float:
-    assert len(a) == len(b)
-    mse = sum((x - y) ** 2 for x, y in zip(a, b, strict=True)) / len(a)
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-
-
-def _film_facts(path: str) -> dict:
-    import av
-
-    with av.open(path) as container:
-        video = container.streams.video[0]
-        audio = container.streams.audio[0] if container.streams.audio else None
-        facts = {
-            "frames": sum(1 for _ in container.demux(video) if _.size),
-            "video_s": float(video.duration * video.time_base),
-            "audio_s": float(audio.duration * audio.time_base) if audio is not None else None,
-        }
-    if audio is not None:
-        with av.open(path) as container:
-            facts["audio_decoded_s"] = sum(frame.samples for frame in container.decode(audio=0)) / audio.sample_rate
-    return facts
-
-
 def test_three_shots_chain_by_their_last_frames_into_one_checked_film(run_dag, sim, bucket, films_budget, tmp_path):
     ledger = films_budget(videos=6)
     film = tmp_path / "film.mp4"
@@ -111,9 +75,9 @@ def test_three_shots_chain_by_their_last_frames_into_one_checked_film(run_dag, s
     for before, after in itertools.pairwise(shots):
         last = _read(bucket, before["stored"]["last_frame"])
         assert last.startswith(b"\x89PNG")
-        first, width, height = _rgb(_read(bucket, after["stored"]["uri"]))
+        first, width, height = rgb(_read(bucket, after["stored"]["uri"]))
         assert (width, height) == (320, 180)
-        assert psnr(first, _rgb(last)[0]) >= 40
+        assert psnr(first, rgb(last)[0]) >= 40
     # The film: the shots' packets, as long as they are together, and checked like any stored take.
     result = values[("film.stitch", "result")]
     assert result["method"] == "remux"
@@ -125,14 +89,14 @@ def test_three_shots_chain_by_their_last_frames_into_one_checked_film(run_dag, s
     assert stored["mismatch"] == []
     assert Path(stored["poster"].removeprefix("file://")).read_bytes()[:3] == b"\xff\xd8\xff"
     assert Path(stored["last_frame"].removeprefix("file://")).read_bytes()[:4] == b"\x89PNG"
-    facts = _film_facts(str(film))
-    shot_facts = [_film_facts_of_bytes(_read(bucket, shot["stored"]["uri"])) for shot in shots]
+    facts = film_facts(str(film))
+    shot_facts = [film_facts_of_bytes(_read(bucket, shot["stored"]["uri"])) for shot in shots]
     assert facts["frames"] == sum(shot["frames"] for shot in shot_facts)
     assert facts["video_s"] == pytest.approx(sum(shot["video_s"] for shot in shot_facts), abs=1 / 24)
     assert stored["duration_s"] == pytest.approx(15, abs=1 / 24 + 0.02)
     # The film's last frame is the last shot's.
-    film_last = _rgb(stored["last_frame"].removeprefix("file://"))[0]
-    assert film_last == _rgb(_read(bucket, shots[2]["stored"]["last_frame"]))[0]
+    film_last = rgb(stored["last_frame"].removeprefix("file://"))[0]
+    assert film_last == rgb(_read(bucket, shots[2]["stored"]["last_frame"]))[0]
     # The whole film was reserved first, then each shot spent its part: 3 spent, nothing left held.
     usage = ledger.usage(Budget("films", videos=6))
     assert (usage.videos, usage.reserved_videos, usage.video_seconds) == (3, 0, 15.0)
@@ -162,43 +126,15 @@ def _listed_in_the_ui(dag_run, result: dict) -> None:
     assert all({"video", "poster"} <= set(listed[f"film.shot_{n}"]["links"]) for n in (1, 2, 3))
 
 
-def _film_facts_of_bytes(data: bytes) -> dict:
-    import tempfile
-
-    with tempfile.NamedTemporaryFile(suffix=".mp4") as file:
-        file.write(data)
-        file.flush()
-        return _film_facts(file.name)
-
-
 def test_a_chain_of_shots_that_wait_on_their_worker_continues_as_well(run_dag, sim, bucket, tmp_path):
     film = tmp_path / "film.mp4"
     dag_run = run_dag("kling_film_polling", folder=DAGS, file=FILE, run_conf={"film": str(film)})
     assert states(dag_run) == {"film.shot_1": "success", "film.shot_2": "success", "film.stitch": "success"}
     values = xcoms(dag_run)
     first, second = (values[(f"film.shot_{n}", "result")] for n in (1, 2))
-    start, _, _ = _rgb(_read(bucket, second["stored"]["uri"]))
-    assert psnr(start, _rgb(_read(bucket, first["stored"]["last_frame"]))[0]) >= 40
+    start, _, _ = rgb(_read(bucket, second["stored"]["uri"]))
+    assert psnr(start, rgb(_read(bucket, first["stored"]["last_frame"]))[0]) >= 40
     assert values[("film.stitch", "result")]["stored"]["duration_s"] == pytest.approx(10, abs=0.06)
-
-
-def _loudness(path: str, start: float, end: float) -> float | None:
-    """The mean absolute sample of a film's sound between two times (0 for silence, ``None`` for no sound at all)."""
-    import array
-
-    import av
-
-    total, count = 0.0, 0
-    with av.open(path) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=48_000)
-        for frame in container.decode(audio=0):
-            for mono in resampler.resample(frame):
-                at = float(mono.pts * mono.time_base) if mono.pts is not None else 0.0
-                if start <= at < end:
-                    samples = array.array("f", bytes(mono.planes[0])[: mono.samples * 4])
-                    total += sum(abs(value) for value in samples)
-                    count += len(samples)
-    return total / count if count else None
 
 
 def test_a_silent_shot_between_sounding_ones_gets_silence_and_the_sound_stays_in_step(run_dag, sim, bucket, tmp_path):
@@ -209,13 +145,13 @@ def test_a_silent_shot_between_sounding_ones_gets_silence_and_the_sound_stays_in
     assert [shot["has_audio"] for shot in shots] == [True, False, True]  # Kling 2.6, 2.1, 2.6
     result = xcoms(dag_run)[("film.stitch", "result")]
     assert result["method"] == "remux"  # the pictures agree; the silence is the only sound encoded
-    facts = _film_facts(str(film))
+    facts = film_facts(str(film))
     assert facts["video_s"] == pytest.approx(15, abs=1 / 24)
     assert facts["audio_s"] == pytest.approx(facts["video_s"], abs=1 / 24)  # as long as the picture
     assert facts["audio_decoded_s"] == pytest.approx(facts["video_s"], abs=1 / 24)  # and no gap in it
-    assert (_loudness(str(film), 0.5, 4.5) or 0) > 0.01  # the first shot's tone
-    assert _loudness(str(film), 5.1, 9.9) == pytest.approx(0, abs=1e-4)  # the silent shot: silence
-    assert (_loudness(str(film), 10.5, 14.5) or 0) > 0.01  # the third shot's tone, in step after the silence
+    assert (loudness(str(film), 0.5, 4.5) or 0) > 0.01  # the first shot's tone
+    assert loudness(str(film), 5.1, 9.9) == pytest.approx(0, abs=1e-4)  # the silent shot: silence
+    assert (loudness(str(film), 10.5, 14.5) or 0) > 0.01  # the third shot's tone, in step after the silence
 
 
 def test_a_failed_second_shot_pays_for_no_third_and_leaves_nothing_queued_or_reserved(
@@ -258,14 +194,14 @@ def test_taskflow_hands_each_result_on_and_the_film_crossfades(run_dag, sim, buc
     assert states(dag_run) == {"opening": "success", "closing": "success", "film": "success"}
     values = xcoms(dag_run)
     opening, closing = values[("opening", "return_value")], values[("closing", "return_value")]
-    start, _, _ = _rgb(_read(bucket, closing["stored"]["uri"]))
-    assert psnr(start, _rgb(_read(bucket, opening["stored"]["last_frame"]))[0]) >= 40
+    start, _, _ = rgb(_read(bucket, closing["stored"]["uri"]))
+    assert psnr(start, rgb(_read(bucket, opening["stored"]["last_frame"]))[0]) >= 40
     result = values[("film", "return_value")]  # @task.kling_stitch returns the film's result
     assert result["method"] == "re-encode"
     assert result["why"] == "a crossfade of 0.5 s blends the shots' frames"
     assert result["request_ids"] == [opening["request_id"], closing["request_id"]]
     assert result["stored"]["duration_s"] == pytest.approx(9.5, abs=0.06)  # each join fades over 0.5 s
-    assert _film_facts(str(film))["frames"] == 228  # 24 fps x 9.5 s
+    assert film_facts(str(film))["frames"] == 228  # 24 fps x 9.5 s
 
 
 def test_the_example_storyboard_makes_a_film_from_the_key_visual(run_dag, sim, s3, tmp_path, monkeypatch, capfd):

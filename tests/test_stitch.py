@@ -204,3 +204,19 @@ def test_the_last_frame_is_the_last_shown_not_the_last_keyframe(tmp_path):
         shown = bytes(next(image.decode(video=0)).reformat(format="rgb24").planes[0])
     assert shown == bytes(frames[44].planes[0])
     assert shown != bytes(frames[40].planes[0])
+
+
+def test_a_re_encoded_film_keeps_each_shots_sound(run_dag, tmp_path):
+    from tests.film_checks import loudness
+
+    takes = []
+    for name, ratio in (("wide", "16:9"), ("tall", "9:16")):
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(make_video(5.0, ratio, audio=True))
+        takes.append(path)
+    film = tmp_path / "film.mp4"
+    dag_run = _stitch(run_dag, takes, film)
+    assert states(dag_run) == {"stitch": "success"}
+    assert xcoms(dag_run)[("stitch", "result")]["method"] == "re-encode"
+    assert (loudness(str(film), 0.5, 4.5) or 0) > 0.01  # the first shot's tone
+    assert (loudness(str(film), 5.5, 9.5) or 0) > 0.01  # and the second's, re-encoded in step
