@@ -17,7 +17,7 @@ pytestmark = ON_AIRFLOW_3_3_PROCESSES
 
 DAG_ID = "kling_clears"
 DAG_FILE = """
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Variable, task
 
@@ -29,7 +29,11 @@ with DAG("kling_clears", schedule=None, start_date=datetime(2026, 1, 1), catchup
     KlingTextToVideoOperator(task_id="succeeded", prompt="a kite [sim:queue=0.5][sim:run=0.5]", **WAIT)
     # Retries left: its record stays, marked finished in this clearing; a clear still generates anew.
     KlingTextToVideoOperator(
-        task_id="succeeded_retries", prompt="a crane [sim:queue=0.5][sim:run=0.5]", retries=2, **WAIT
+        task_id="succeeded_retries",
+        prompt="a crane [sim:queue=0.5][sim:run=0.5]",
+        retries=2,
+        retry_delay=timedelta(seconds=1),  # a retry (Airflow's bookkeeping failing under load) uses its video
+        **WAIT,
     )
     KlingTextToVideoOperator(task_id="failed", prompt="a kite [sim:fail][sim:queue=0.5][sim:run=0.5]", **WAIT)
     KlingTextToVideoOperator(task_id="handed_off_done", prompt="a heron [sim:queue=0][sim:run=0]")
