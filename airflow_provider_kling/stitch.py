@@ -185,11 +185,11 @@ def _remux(shots: Sequence[ShotFile], out_path: str, plan: StitchPlan) -> None:
     template_sound = next((index for index, shape in enumerate(plan.sound) if shape is not None), None)
     with av.open(out_path, mode="w", format="mp4", options=FILM_OPTIONS) as out:
         with read_shot(shots[0]) as first:
-            picture = out.add_stream_from_template(first.streams.video[0])
+            picture = _from_template(out, first.streams.video[0])
         sound_out = None
         if template_sound is not None:
             with read_shot(shots[template_sound]) as sounding:
-                sound_out = out.add_stream_from_template(sounding.streams.audio[0])
+                sound_out = _from_template(out, sounding.streams.audio[0])
         start = 0.0  # where the shot starts in the film, in seconds
         last_dts: dict[str, int] = {}  # the last timestamp written per stream, in its input's time base
         for index, shot in enumerate(shots):
@@ -209,6 +209,15 @@ def _remux(shots: Sequence[ShotFile], out_path: str, plan: StitchPlan) -> None:
             if sound_out is not None and plan.sound[index] is None:
                 _mux_silence(out, sound_out, start, end, last_dts)
             start = end
+
+
+def _from_template(out: Any, template: Any) -> Any:
+    """
+    An output stream with ``template``'s codec and parameters, its codec context left unopened
+    (``opaque``): packets are copied, never encoded (PyAV 14 otherwise opens an encoder, whose
+    own parameter sets then describe none of the copied packets).
+    """
+    return out.add_stream_from_template(template, opaque=True)
 
 
 def _move(packet: Any, start: float, source: Any, target: Any, last_dts: dict[str, int], kind: str) -> None:

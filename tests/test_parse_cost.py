@@ -24,6 +24,7 @@ OURS_HEAVY = (
 PROBE = """
 import json, sys
 from airflow.providers.common.compat.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator, XCom
+from airflow.providers.common.compat.sdk import DecoratedOperator, TaskGroup  # Airflow's own, as @task loads them
 before = set(sys.modules)
 import airflow_provider_kling.operators.kling
 import airflow_provider_kling.sensors.kling
