@@ -31,7 +31,8 @@ def storage_path(
 
     if isinstance(destination, ObjectStoragePath) and conn_id is None:
         return destination
-    return ObjectStoragePath(str(destination), conn_id=conn_id)
+    # conn_id=None would override the connection a URI names (s3://conn@bucket/...) on Airflow 2
+    return ObjectStoragePath(str(destination), **({"conn_id": conn_id} if conn_id else {}))
 
 
 def check_destination(
