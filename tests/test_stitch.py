@@ -66,6 +66,31 @@ def test_takes_that_agree_are_remuxed_and_every_packet_is_kept(run_dag, takes, t
     assert result["shots"] == [path.as_uri() for path in (takes["a"], takes["b"], takes["c"])]
     assert result["cost"] is None  # URIs say nothing of what they cost
     assert sorted(p.name for p in film.parent.iterdir()) == ["film.jpg", "film.last.png", "film.mp4"]
+    # The film is an event of the task's asset, carrying what landed: downstream DAGs learn of it.
+    from airflow.utils.session import create_session
+
+    from tests.transfers.test_kling_to_storage import _asset_events
+
+    with create_session() as session:
+        (event,) = _asset_events(session, "file:///kling-test-films", dag_run.run_id)
+        assert event.extra["uri"] == film.as_uri()
+        assert event.extra["sha256"] == result["stored"]["sha256"]
+        assert event.extra["duration_s"] == result["stored"]["duration_s"]
+
+
+def test_the_films_lineage_has_each_shot_as_an_input_and_the_film_as_its_output(tmp_path):
+    pytest.importorskip("airflow.providers.openlineage", reason="lineage needs the OpenLineage provider")
+    from airflow_provider_kling.lineage import VIDEO_FACET_NAME, film_lineage
+
+    stored = {"uri": "s3://brand/films/launch.mp4", "sha256": "ab" * 32, "duration_s": 15.0, "last_frame": "x"}
+    shots = ["s3://brand/films/shot_1.mp4", "s3://brand/films/shot_2.mp4", "s3://brand/films/shot_3.mp4"]
+    lineage = film_lineage(stored, shots)
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("s3://brand", f"films/shot_{n}.mp4") for n in (1, 2, 3)]
+    (output,) = lineage.outputs
+    assert (output.namespace, output.name) == ("s3://brand", "films/launch.mp4")
+    facet = output.facets[VIDEO_FACET_NAME]
+    assert (facet.sha256, facet.durationSeconds, facet.lastFrame) == ("ab" * 32, 15.0, "x")
+    assert film_lineage(None, shots).outputs == []  # nothing before the film landed
 
 
 def test_a_shot_of_another_size_is_re_encoded_saying_why_and_the_film_plays(run_dag, takes, tmp_path, capfd):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.common.compat.sdk import DAG, task
+from airflow.providers.common.compat.sdk import DAG, Asset, task
 
 from airflow_provider_kling.operators.stitch import KlingStitchOperator
 from airflow_provider_kling.storyboard import kling_storyboard
@@ -100,6 +100,7 @@ with DAG(
         task_id="stitch",
         takes="{{ params.takes }}",
         destination="{{ params.film }}",
+        outlets=[Asset(uri="file:///kling-test-films")],
         retries=1,
         retry_delay=timedelta(seconds=0),
     )
