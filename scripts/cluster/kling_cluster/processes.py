@@ -158,6 +158,8 @@ class Cluster:
             # psycopg 3 is what a bare db+postgresql:// reaches for: name the driver.
             "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/airflow",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.shape.worker_concurrency),
+            # The provider's run modules loaded once per worker, before it forks each task (docs/cluster.md).
+            "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "airflow_provider_kling.worker_preload.CELERY_CONFIG",
             "AIRFLOW__API__HOST": "127.0.0.1",
             "AIRFLOW__API__PORT": str(self.api_port),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{self.api_port}",
