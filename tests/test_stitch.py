@@ -245,3 +245,43 @@ def test_a_re_encoded_film_keeps_each_shots_sound(run_dag, tmp_path):
     assert xcoms(dag_run)[("stitch", "result")]["method"] == "re-encode"
     assert (loudness(str(film), 0.5, 4.5) or 0) > 0.01  # the first shot's tone
     assert (loudness(str(film), 5.5, 9.5) or 0) > 0.01  # and the second's, re-encoded in step
+
+
+def test_a_crossfade_blends_picture_and_sound_over_the_join(tmp_path):
+    """Two sounding shots crossfaded over 1 s: 9 s of film, sound all along it, the join's picture a blend."""
+    from airflow_provider_kling.shots import ShotFile
+    from airflow_provider_kling.stitch import stitch
+    from tests.film_checks import film_facts, loudness
+
+    shots = []
+    for name, ratio in (("wide", "16:9"), ("tall", "9:16")):  # unlike pictures, so a blend shows
+        path = tmp_path / f"{name}.mp4"
+        path.write_bytes(make_video(5.0, ratio, audio=True))
+        shots.append(ShotFile(name, lambda path=path: str(path)))
+    film = tmp_path / "film.mp4"
+    plan = stitch(shots, str(film), crossfade=1.0)
+    assert plan.method == "re-encode"
+    facts = film_facts(str(film))
+    assert facts["frames"] == 216  # 24 fps x (5 + 5 - 1) s
+    assert facts["audio_decoded_s"] == pytest.approx(9.0, abs=0.05)
+    for start in (0.5, 4.2, 8.0):  # before, in and after the fade: never a silent gap
+        assert (loudness(str(film), start, start + 0.5) or 0) > 0.01
+    import av
+
+    def left_edge(frame) -> float:  # the tall shot is pillarboxed: black at the edges of the film's frame
+        plane = frame.planes[0]
+        rows = bytes(plane)
+        edge = [rows[y * plane.line_size + x] for y in range(frame.height) for x in range(0, 20 * 3)]
+        return sum(edge) / len(edge)
+
+    with av.open(str(film)) as container:
+        frames = [frame.reformat(format="rgb24") for frame in container.decode(video=0)]
+    with av.open(str(tmp_path / "wide.mp4")) as container:
+        wide = [frame.reformat(format="rgb24") for frame in container.decode(video=0)]
+    # The fade is film frames 96 to 119: the wide shot's last 24 under the tall shot's first 24,
+    # the tall one (pillarboxed: black at the film's edges) weighing (k + 1) / 25 at frame 96 + k.
+    assert left_edge(frames[90]) == pytest.approx(left_edge(wide[90]), abs=8)  # before: the wide shot
+    assert left_edge(frames[130]) < 5  # after: the tall shot's black bar
+    for k in (6, 12, 18):
+        expected = (1 - (k + 1) / 25) * left_edge(wide[96 + k])
+        assert left_edge(frames[96 + k]) == pytest.approx(expected, abs=12), k
