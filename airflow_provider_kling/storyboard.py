@@ -111,7 +111,7 @@ def kling_storyboard(
             reserve = KlingFilmBudgetOperator(
                 task_id="reserve",
                 budget=budget,
-                shots=[(f"{group_id}.shot_{n}", shot.seconds) for n, shot in enumerate(planned, 1)],
+                shots=[],  # the shots' task ids, once they are made (a group's id prefixes them, a parent's too)
                 kling_conn_id=kling_conn_id,
             )
             common["budget_reserved_by"] = reserve.task_id
@@ -144,6 +144,8 @@ def kling_storyboard(
             if made:
                 made[-1] >> shot
             made.append(shot)
+        if reserve is not None:
+            reserve.shots = [(shot.task_id, float(planned[n].seconds)) for n, shot in enumerate(made)]
         stitch = KlingStitchOperator(
             task_id="stitch",
             takes=[shot.output["result"] for shot in made],

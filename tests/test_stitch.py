@@ -285,3 +285,18 @@ def test_a_crossfade_blends_picture_and_sound_over_the_join(tmp_path):
     for k in (6, 12, 18):
         expected = (1 - (k + 1) / 25) * left_edge(wide[96 + k])
         assert left_edge(frames[96 + k]) == pytest.approx(expected, abs=12), k
+
+
+def test_a_storyboard_in_a_group_of_its_own_reserves_under_its_shots_real_task_ids():
+    """A shot claims its part of the film by its task id: inside another group, the ids carry both prefixes."""
+    from datetime import datetime
+
+    from airflow.providers.common.compat.sdk import DAG, TaskGroup
+
+    from airflow_provider_kling.storyboard import kling_storyboard
+
+    with DAG("storyboard_nested", schedule=None, start_date=datetime(2026, 1, 1)) as dag, TaskGroup("campaign"):
+        kling_storyboard("film", ["one", "two"], film="x.mp4", shots_folder="s3://b/f", budget="films")
+    reserve = dag.get_task("campaign.film.reserve")
+    assert reserve.shots == [("campaign.film.shot_1", 5.0), ("campaign.film.shot_2", 5.0)]
+    assert dag.get_task("campaign.film.shot_2").budget_reserved_by == "campaign.film.reserve"
