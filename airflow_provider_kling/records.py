@@ -1,6 +1,10 @@
 """
 Where a task keeps the request it submitted, across its tries (see :mod:`airflow_provider_kling.resume`
-for what a later try does with it): Airflow's task state store (3.3+), else an Airflow Variable.
+for what a later try does with it): Airflow's task state store on Airflow 3.3+
+(``context["task_state_store"]``, under ``kling_request``, the role of ``external_id_key`` in
+Airflow's ``ResumableJobMixin``), else an Airflow Variable named
+``kling_request:<dag_id>:<run_id>:<task_id>:<map_index>``. Both are scoped to one map index: a
+mapped task never sees another's request.
 """
 
 from __future__ import annotations
@@ -94,3 +98,10 @@ def request_record(context: Context) -> RequestRecord:
         return TaskStateRecord(store)
     log.info("No task state store in this Airflow: the submitted Kling request is remembered in a Variable")
     return VariableRecord(context["ti"])
+
+
+def drop_ends_in_triggerer(record: RequestRecord) -> None:
+    """A worker resumed the try: the mark that the triggerer delivers its video goes."""
+    recorded = record.load()
+    if recorded and recorded.pop("ends_in_triggerer", None):
+        record.save(recorded)

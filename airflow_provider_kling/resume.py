@@ -2,11 +2,9 @@
 Submit once: remember the request a task submitted, so that a later try of the same task (a retry,
 or a clear) resumes it instead of paying for a new one.
 
-Airflow clears a task's XComs before each try, so the request id is kept elsewhere, the moment the
-submit answers: in the task state store on Airflow 3.3+ (``context["task_state_store"]``, under
-``kling_request``, the role of ``external_id_key`` in Airflow's ``ResumableJobMixin``), and in an
-Airflow Variable named ``kling_request:<dag_id>:<run_id>:<task_id>:<map_index>`` where there is no
-task state store. Both are scoped to one map index: a mapped task never sees another's request.
+Airflow clears a task's XComs before each try, so the request id is kept, the moment the submit
+answers, in the task's record (:mod:`airflow_provider_kling.records`: the task state store, or a
+Variable before Airflow 3.3), scoped to one map index.
 
 The rule, on every try after the first (retried or cleared, whatever Airflow keeps of the store):
 
@@ -23,7 +21,7 @@ instance's ``max_tries``, which Airflow raises on every clear and keeps across r
 ``first_try_number`` reads it) and what it stored; where no retry can follow (no retries left) it
 drops the record instead, and so does one whose record is a Variable (Airflow before 3.3: one
 Variable per generation would otherwise remain). A task that only submits keeps it, marked
-``delivered``, since its request goes on; a task that ends in the triggerer (``finish_in_triggerer``) keeps it, marked
+``delivered``, since its request goes on; a task that ends in the triggerer keeps it, marked
 ``ends_in_triggerer`` until a worker resumes the try (:meth:`SubmitOnce.ends_in_triggerer`).
 
 Just before the paid submit, the record says that a submit is in flight (``submitting_since``). A
@@ -108,6 +106,8 @@ class SubmitOnce:
         self.holder = holder
         self.clearing = clearing
         self.retry_may_follow = retry_may_follow
+        #: The record as last read or written here: the end of a try (count, store, finish) reads it once.
+        self._last: dict[str, Any] | None = None
 
     @classmethod
     def of_task(cls, task: Any, context: Context, record: RequestRecord | None) -> SubmitOnce:
@@ -147,6 +147,7 @@ class SubmitOnce:
             storage signed); ``body`` is what the task keeps and fingerprints.
         """
         from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
+        from airflow_provider_kling.spend import as_number
         from airflow_provider_kling.worker_run import phase
 
         fingerprint = input_fingerprint(self.model, body)
@@ -163,7 +164,7 @@ class SubmitOnce:
                 before_paying()
             paid = int(recorded.get("paid") or 0)
             self._check_paid_cap(paid)
-            seconds = _video_seconds(body)
+            seconds = as_number(body.get("duration")) or 0.0  # Kling's duration; 0 when the model does not say
             reservation = self.spend.reserve(seconds, self.holder)  # the budget's atomic check, before any money
         if record is not None:  # a worker killed from here to the save below leaves this mark
             with phase("record"):
@@ -228,7 +229,9 @@ class SubmitOnce:
     def resumed_on_worker(self) -> None:
         """This try resumed on a worker after deferring: it, not the triggerer, delivers the video."""
         if self.record is not None:
-            self._quietly(_drop_mark)
+            from airflow_provider_kling.records import drop_ends_in_triggerer
+
+            self._quietly(drop_ends_in_triggerer)
 
     def first_to_count(self, request_id: str) -> bool:
         """
@@ -239,10 +242,10 @@ class SubmitOnce:
         if self.record is None:
             return True
         try:
-            recorded = self.record.load() or {}
+            recorded = self._recorded()
             if recorded.get("counted") == request_id:
                 return False
-            self.record.save({**recorded, "counted": request_id})
+            self._keep({**recorded, "counted": request_id})
         except Exception as err:  # noqa: BLE001 - counting twice is better than failing a task that has its video
             self.log.warning("Could not mark Kling request %s as counted: %s", request_id, err)
         return True
@@ -259,14 +262,14 @@ class SubmitOnce:
             self._quietly(lambda record: record.forget())
             return
         mark = {"clearing": self.clearing, "stored": stored}
-        self._quietly(lambda record: record.save({**(record.load() or {}), "finished": mark}))
+        self._quietly(lambda _: self._keep({**self._recorded(), "finished": mark}))
 
     def delivered_stored(self, request_id: str) -> dict[str, Any] | None:
         """What an earlier try of this clearing stored of ``request_id`` before it failed, if it did."""
         if self.record is None:
             return None
         try:
-            recorded = self.record.load() or {}
+            recorded = self._recorded()
         except Exception:  # noqa: BLE001 - without it the video is stored again
             return None
         mark = recorded.get("finished")
@@ -278,6 +281,18 @@ class SubmitOnce:
             return None
         stored = mark.get("stored")
         return stored if isinstance(stored, dict) else None
+
+    def _recorded(self) -> dict[str, Any]:
+        """The record, read once by this object (then as it last wrote it)."""
+        assert self.record is not None
+        if self._last is None:
+            self._last = self.record.load() or {}
+        return dict(self._last)
+
+    def _keep(self, recorded: dict[str, Any]) -> None:
+        assert self.record is not None
+        self.record.save(recorded)
+        self._last = dict(recorded)
 
     def _quietly(self, change: Any) -> None:
         try:
@@ -380,18 +395,3 @@ class SubmitOnce:
         except ImportError:  # pragma: no cover - a common-compat without Stats
             return
         Stats.incr(f"resumable_job.{decision}", tags=self.tags)
-
-
-def _video_seconds(body: ValidBody) -> float:
-    """The seconds of video a body asks for (Kling's ``duration``); 0 when the model does not say."""
-    duration = body.get("duration")
-    try:
-        return float(duration) if duration is not None and not isinstance(duration, bool) else 0.0
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def _drop_mark(record: RequestRecord) -> None:
-    recorded = record.load()
-    if recorded and recorded.pop("ends_in_triggerer", None):
-        record.save(recorded)

@@ -177,6 +177,7 @@ LAYERS = {
     "the trigger and the task's glue": [
         "airflow_provider_kling.triggers",
         "airflow_provider_kling.triggers.kling",
+        "airflow_provider_kling.records",
         "airflow_provider_kling.resume",
         "airflow_provider_kling.lineage",
         "airflow_provider_kling.task_wait",
