@@ -113,14 +113,7 @@ class AccountHealth:
 
     async def hold(self, seconds: float) -> bool:
         """Hold back for ``seconds``, or until the account is answered again; whether it was."""
-        if self._clear is None:
-            await asyncio.sleep(seconds)
-            return False
-        try:
-            await asyncio.wait_for(self._clear.wait(), timeout=seconds)
-        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
-            return False
-        return True
+        return await _hold(self._clear, seconds)
 
     def failed(self, err: KlingError, now: float, interval: float, max_interval: float, log: Logger | None) -> None:
         """A poll failed for a transient reason: the account is down, or rate-limited."""
@@ -168,3 +161,18 @@ class AccountHealth:
         if log is not None:
             log.info("Kling API at %s answers again, after %.1f s and %d probes", self.base_url, blocked_for, probes)
         return blocked_for
+
+
+async def _hold(clear: asyncio.Event | None, seconds: float) -> bool:
+    """
+    Wait ``seconds``, or until ``clear`` is set; whether it was. The one place a held-back wait
+    waits, so a test can run the waits of an account on a clock of its own.
+    """
+    if clear is None:
+        await asyncio.sleep(seconds)
+        return False
+    try:
+        await asyncio.wait_for(clear.wait(), timeout=seconds)
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
+        return False
+    return True
