@@ -125,3 +125,23 @@ def _budget(name: str, caps: Any, where: str) -> Budget:
     if not values:
         raise KlingInputError(f"{field}: caps nothing; set videos, video_seconds or cost")
     return Budget(name, period=period, **values)
+
+
+def check_paid_cap(spend: Any, paid: int, max_paid_submits: int | None) -> None:
+    """
+    A task's own cap (``max_paid_submits``): a model that keeps failing is not paid for again and
+    again by retries. Refused in ``spend``'s metrics, and raised, when ``paid`` reached it.
+    """
+    if max_paid_submits is None or paid < max_paid_submits:
+        return
+    from airflow_provider_kling.exceptions import KlingBudgetExceededError
+
+    spend.refused()
+    raise KlingBudgetExceededError(
+        f"This task already paid for {paid} generations across its tries "
+        f"(max_paid_submits={max_paid_submits}); not submitting again. Clear the task, or raise "
+        "max_paid_submits, to pay for another.",
+        budget="max_paid_submits",
+        cap={"videos": max_paid_submits},
+        spent={"videos": paid},
+    )

@@ -130,6 +130,17 @@ class SubmitOnce:
             retry_may_follow=not last_try,
         )
 
+    @classmethod
+    def of_this_try(cls, task: Any, context: Context, record: Callable[[], RequestRecord | None]) -> SubmitOnce:
+        """:meth:`of_task`, one per try: its record read once, then known as it wrote it (each read is an API call)."""
+        ti = context.get("ti")
+        this_try = tuple(getattr(ti, key, None) for key in ("dag_id", "run_id", "task_id", "map_index", "try_number"))
+        known = task.__dict__.get("_submit_once")
+        if known is None or known[0] != this_try:
+            known = (this_try, cls.of_task(task, context, record()))
+            task.__dict__["_submit_once"] = known
+        return known[1]  # type: ignore[no-any-return]
+
     def submit_or_resume(
         self,
         body: ValidBody,
@@ -146,6 +157,7 @@ class SubmitOnce:
         :param on_the_wire: the body as it is sent, made at the last moment (images from object
             storage signed); ``body`` is what the task keeps and fingerprints.
         """
+        from airflow_provider_kling.budgets import check_paid_cap
         from airflow_provider_kling.exceptions import KlingSubmitOutcomeUnknownError
         from airflow_provider_kling.spend import as_number
         from airflow_provider_kling.worker_run import phase
@@ -153,7 +165,7 @@ class SubmitOnce:
         fingerprint = input_fingerprint(self.model, body)
         record = self.record
         with phase("record"):
-            recorded = (record.load() or {}) if record is not None else {}
+            recorded = self._recorded() if record is not None else {}
         with phase("checks"):
             resumed = self._resumable(recorded, fingerprint) if record is not None else None
         if resumed is not None:
@@ -163,12 +175,12 @@ class SubmitOnce:
             if before_paying is not None:
                 before_paying()
             paid = int(recorded.get("paid") or 0)
-            self._check_paid_cap(paid)
+            check_paid_cap(self.spend, paid, self.max_paid_submits)
             seconds = as_number(body.get("duration")) or 0.0  # Kling's duration; 0 when the model does not say
             reservation = self.spend.reserve(seconds, self.holder)  # the budget's atomic check, before any money
         if record is not None:  # a worker killed from here to the save below leaves this mark
             with phase("record"):
-                record.save({"fingerprint": fingerprint, "submitting_since": time.time(), "paid": paid + 1})
+                self._keep({"fingerprint": fingerprint, "submitting_since": time.time(), "paid": paid + 1})
         try:
             with phase("checks"):
                 sent = body if on_the_wire is None else on_the_wire(body)
@@ -178,36 +190,20 @@ class SubmitOnce:
             raise  # the mark and the reservation stay: a request may exist and be billed
         except BaseException:
             if record is not None:  # RunComfy certainly created nothing
-                record.save({"paid": paid}) if paid else record.forget()
+                self._keep({"paid": paid}) if paid else self._forget()
             self.spend.not_sent(reservation)
             raise
         with phase("record"):
             if record is not None:
-                record.save({"request_id": request_id, "fingerprint": fingerprint, "paid": paid + 1})
+                self._keep({"request_id": request_id, "fingerprint": fingerprint, "paid": paid + 1})
             self.spend.submitted(reservation, request_id, seconds)
         self.log.info("Submitted Kling request %s to %s", request_id, self.model)
         return request_id
 
-    def _check_paid_cap(self, paid: int) -> None:
-        """The task's own cap: a model that keeps failing is not paid for again and again by retries."""
-        if self.max_paid_submits is None or paid < self.max_paid_submits:
-            return
-        from airflow_provider_kling.exceptions import KlingBudgetExceededError
-
-        self.spend.refused()
-        raise KlingBudgetExceededError(
-            f"This task already paid for {paid} generations across its tries "
-            f"(max_paid_submits={self.max_paid_submits}); not submitting again. Clear the task, or raise "
-            "max_paid_submits, to pay for another.",
-            budget="max_paid_submits",
-            cap={"videos": self.max_paid_submits},
-            spent={"videos": paid},
-        )
-
     def handed_off(self, request_id: str) -> None:
         """The task succeeded without waiting: keep the record (its request goes on), marked delivered."""
         if self.record is not None:
-            self._quietly(lambda record: record.save({**(record.load() or {}), "delivered": True}))
+            self._quietly(lambda _: self._keep({**self._recorded(), "delivered": True}))
 
     def ends_in_triggerer(self) -> None:
         """
@@ -224,7 +220,7 @@ class SubmitOnce:
             from airflow_provider_kling.worker_run import phase
 
             with phase("record"):
-                self._quietly(lambda record: record.save({**(record.load() or {}), "ends_in_triggerer": True}))
+                self._quietly(lambda _: self._keep({**self._recorded(), "ends_in_triggerer": True}))
 
     def resumed_on_worker(self) -> None:
         """This try resumed on a worker after deferring: it, not the triggerer, delivers the video."""
@@ -232,6 +228,7 @@ class SubmitOnce:
             from airflow_provider_kling.records import drop_ends_in_triggerer
 
             self._quietly(drop_ends_in_triggerer)
+            self._last = None  # written beside this object: read anew when next asked
 
     def first_to_count(self, request_id: str) -> bool:
         """
@@ -259,7 +256,7 @@ class SubmitOnce:
         if self.record is None:
             return
         if self.clearing is None or not self.retry_may_follow or not getattr(self.record, "keeps_finished", False):
-            self._quietly(lambda record: record.forget())
+            self._quietly(lambda _: self._forget())
             return
         mark = {"clearing": self.clearing, "stored": stored}
         self._quietly(lambda _: self._keep({**self._recorded(), "finished": mark}))
@@ -293,6 +290,11 @@ class SubmitOnce:
         assert self.record is not None
         self.record.save(recorded)
         self._last = dict(recorded)
+
+    def _forget(self) -> None:
+        assert self.record is not None
+        self.record.forget()
+        self._last = {}
 
     def _quietly(self, change: Any) -> None:
         try:

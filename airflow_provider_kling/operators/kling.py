@@ -294,6 +294,7 @@ class KlingTextToVideoOperator(BaseOperator):
         """Resume after the trigger fired: return the ``request_id``, or raise its typed error."""
         from airflow_provider_kling.triggers.kling import result_from_event  # the trigger module is not parse-cheap
 
+        self.__dict__.pop("_submit_once", None)  # a resumed run reads the record anew (dag.test resumes in-process)
         carried = event.get("carry") if isinstance(event, dict) else None
         self._lineage = carried.get("lineage") if isinstance(carried, dict) else None
         self._expect = carried.get("expect") if isinstance(carried, dict) else None
@@ -330,7 +331,7 @@ class KlingTextToVideoOperator(BaseOperator):
     def _submission(self, context: Context) -> SubmitOnce:
         from airflow_provider_kling.resume import SubmitOnce
 
-        return SubmitOnce.of_task(self, context, self._request_record(context) if self.resume else None)
+        return SubmitOnce.of_this_try(self, context, lambda: self._request_record(context) if self.resume else None)
 
     @property
     def spend(self) -> Spend:
