@@ -12,19 +12,15 @@ fails naming it with its timeline.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
-from airflow_provider_kling.states import RequestStatus
-from airflow_provider_kling.wait_plan import PollSettings, Seen
 from kling_cluster.settings import OUTAGE_TAIL
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from kling_cluster.observations import Observations
-    from kling_cluster.simulator import ClusterSimulator
 
 #: The run's poll interval (the cluster DAG's), and a generation slower than this from ready to stored.
 POLL_SECONDS = 5.0
@@ -48,6 +44,13 @@ class Timeline:
     causes: list[str] = field(default_factory=list)
     #: The calls the API answered for it, as ``(call, Unix seconds)``.
     polls: list[tuple[str, float]] = field(default_factory=list)
+    #: For each of :attr:`polls`, whether a triggerer's wait made it (else a worker's task).
+    by_triggerer: list[bool] = field(default_factory=list)
+    #: Its queue position at the submit (the simulator's, falling to 1 as its queue time passes), and
+    #: its seconds queued and rendering on the server.
+    queue_position: int = 1
+    queue_seconds: float = 0.0
+    run_seconds: float = 0.0
 
     def polls_around_ready(self) -> tuple[float | None, float | None]:
         """The last status or result call answered before the video was ready, and the first after."""
@@ -167,39 +170,6 @@ def outside_outages(ready: float, seen: Observations) -> bool:
         for begin, end in (seen.api_down, seen.database_down)
         if begin
     )
-
-
-def queued_polls(queue: float, position: int, settings: PollSettings) -> int:
-    """
-    The polls the wait plan makes while a request is queued ``queue`` seconds from ``position``
-    (the simulator's queue, which falls to 1 as its time passes): fewer far back, one per interval
-    near the front. The first is the check at the submit.
-    """
-    at, polls = 0.0, 0
-    while at < queue:
-        polls += 1
-        left = max(queue - at, 0.0) / queue if queue else 0.0
-        seen = Seen(RequestStatus.IN_QUEUE, max(1, math.ceil(position * left)), at)
-        at += settings.seconds_after(seen)
-    return polls
-
-
-def call_floor(sim: ClusterSimulator, rid: str, offset: float, api_down: tuple[float, float]) -> int:
-    """
-    The calls any waiter on the plan needs for a request: one submit, the plan's polls while it is
-    queued, a poll per interval of rendering, one video; less the polls that fell while the API was
-    down (nobody can poll it then).
-    """
-    request = sim.requests[rid]
-    queue, run = sim._timeline(request)
-    ready = sim.ready_at(rid, offset)
-    submitted = ready - queue - run
-    settings = PollSettings(POLL_SECONDS)
-    polls = queued_polls(queue, request.scenario.queue_position, settings) + math.ceil(run / POLL_SECONDS)
-    if api_down[0]:
-        overlap = max(0.0, min(ready, api_down[1]) - max(submitted, api_down[0]))
-        polls -= min(polls, math.floor(overlap / POLL_SECONDS))
-    return 1 + polls + 1
 
 
 def keep_timelines(timelines: list[Timeline], seen: Observations, folder: Path) -> Path:

@@ -66,7 +66,7 @@ def main() -> int:
                 )
             )
             rows = [*measures(cluster, sim, seen), *slow_rows(lines, unexplained, seen)]
-            side_by_side = layout_rows(cluster, sim, seen)
+            side_by_side = layout_rows(cluster, sim, seen, lines)
             if args.keep:
                 print(f"the generations' timelines: {keep_timelines(lines, seen, root)}", flush=True)
         finally:

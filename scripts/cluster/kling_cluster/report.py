@@ -10,13 +10,16 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kling_cluster.processes import Cluster
     from kling_cluster.simulator import ClusterSimulator
 
     pass
 
 
-from kling_cluster.attribution import POLL_SECONDS, SLOW_AFTER, Timeline, call_floor, outside_outages
+from kling_cluster.attribution import POLL_SECONDS, SLOW_AFTER, Timeline, fault_windows, outside_outages
+from kling_cluster.calls import Calls, count_calls
 from kling_cluster.checks import percentile
 from kling_cluster.observations import Observations, json_value, query
 from kling_cluster.settings import DOC, GENERATES, OUTAGE_TAIL, SPEND_COUNTERS, STORED_BY, layout_of, share
@@ -57,7 +60,7 @@ def measures(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> lis
         ("worker-slot seconds per generation",
          f"{sum(slots) / n:.1f} ({len(slots)} task runs, median {percentile(slots, 0.5):.1f} s)"),
         ("tasks SIGKILLed between submit and deferral", f"{len(seen.killed_between_submit_and_deferral)}"),
-        *submit_run_rows(seen),
+        *submit_run_rows(cluster, seen),
         *fault_rows(cluster, seen),
         *window_rows(cluster, sim, seen),
         ("spend, from the metrics (main run and race): submitted / succeeded / resumed / cancelled",
@@ -109,53 +112,74 @@ def request_ids(cluster: Cluster) -> dict[tuple[str, int], str]:
 RUN_PHASES = ("imports", "connection", "checks", "submit", "record", "deferral")
 
 
-def submit_run_rows(seen: Observations) -> list[tuple[str, str]]:
+#: The log line each paying run writes (``airflow_provider_kling.worker_run``).
+WORKER_RUN_LINE = re.compile(
+    r"Kling worker run: ours [\d.]+ s \((?P<phases>[^)]*)\); in the task process before execute: (?P<before>[\d.]+) s"
+)
+
+
+def paying_runs(cluster: Cluster, task_id: str) -> list[dict[str, float]]:
+    """Each paying run of ``task_id`` in the main run: its phases' seconds, and Airflow's before ``execute``."""
+    runs = []
+    for log in (cluster.logs / "tasks" / "dag_id=kling_cluster").rglob(f"task_id={task_id}/**/attempt=*.log"):
+        if ".trigger." in log.name:
+            continue
+        for match in WORKER_RUN_LINE.finditer(log.read_text(errors="replace")):
+            phases = dict(part.rsplit(" ", 1) for part in match["phases"].split(", "))
+            runs.append({**{name: float(phases.get(name, 0)) for name in RUN_PHASES}, "before": float(match["before"])})
+    return runs
+
+
+def submit_run_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
     """
     The paid submit's worker run (``one_run``'s only run), broken down: the provider's phases from
-    its ``kling.worker_run.*`` timers (every paying run, both layouts), Airflow's share the rest of
-    the slot (the task process's start to ``execute``, measured in it; the supervisor's fork before,
-    the deferral's report and the exit after).
+    the log line each of its paying runs writes, Airflow's share the rest of the slot (the task
+    process's start to ``execute``, measured in it; the supervisor's fork before, the deferral's
+    report and the exit after).
     """
-    timers: dict[str, list[float]] = {}
-    for _, name, value, kind in seen.statsd.ours():
-        if kind == "ms" and name.startswith("kling.worker_run."):
-            timers.setdefault(name.removeprefix("kling.worker_run."), []).append(value / 1000)
-    slots = [seconds for task, seconds in seen.slots if layout_of(task) == "one_run"]
-    if not timers.get("ours") or not slots:
-        return [("the paid submit's worker run", "not measured (no kling.worker_run timers)")]
+    runs = paying_runs(cluster, STORED_BY["one_run"])
+    slots = [seconds for task, seconds in seen.slots if task == STORED_BY["one_run"]]
+    if not runs or not slots:
+        return [("the paid submit's worker run", "not measured (no 'Kling worker run' log lines)")]
+    ours = [sum(run[name] for name in RUN_PHASES) for run in runs]
 
-    def mean(name: str) -> float:
-        values = timers.get(name) or [0.0]
+    def mean(values: list[float]) -> float:
         return sum(values) / len(values)
 
-    slot = percentile(slots, 0.5)
-    ours = mean("ours")
-    before = mean("before_execute")
-    phases = ", ".join(f"{name} {mean(name):.2f}" for name in RUN_PHASES)
-    medians = ", ".join(f"{name} {percentile(timers.get(name) or [0.0], 0.5):.2f}" for name in RUN_PHASES)
+    def phases(stat: Callable[[list[float]], float]) -> str:
+        return ", ".join(f"{name} {stat([run[name] for run in runs]):.2f}" for name in RUN_PHASES)
+
+    before = mean([run["before"] for run in runs])
+    slot = mean(slots)
     return [
-        ("the paid submit's worker run (`one_run`), median slot", f"{slot:.2f} s ({len(slots)} runs)"),
-        ("  ours, mean per paying run", f"{ours:.2f} s: {phases} ({len(timers['ours'])} runs)"),
-        ("  ours, median per paying run", f"{percentile(timers['ours'], 0.5):.2f} s: {medians}"),
+        (
+            "the paid submit's worker run (`one_run`), slot mean / median",
+            f"{slot:.2f} s / {percentile(slots, 0.5):.2f} s ({len(slots)} runs)",
+        ),
+        ("  ours, mean", f"{mean(ours):.2f} s: {phases(mean)} ({len(runs)} paying runs)"),
+        ("  ours, median", f"{percentile(ours, 0.5):.2f} s: {phases(lambda v: percentile(v, 0.5))}"),
         (
             "  Airflow's: the task process's start -> `execute`, mean",
             f"{before:.2f} s (task runner, DAG file, context)",
         ),
         (
-            "  Airflow's: the rest of the slot (fork before, report and exit after)",
-            f"{max(slot - ours - before, 0):.2f} s",
+            "  Airflow's: the rest of the slot (fork before, report and exit after), mean",
+            f"{max(slot - mean(ours) - before, 0):.2f} s",
         ),
         (
             "  our share of the run",
-            f"{ours / slot:.0%} by the mean, {percentile(timers['ours'], 0.5) / slot:.0%} at the median "
-            "(goal: under a quarter)",
+            f"{mean(ours) / slot:.0%} by the mean, {percentile(ours, 0.5) / percentile(slots, 0.5):.0%} at the "
+            "median (goal: under a quarter)",
         ),
     ]
 
 
-def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, ...]]:
+def layout_rows(
+    cluster: Cluster, sim: ClusterSimulator, seen: Observations, lines: list[Timeline]
+) -> list[tuple[str, ...]]:
     """The layouts side by side: what each generation cost in task runs, worker slots, latency and calls."""
     offset = time.time() - time.monotonic()
+    counted = count_calls(lines, seen, fault_windows(seen))
     stored_after = ready_to_stored(cluster, sim, offset)
     requests = request_ids(cluster)
     fired = trigger_events(cluster)
@@ -171,8 +195,7 @@ def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
             if key in stored_after and outside_outages(sim.ready_at(rid, offset), seen)
         ]
         seen_after = [fired[rid] - sim.ready_at(rid, offset) for rid in mine.values() if rid in fired]
-        answered = sum(len(sim.history.get(rid, [])) for rid in mine.values())
-        floor = sum(call_floor(sim, rid, offset, seen.api_down) for rid in mine.values())
+        calls = counted.get(layout, Calls())
         columns.append(
             [
                 f"{count}",
@@ -181,7 +204,8 @@ def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
                 f"{percentile(calm, 0.5):.1f} s / {percentile(calm, 0.99):.1f} s ({len(calm)} generations)",
                 f"{percentile(latency, 0.5):.1f} s / {percentile(latency, 0.99):.1f} s",
                 f"{percentile(seen_after, 0.5):.1f} s / {percentile(seen_after, 0.99):.1f} s",
-                f"{(answered - floor) / count:+.1f} ({answered / count:.1f} answered, floor {floor / count:.1f})",
+                f"{calls.per(calls.beyond):+.1f} ({calls.per(calls.answered):.1f} answered, floor "
+                f"{calls.per(calls.floor):.1f}, of which {calls.per(calls.skipped):.1f} not polled)",
             ]
         )
     names = [
@@ -193,7 +217,12 @@ def layout_rows(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> 
         "  of which: ready -> seen by the trigger, p50 / p99",
         "HTTP calls answered per generation beyond the floor (2)",
     ]
-    return [(name, *(column[row] for column in columns)) for row, name in enumerate(names)]
+    rows = [(name, *(column[row] for column in columns)) for row, name in enumerate(names)]
+    causes = sorted({cause for calls in counted.values() for cause in calls.off_plan})
+    for cause in sorted(causes, key=lambda c: -sum(calls.off_plan[c] for calls in counted.values())):
+        cells = [counted.get(layout, Calls()) for layout in cluster.layouts]
+        rows.append((f"  beyond the floor: {cause}", *(f"{calls.per(calls.off_plan[cause]):.2f}" for calls in cells)))
+    return rows
 
 
 def fault_rows(cluster: Cluster, seen: Observations) -> list[tuple[str, str]]:
@@ -349,10 +378,15 @@ DEFINITIONS = [
     f"(1) A video ready from one poll interval ({POLL_SECONDS:.0f} s) before an outage of the API or the database "
     f"to {OUTAGE_TAIL:.0f} s after its end is inside it: no poll can see it until the API answers again. Ready -> "
     "stored runs from the video ready on the server to the end of the task that stored it.",
-    "(2) The floor is what a waiter on the provider's plan needs: 1 submit, the plan's polls while the request "
-    "is queued (one per interval times the queue position, at most 30 s apart, the first at the submit), a poll "
-    "per interval of rendering, 1 video; less the polls that fell while the API was down. Beyond it: retries "
-    "after faults, a resumed task's check, a copy task's fresh result (`two_tasks`).",
+    "(2) The floor is what a waiter on the provider's plan needs, replayed through each request's own timeline "
+    "on the server: 1 submit, the check at the submit, each poll when the plan says (while queued, the interval "
+    "times the queue position, at most 30 s apart; near the front and while rendering, every interval, through the "
+    "result call), the result call after a status that saw it finished, 1 video. Where nobody could poll (the API "
+    "down or refusing; the triggerers gone in the database's failover, or killed before their takeover), its "
+    "waiter does not either, and polls once when it can again. A call is beyond the floor when the plan did not "
+    "ask for it: early, from a second task (a resume's check, a copy's fresh result), a status call where the "
+    'plan, up to date, asks the result, a second submit or download; the rows under it say which. "Not polled": '
+    "the floor's polls the run did not make (pauses the faults imposed past their windows).",
     f"Slow: more than {SLOW_AFTER:.0f} s (two poll intervals) from ready to stored; the whole run's rows say what "
     "delayed each (the fault windows its ready -> stored overlapped; with none, the two causes that are no fault: "
     "the plan's spaced polls far back in the queue, and `two_tasks`' resume and copy runs when the video was seen "
@@ -373,7 +407,22 @@ def timelines(cluster: Cluster, sim: ClusterSimulator) -> list[Timeline]:
         ready = sim.ready_at(rid, offset)
         polls = list(sim.history.get(rid, []))  # (call, Unix seconds)
         done = stored.get((layout, index))
-        lines.append(Timeline(layout, index, rid, ready - queue - run, ready, fired.get(rid), done, polls=polls))
+        lines.append(
+            Timeline(
+                layout,
+                index,
+                rid,
+                ready - queue - run,
+                ready,
+                fired.get(rid),
+                done,
+                polls=polls,
+                by_triggerer=list(sim.by_triggerer.get(rid, [])),
+                queue_position=sim.requests[rid].scenario.queue_position,
+                queue_seconds=queue,
+                run_seconds=run,
+            )
+        )
     return lines
 
 

@@ -50,6 +50,8 @@ class ClusterSimulator(RunComfySimulator):
         self._refusals = 0
         self._refused_at: list[tuple[float, bool]] = []
         self.submits_by_generation: dict[int, int] = {}
+        #: Who made each answered call of :attr:`history`, in its order: ``True`` for a triggerer's wait.
+        self.by_triggerer: dict[str, list[bool]] = {}
 
     @property
     def refused(self) -> int:
@@ -84,6 +86,11 @@ class ClusterSimulator(RunComfySimulator):
         with self._lock:
             self.submits_by_generation[index] = self.submits_by_generation.get(index, 0) + 1
         return Scenario(queue_seconds=draw.uniform(low, high), run_seconds=render, queue_position=draw.randint(1, 40))
+
+    def _record(self, request_id: str, call: str) -> None:
+        super()._record(request_id, call)
+        with self._lock:
+            self.by_triggerer.setdefault(request_id, []).append(FROM_TRIGGERER.get())
 
     def _next_fault(self, call: str) -> Fault | None:
         if time.time() < self.refusing_until and call in ("submit", "status", "result"):
