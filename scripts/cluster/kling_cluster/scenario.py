@@ -83,7 +83,9 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
     # 1. A worker dies while tasks sit between their submit and their deferral (their first status
     # call is held), and none of its generate tasks has a submit in flight: a submit cut off in
     # flight is another fault, after which the retry fails rather than pay again blindly (resume.py).
-    # A task before its submit, or past it with its request recorded, is safe to kill.
+    # Every first status is held until the kill, and the kill waits until each generate task running
+    # on worker-1 is held: a task still on its way could write its submit's mark between the check
+    # and the kill (a full run saw one do so, and its retry rightly refused to pay blindly).
     def generation(task_id: str, map_index: int) -> int:
         """The generation number of a mapped generate task (map indexes start at 0 in each layout)."""
         return share(cluster, layout_of(task_id)).start + map_index
@@ -103,7 +105,7 @@ def inject_faults(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -
         in_flight = [
             i for i, value in on_worker.items() if value is not None and "request_id" not in value and i not in held
         ]
-        return not in_flight and any(i in held for i in on_worker)
+        return not in_flight and bool(on_worker) and all(i in held for i in on_worker)
 
     deadline = time.monotonic() + 600
     last_raise = time.monotonic()

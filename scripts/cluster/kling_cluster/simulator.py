@@ -40,11 +40,11 @@ class ClusterSimulator(RunComfySimulator):
     def __init__(self, shape: Shape, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.shape = shape
-        #: While set, the first status call of every third generation (up to ``max_held``) is held
+        #: While set, the first status call of every generation (up to ``max_held``: both workers full) is held
         #: back until ``released``: its task sits between its submit and its deferral.
         self.hold_first_status = threading.Event()
         self.released = threading.Event()
-        self.max_held = shape.worker_concurrency // 2
+        self.max_held = 2 * shape.worker_concurrency
         self.holding: set[str] = set()
         self.refusing_until = 0.0
         self._refusals = 0
@@ -108,7 +108,7 @@ class ClusterSimulator(RunComfySimulator):
         rid = request.match_info["request_id"]
         if self.hold_first_status.is_set() and rid in self.requests and self.polls[rid] == 0:
             index = self._index(rid)
-            if index % 3 == 0 and rid not in self.holding and len(self.holding) < self.max_held:
+            if index >= 0 and rid not in self.holding and len(self.holding) < self.max_held:
                 self.holding.add(rid)
                 for _ in range(1200):  # at most two minutes
                     if self.released.is_set():
