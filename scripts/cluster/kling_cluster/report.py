@@ -201,7 +201,9 @@ def layout_rows(
                 f"{count}",
                 f"{len(runs) / count:.2f} ({len(runs)} runs)",
                 f"{sum(runs) / count:.1f} (median run {percentile(runs, 0.5):.1f} s)",
-                f"{percentile(calm, 0.5):.1f} s / {percentile(calm, 0.99):.1f} s ({len(calm)} generations)",
+                f"{percentile(calm, 0.5):.1f} s / {percentile(calm, 0.99):.1f} s ({len(calm)} generations)"
+                if calm
+                else "none: every video was ready within an outage's window",
                 f"{percentile(latency, 0.5):.1f} s / {percentile(latency, 0.99):.1f} s",
                 f"{percentile(seen_after, 0.5):.1f} s / {percentile(seen_after, 0.99):.1f} s",
                 f"{calls.per(calls.beyond):+.1f} ({calls.per(calls.answered):.1f} answered, floor "
