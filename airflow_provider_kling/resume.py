@@ -135,11 +135,11 @@ class SubmitOnce:
         """:meth:`of_task`, one per try: its record read once, then known as it wrote it (each read is an API call)."""
         ti = context.get("ti")
         this_try = tuple(getattr(ti, key, None) for key in ("dag_id", "run_id", "task_id", "map_index", "try_number"))
-        known = task.__dict__.get("_submit_once")
+        known: tuple[tuple[Any, ...], SubmitOnce] | None = task.__dict__.get("_submit_once")
         if known is None or known[0] != this_try:
             known = (this_try, cls.of_task(task, context, record()))
             task.__dict__["_submit_once"] = known
-        return known[1]  # type: ignore[no-any-return]
+        return known[1]
 
     def submit_or_resume(
         self,

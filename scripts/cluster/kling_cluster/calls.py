@@ -111,7 +111,7 @@ def off_plan(line: Timeline, plan: WaitPlan, windows: list[tuple[str, float, flo
     found: Counter[str] = Counter()
     submits = videos = 0
     last: tuple[Seen, bool] | None = None  # what the previous poll saw, and whether a triggerer made it
-    for (call, at), by_triggerer in zip(line.polls, line.by_triggerer or [True] * len(line.polls), strict=True):
+    for (call, at), by_triggerer in zip(line.polls, line.by_triggerer, strict=True):
         if call == "submit":
             submits += 1
             if submits > 1:

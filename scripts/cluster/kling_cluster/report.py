@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     pass
 
 
+from airflow_provider_kling.worker_run import PHASES as RUN_PHASES
 from kling_cluster.attribution import POLL_SECONDS, SLOW_AFTER, Timeline, fault_windows, outside_outages
 from kling_cluster.calls import Calls, count_calls
 from kling_cluster.checks import percentile
@@ -106,10 +107,6 @@ def request_ids(cluster: Cluster) -> dict[tuple[str, int], str]:
         GENERATES,
     )
     return {(layout_of(task), index): str(json_value(value)) for task, index, value in rows}
-
-
-#: The provider's phases of a paying worker run, as ``airflow_provider_kling.worker_run`` times them.
-RUN_PHASES = ("imports", "connection", "checks", "submit", "record", "deferral")
 
 
 #: The log line each paying run writes (``airflow_provider_kling.worker_run``).

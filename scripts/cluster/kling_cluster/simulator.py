@@ -33,8 +33,8 @@ def from_triggerer(user_agent: str) -> bool:
 class ClusterSimulator(RunComfySimulator):
     """
     The simulator with a realistic timeline per generation (fixed by its prompt, so a re-run is the
-    same), a first status call held back for every third generation while a worker is to be
-    killed, and a window in which the API refuses.
+    same), every first status call held back (up to ``max_held``) while a worker is to be killed,
+    and a window in which the API refuses.
     """
 
     def __init__(self, shape: Shape, **kwargs: Any) -> None:
