@@ -227,7 +227,8 @@ def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
 @pytest.fixture(scope="session")
 def s3() -> Any:
     """
-    One S3 API on loopback (moto's server) for the whole session, holding ``s3://brand/key-visual.png``:
+    One S3 API on loopback (moto's server) for the whole session, holding ``s3://brand/key-visual.png``
+    and a ``films`` bucket:
     Airflow keeps each connection's filesystem for the life of the process, endpoint included, so
     a server per test module would leave the next module's tasks talking to a closed port.
     """
@@ -237,4 +238,12 @@ def s3() -> Any:
 
     with S3Server() as server:
         server.put("brand", "key-visual.png", sample_image())
+        server.put("films", ".keep", b"", content_type="text/plain")  # where the film tests store their shots
         yield server
+
+
+@pytest.fixture
+def bucket(s3: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``aws_test``, the connection to the session's S3 on loopback (its ``brand`` and ``films`` buckets)."""
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", s3.connection_json())
+    return s3

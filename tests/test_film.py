@@ -28,14 +28,6 @@ FILE = "kling_film_dags.py"
 
 
 @pytest.fixture
-def bucket(s3, monkeypatch):
-    """``aws_test``, the session's S3 on loopback, with a ``films`` bucket for the shots."""
-    s3.put("films", ".keep", b"", content_type="text/plain")
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", s3.connection_json())
-    return s3
-
-
-@pytest.fixture
 def films_budget(sim, tmp_path, monkeypatch):
     """``kling_default`` with the budget ``films`` (6 videos a day), its ledger in SQLite."""
 

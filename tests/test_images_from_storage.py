@@ -23,13 +23,6 @@ DAGS = Path(__file__).parent / "dag_files"
 IMAGE = "s3://brand/key-visual.png"
 
 
-@pytest.fixture
-def bucket(s3, monkeypatch):
-    """The ``aws_test`` connection to the loopback S3, holding ``s3://brand/key-visual.png``."""
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", s3.connection_json())
-    return s3
-
-
 def _signed_urls(sim) -> list[str]:
     return [
         str(value) for request in sim.requests.values() for value in request.input.values() if "X-Amz-" in str(value)
