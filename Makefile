@@ -76,7 +76,7 @@ bench: $(UV) chromium postgresql
 	.venv/bin/python benchmarks/bench.py $(BENCH_ARGS)
 
 ## Airflow on PostgreSQL, Redis and Celery (2 workers, 2 triggerers) with faults while generations are
-## in flight; checks nothing was lost or paid twice and writes docs/cluster.md. CLUSTER_ARGS=--quick: CI's size.
+## in flight; checks nothing was lost or paid twice and writes docs/cluster.md. CLUSTER_ARGS=--quick: CI's size; --bench: 100 paying runs, no fault.
 cluster: $(UV)
 	UV_PROJECT_ENVIRONMENT=.venv-cluster $(UV) sync --locked --quiet --python $(PYTHON) --group cluster
 	bash scripts/cluster.sh $(CLUSTER_ARGS)

@@ -23,7 +23,8 @@ from kling_cluster.settings import GENERATES, RACE_CAP, RACERS, STORED_BY, VIDEO
 # --- checks and report ------------------------------------------------------------------------
 
 
-def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, bool, str]]:
+def generation_checks(cluster: Cluster, sim: ClusterSimulator) -> list[tuple[str, bool, str]]:
+    """What every run checks of its generations: each succeeded, its video landed whole and checked, paid once."""
     n = cluster.shape.generations
     results: list[tuple[str, bool, str]] = []
     counts = task_states(cluster)
@@ -53,6 +54,12 @@ def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[
     once = [i for i in range(n) if submits.get(i) == 1]
     twice = {i: c for i, c in submits.items() if c != 1}
     results.append(("exactly one paid submit per generation", len(once) == n, f"not once: {twice}" if twice else ""))
+    return results
+
+
+def checks(cluster: Cluster, sim: ClusterSimulator, seen: Observations) -> list[tuple[str, bool, str]]:
+    """Every check of the run with its faults and its budget race."""
+    results = generation_checks(cluster, sim)
     unfinished = [rid for rid in sim.requests if sim.phase_of(rid) in ("in_queue", "in_progress")]
     results.append(("no request left queued or running", not unfinished, ", ".join(unfinished[:5])))
     cancels = sim.calls["cancel"]

@@ -8,16 +8,35 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow_provider_kling.testing.statsd import StatsdListener
 from kling_cluster.attribution import attribute, keep_timelines, slow_rows
 from kling_cluster.chart import spend_chart
-from kling_cluster.checks import checks
+from kling_cluster.checks import checks, generation_checks
 from kling_cluster.processes import Cluster
-from kling_cluster.report import layout_rows, measures, report, timelines, write_doc
+from kling_cluster.report import bench_report, layout_rows, measures, report, timelines, write_doc
 from kling_cluster.scenario import run
-from kling_cluster.settings import FULL, QUICK, REPO, STORED_BY, VIDEO_BYTES
+from kling_cluster.settings import BENCH, FULL, QUICK, REPO, STORED_BY, VIDEO_BYTES
 from kling_cluster.simulator import ClusterSimulator
+
+if TYPE_CHECKING:
+    from kling_cluster.observations import Observations
+
+
+def bench(cluster: Cluster, sim: ClusterSimulator, seen: Observations, *, write: bool) -> int:
+    """``--bench``: the generations' checks and the paying runs' breakdown, printed and written to docs/cluster.md."""
+    results = generation_checks(cluster, sim)
+    text = bench_report(cluster, results, seen)
+    print()
+    print(text)
+    if write:
+        write_doc(text, section="worker run bench")
+    failed = [name for name, ok, _ in results if not ok]
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main() -> int:
@@ -26,6 +45,11 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database dump)")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/cluster.md")
     parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="100 one_run generations and no fault: the paid submit's worker run, broken down (its own section)",
+    )
+    parser.add_argument(
         "--layout",
         choices=["both", *STORED_BY],
         default="both",
@@ -33,7 +57,7 @@ def main() -> int:
         "or one of them for every generation",
     )
     args = parser.parse_args()
-    shape = QUICK if args.quick else FULL
+    shape = BENCH if args.bench else QUICK if args.quick else FULL
     token = f"cluster-token-{secrets.token_hex(12)}"
     root = Path(tempfile.mkdtemp(prefix="kling-cluster-"))
     root.chmod(0o755)
@@ -42,7 +66,7 @@ def main() -> int:
 
     statsd = StatsdListener()
     statsd.start()
-    layouts = list(STORED_BY) if args.layout == "both" else [args.layout]
+    layouts = ["one_run"] if args.bench else list(STORED_BY) if args.layout == "both" else [args.layout]
     with ClusterSimulator(shape, token=token, queue_seconds=1, run_seconds=1, video_size=VIDEO_BYTES) as sim:
         cluster = Cluster(
             root,
@@ -54,7 +78,9 @@ def main() -> int:
             fernet_key=Fernet.generate_key().decode(),
         )
         try:
-            seen = run(cluster, sim, statsd)
+            seen = run(cluster, sim, statsd, faults=not args.bench)
+            if args.bench:
+                return bench(cluster, sim, seen, write=not args.no_doc)
             results = checks(cluster, sim, seen)
             lines = timelines(cluster, sim)
             unexplained = attribute(lines, seen)

@@ -475,8 +475,35 @@ def airflow_version() -> str:
     return version("apache-airflow")
 
 
-def write_doc(text: str) -> None:
-    start, end = "<!-- cluster results -->", "<!-- end of cluster results -->"
+def bench_report(cluster: Cluster, results: list[tuple[str, bool, str]], seen: Observations) -> str:
+    """``--bench``: the generations' checks, and the paid submit's worker run broken down, with no fault."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    slots = [seconds for _, seconds in seen.slots]
+    n = cluster.shape.generations
+    rows = [
+        ("worker-slot seconds per generation", f"{sum(slots) / n:.2f} ({len(slots)} task runs)"),
+        *submit_run_rows(cluster, seen),
+    ]
+    return "\n".join(
+        [
+            f"Run by `make cluster CLUSTER_ARGS=--bench` on {stamp}: {n} `one_run` generations and no fault, "
+            f"Airflow {airflow_version()} with CeleryExecutor (PostgreSQL, Redis, two workers of "
+            f"{cluster.shape.worker_concurrency} slots, two triggerers), one machine ({os.cpu_count()} CPUs).",
+            "",
+            "| check | held | |",
+            "|---|---|---|",
+            *[f"| {name} | {'yes' if ok else '**NO**'} | {detail} |" for name, ok, detail in results],
+            "",
+            "| measure | value |",
+            "|---|---|",
+            *[f"| {name} | {value} |" for name, value in rows],
+        ]
+    )
+
+
+def write_doc(text: str, section: str = "cluster results") -> None:
+    """Put ``text`` between the ``section``'s two markers in docs/cluster.md."""
+    start, end = f"<!-- {section} -->", f"<!-- end of {section} -->"
     page = DOC.read_text()
     before, _, rest = page.partition(start)
     _, _, after = rest.partition(end)

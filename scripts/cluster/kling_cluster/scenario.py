@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from kling_cluster.simulator import ClusterSimulator
 
 
-def run(cluster: Cluster, sim: ClusterSimulator, statsd: StatsdListener) -> Observations:
+def run(cluster: Cluster, sim: ClusterSimulator, statsd: StatsdListener, *, faults: bool = True) -> Observations:
+    """The generations, with the faults and then the budget race (without ``faults``: the generations alone)."""
     shape, root = cluster.shape, cluster.root
     seen = Observations(statsd=statsd)
     (root / "dags").mkdir()
@@ -59,16 +60,19 @@ def run(cluster: Cluster, sim: ClusterSimulator, statsd: StatsdListener) -> Obse
         180,
     )
     cluster.airflow("dags", "unpause", "kling_cluster")
-    sim.hold_first_status.set()
+    if faults:
+        sim.hold_first_status.set()
     cluster.airflow("dags", "trigger", "kling_cluster")
     seen.started = time.time()
     print(f"triggered {shape.generations} generations", flush=True)
     try:
-        inject_faults(cluster, sim, seen)
+        if faults:
+            inject_faults(cluster, sim, seen)
         wait_for_run(cluster, shape, seen)
         seen.slots = worker_slot_seconds(cluster)
         seen.calls = dict(sim.calls)
-        budget_race(cluster, seen)
+        if faults:
+            budget_race(cluster, seen)
     finally:
         meter.stopped.set()
         meter.join(5)

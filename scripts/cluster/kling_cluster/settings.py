@@ -55,6 +55,8 @@ class Shape:
 
 FULL = Shape(220, (60, 180), 90, 300, 8, 15, 2400, 20, 120)
 QUICK = Shape(40, (20, 60), 30, 90, 6, 10, 1200, 20, 60)
+#: ``--bench``: 100 generations and no fault, for the paid submit's worker run alone.
+BENCH = Shape(100, (5, 15), 10, 20, 8, 0, 1200, 0, 0)
 
 
 def share(cluster: Cluster, layout: str) -> range:
